@@ -1,0 +1,80 @@
+use std::fmt;
+
+use crate::ModelError;
+
+/// Longest application name, in bytes.
+pub const MAX_APP_LEN: usize = 64;
+
+/// A validated application name: `[a-z0-9][a-z0-9._-]{0,63}` after lowercasing.
+///
+/// The grammar makes it safe as a single path component (no `/`, cannot be `.` or `..`),
+/// which is why storage may use it to name partition directories.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AppName(String);
+
+impl AppName {
+    /// Validates `name`, lowercasing ASCII letters first.
+    pub fn parse(name: &str) -> Result<AppName, ModelError> {
+        let invalid = |reason| ModelError::InvalidApp { name: truncate(name), reason };
+        if name.is_empty() {
+            return Err(invalid("empty"));
+        }
+        if name.len() > MAX_APP_LEN {
+            return Err(invalid("longer than 64 characters"));
+        }
+        let lower = name.to_ascii_lowercase();
+        let bytes = lower.as_bytes();
+        if !bytes[0].is_ascii_alphanumeric() {
+            return Err(invalid("must start with a letter or digit"));
+        }
+        if !bytes.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+            return Err(invalid("only letters, digits, '.', '_' and '-' are allowed"));
+        }
+        Ok(AppName(lower))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+impl fmt::Display for AppName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for AppName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+impl AsRef<str> for AppName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_and_lowercases() {
+        assert_eq!(AppName::parse("HDFS").unwrap().as_str(), "hdfs");
+        assert_eq!(AppName::parse("a.b_c-9").unwrap().as_str(), "a.b_c-9");
+        assert!(AppName::parse(&"a".repeat(64)).is_ok());
+    }
+
+    #[test]
+    fn rejects_paths_and_junk() {
+        for bad in ["", "../x", "..", ".", "-a", "a/b", "a b", "é", &"a".repeat(65)] {
+            assert!(AppName::parse(bad).is_err(), "{bad:?} must be rejected");
+        }
+    }
+}

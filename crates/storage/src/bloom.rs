@@ -1,0 +1,142 @@
+//! Per-block bloom filters over tags and message tokens.
+//!
+//! A block's filter holds the hash of every distinct tag (seeded apart from tokens) and of every
+//! distinct lowercased message token. A query probes it before touching the block: if a tag it
+//! requires, or a token that every match must contain, is definitely absent, the block is
+//! skipped without reading or decompressing it.
+//!
+//! Tokens are maximal runs of ASCII letters and digits and of non-ASCII bytes; ASCII letters
+//! are lowercased so one filter serves case-sensitive and case-insensitive search.
+
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+
+/// Bits per distinct key: about 1 % false positives with [`HASHES`] probes.
+pub const BITS_PER_KEY: usize = 10;
+pub const HASHES: u32 = 7;
+const TAG_SEED: u64 = 0x7461_6773;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bloom {
+    words: Vec<u64>,
+}
+
+pub fn token_hash(token: &[u8]) -> u64 {
+    xxh3_64(token)
+}
+
+pub fn tag_hash(tag: &str) -> u64 {
+    xxh3_64_with_seed(tag.as_bytes(), TAG_SEED)
+}
+
+impl Bloom {
+    /// Builds a filter holding `hashes` (duplicates allowed).
+    pub fn build(hashes: &[u64]) -> Bloom {
+        let bits = (hashes.len() * BITS_PER_KEY).max(64).next_multiple_of(64);
+        let mut words = vec![0u64; bits / 64];
+        for &h in hashes {
+            for bit in probes(h, bits as u64) {
+                words[(bit / 64) as usize] |= 1 << (bit % 64);
+            }
+        }
+        Bloom { words }
+    }
+
+    pub fn from_words(words: Vec<u64>) -> Bloom {
+        Bloom { words }
+    }
+
+    pub fn words(&self) -> &[u64] {
+        &self.words
+    }
+
+    /// False means the key is certainly absent.
+    pub fn may_contain(&self, hash: u64) -> bool {
+        let bits = self.words.len() as u64 * 64;
+        if bits == 0 {
+            return true;
+        }
+        probes(hash, bits).all(|bit| self.words[(bit / 64) as usize] & (1 << (bit % 64)) != 0)
+    }
+}
+
+fn probes(h: u64, bits: u64) -> impl Iterator<Item = u64> {
+    let h1 = h & 0xffff_ffff;
+    let h2 = (h >> 32) | 1;
+    (0..u64::from(HASHES)).map(move |i| h1.wrapping_add(i.wrapping_mul(h2)) % bits)
+}
+
+#[inline]
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b >= 0x80
+}
+
+/// Calls `f` with every token of `text`, lowercased, reusing `scratch`.
+pub fn for_each_token(text: &[u8], scratch: &mut Vec<u8>, mut f: impl FnMut(&[u8])) {
+    let mut i = 0;
+    while i < text.len() {
+        while i < text.len() && !is_token_byte(text[i]) {
+            i += 1;
+        }
+        let start = i;
+        while i < text.len() && is_token_byte(text[i]) {
+            i += 1;
+        }
+        if start < i {
+            scratch.clear();
+            scratch.extend(text[start..i].iter().map(|b| b.to_ascii_lowercase()));
+            f(scratch);
+        }
+    }
+}
+
+/// Tokens that every message containing `needle` must contain whole: the runs of `needle` with
+/// a separator on both sides inside the needle. (A run touching either end of the needle may be
+/// part of a longer token in the message.) With `ascii_only`, tokens holding non-ASCII bytes are
+/// left out, for case-insensitive needles whose Unicode case folding the filter does not model.
+pub fn needle_tokens(needle: &[u8], ascii_only: bool) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < needle.len() {
+        if !is_token_byte(needle[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < needle.len() && is_token_byte(needle[i]) {
+            i += 1;
+        }
+        let bounded = start > 0 && i < needle.len();
+        let tok = &needle[start..i];
+        if bounded && (!ascii_only || tok.is_ascii()) {
+            let lower: Vec<u8> = tok.iter().map(|b| b.to_ascii_lowercase()).collect();
+            out.push(token_hash(&lower));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_false_negatives() {
+        let keys: Vec<u64> = (0..5000u64).map(|i| token_hash(format!("tok{i}").as_bytes())).collect();
+        let b = Bloom::build(&keys);
+        assert!(keys.iter().all(|&k| b.may_contain(k)));
+        let fp = (0..10_000u64).filter(|i| b.may_contain(token_hash(format!("other{i}").as_bytes()))).count();
+        assert!(fp < 300, "false positive rate too high: {fp}/10000");
+    }
+
+    #[test]
+    fn tokens_and_needles() {
+        let mut toks = Vec::new();
+        for_each_token(b"Got EXCEPTION: req-00ab x", &mut Vec::new(), |t| {
+            toks.push(String::from_utf8(t.to_vec()).unwrap())
+        });
+        assert_eq!(toks, ["got", "exception", "req", "00ab", "x"]);
+        // "req-0000": "req" touches the start and "0000" the end: neither is certain
+        assert!(needle_tokens(b"req-0000", false).is_empty());
+        assert_eq!(needle_tokens(b"soft lockup - CPU#3", false), vec![token_hash(b"lockup"), token_hash(b"cpu")]);
+    }
+}

@@ -1,0 +1,687 @@
+//! The engine: WAL group commit, memtable, snapshots for queries, and the background threads.
+//!
+//! Threads and who owns what:
+//! - the *writer* thread owns the WAL. It takes every waiting batch, appends them, syncs once
+//!   (group commit), inserts them into the memtable and only then acknowledges them. Because
+//!   one thread both appends and rotates the WAL, "every record in the frozen memtable came
+//!   from a WAL file `<= watermark`" holds by construction.
+//! - the *flusher* thread writes frozen memtables into segments, publishes them, and deletes
+//!   the WAL files they cover.
+//! - the *maintenance* thread merges segments and applies retention.
+//!
+//! Queries take a snapshot (cloned `Arc`s of blocks and memtable chunks) under a read lock held
+//! for microseconds, then run without locks on the caller's rayon pool.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use logpipe_model::{AppName, Record};
+use logpipe_wal::Wal;
+use parking_lot::{Mutex, RwLock};
+
+use crate::filter::{Filter, Query};
+use crate::memtable::{Frozen, Memtable};
+use crate::metrics::EngineMetrics;
+use crate::partition::{parse_day_name, PartitionKey};
+use crate::search::{self, Answer, Order, Request, Source};
+use crate::segment::{self, Segment};
+use crate::{batch, io_err, maintenance, Result, SegmentId, StorageError};
+
+/// How the WAL is made durable before a batch is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncMode {
+    /// fsync before every acknowledgement (shared by concurrent batches).
+    Always,
+    /// Acknowledge after `write`, fsync at most this long afterwards: an OS crash or power
+    /// loss can lose up to this much acknowledged data; a process crash loses nothing.
+    Interval(Duration),
+    /// Acknowledge after `write`, never fsync the WAL (segments are still fsynced): an OS
+    /// crash can lose everything not yet flushed to segments.
+    Never,
+}
+
+/// Typed configuration; every default is a named constant.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub data_dir: PathBuf,
+    pub fsync: FsyncMode,
+    /// Batches that may wait for the WAL writer before ingest is refused with "overloaded".
+    pub ingest_queue: usize,
+    /// Flush the memtable once it holds this many bytes...
+    pub memtable_flush_bytes: usize,
+    /// ...or once its oldest record is this old.
+    pub memtable_flush_interval: Duration,
+    /// Refuse writes while memtables (active and being flushed) hold more than this.
+    pub max_memtable_bytes: usize,
+    pub compression_level: i32,
+    /// Merge a partition once it has more segments than this.
+    pub max_segments_per_partition: usize,
+    /// Segments merged at once.
+    pub merge_fan_in: usize,
+    /// Keep records this long (ns); `None` keeps everything.
+    pub retention: Option<i64>,
+    pub retention_per_app: HashMap<AppName, i64>,
+    pub regex_size_limit: usize,
+    pub maintenance_interval: Duration,
+}
+
+pub const DEFAULT_INGEST_QUEUE: usize = 256;
+pub const DEFAULT_MEMTABLE_FLUSH_BYTES: usize = 128 << 20;
+pub const DEFAULT_MEMTABLE_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
+pub const DEFAULT_MAX_MEMTABLE_BYTES: usize = 1 << 30;
+pub const DEFAULT_COMPRESSION_LEVEL: i32 = 3;
+pub const DEFAULT_MAX_SEGMENTS_PER_PARTITION: usize = 4;
+pub const DEFAULT_MERGE_FAN_IN: usize = 8;
+
+impl EngineConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> EngineConfig {
+        EngineConfig {
+            data_dir: data_dir.into(),
+            fsync: FsyncMode::Always,
+            ingest_queue: DEFAULT_INGEST_QUEUE,
+            memtable_flush_bytes: DEFAULT_MEMTABLE_FLUSH_BYTES,
+            memtable_flush_interval: DEFAULT_MEMTABLE_FLUSH_INTERVAL,
+            max_memtable_bytes: DEFAULT_MAX_MEMTABLE_BYTES,
+            compression_level: DEFAULT_COMPRESSION_LEVEL,
+            max_segments_per_partition: DEFAULT_MAX_SEGMENTS_PER_PARTITION,
+            merge_fan_in: DEFAULT_MERGE_FAN_IN,
+            retention: None,
+            retention_per_app: HashMap::new(),
+            regex_size_limit: crate::DEFAULT_REGEX_SIZE_LIMIT,
+            maintenance_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Why an ingest batch was not acknowledged. Nothing of a refused batch is kept.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("ingest queue is full ({0} batches waiting)")]
+    QueueFull(usize),
+    #[error("memtables hold {0} bytes waiting for flush; writes resume when it catches up")]
+    FlushBehind(usize),
+    #[error("writes are stopped: {0}")]
+    Stopped(String),
+    #[error("the engine is shutting down")]
+    Closed,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub partitions: usize,
+    pub segments: usize,
+    pub segment_bytes: u64,
+    pub segment_records: u64,
+    pub memtable_records: u64,
+    pub memtable_bytes: usize,
+}
+
+pub(crate) type Partitions = BTreeMap<PartitionKey, Vec<Arc<Segment>>>;
+
+pub(crate) struct State {
+    pub active: Memtable,
+    pub frozen: Vec<Arc<Frozen>>,
+    pub partitions: Partitions,
+}
+
+pub(crate) struct Inner {
+    pub cfg: EngineConfig,
+    pub root: PathBuf,
+    pub wal_dir: PathBuf,
+    pub state: RwLock<State>,
+    next_id: AtomicU64,
+    poisoned: Mutex<Option<String>>,
+    pub metrics: EngineMetrics,
+    queued: AtomicUsize,
+    pub shutting_down: AtomicBool,
+}
+
+impl Inner {
+    pub fn next_segment_id(&self) -> SegmentId {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn poison(&self, why: String) {
+        tracing::error!(reason = %why, "storage engine stops accepting writes");
+        self.poisoned.lock().get_or_insert(why);
+    }
+
+    pub fn retention_for(&self, app: &AppName) -> Option<i64> {
+        self.cfg.retention_per_app.get(app).copied().or(self.cfg.retention)
+    }
+}
+
+type Reply = mpsc::Sender<std::result::Result<(), IngestError>>;
+
+enum WriterMsg {
+    Append {
+        payload: Vec<u8>,
+        records: Vec<Record>,
+        bytes: usize,
+        reply: Reply,
+    },
+    /// Freeze the memtable and flush it; reply once the segments are published.
+    Flush {
+        reply: mpsc::Sender<Result<()>>,
+    },
+    Shutdown {
+        reply: mpsc::Sender<Result<()>>,
+    },
+}
+
+pub(crate) struct FlushJob {
+    pub frozen: Arc<Frozen>,
+    pub reply: Option<mpsc::Sender<Result<()>>>,
+}
+
+pub struct Engine {
+    inner: Arc<Inner>,
+    tx: SyncSender<WriterMsg>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    maint_stop: Mutex<Option<mpsc::Sender<()>>>,
+    _lock: File,
+}
+
+impl Engine {
+    /// Opens (or creates) the data directory: loads segments, replays the WAL, and starts the
+    /// writer, flusher and maintenance threads.
+    pub fn open(cfg: EngineConfig) -> Result<Engine> {
+        let root = cfg.data_dir.join("partitions");
+        let wal_dir = cfg.data_dir.join("wal");
+        std::fs::create_dir_all(&root).map_err(io_err(&root))?;
+        std::fs::create_dir_all(&wal_dir).map_err(io_err(&wal_dir))?;
+        let lock_path = cfg.data_dir.join("LOCK");
+        let lock = File::create(&lock_path).map_err(io_err(&lock_path))?;
+        lock.try_lock().map_err(|_| StorageError::Io {
+            path: lock_path.clone(),
+            source: std::io::Error::other("data directory is in use by another logpipe process"),
+        })?;
+
+        let metrics = EngineMetrics::new();
+        let (partitions, max_id) = load_partitions(&root, &metrics)?;
+        let watermarks: HashMap<PartitionKey, u64> = partitions
+            .iter()
+            .map(|(k, segs)| (k.clone(), segs.iter().map(|s| s.meta.wal_watermark).max().unwrap_or(0)))
+            .collect();
+
+        let inner = Arc::new(Inner {
+            root,
+            wal_dir: wal_dir.clone(),
+            state: RwLock::new(State { active: Memtable::default(), frozen: Vec::new(), partitions }),
+            next_id: AtomicU64::new(max_id + 1),
+            poisoned: Mutex::new(None),
+            metrics,
+            queued: AtomicUsize::new(0),
+            shutting_down: AtomicBool::new(false),
+            cfg,
+        });
+
+        let now = now_ns();
+        let mut replayed = 0u64;
+        let mut bad_frames = 0u64;
+        let stats = logpipe_wal::replay(&wal_dir, |seq, payload| {
+            let Ok(records) = batch::decode(payload) else {
+                bad_frames += 1;
+                return;
+            };
+            let keep: Vec<Record> = records
+                .into_iter()
+                .filter(|r| watermarks.get(&PartitionKey::of(&r.app, r.ts)).is_none_or(|&w| w < seq))
+                .filter(|r| inner.retention_for(&r.app).is_none_or(|keep| r.ts >= now - keep))
+                .collect();
+            replayed += keep.len() as u64;
+            let bytes = keep.iter().map(Record::mem_size).sum();
+            inner.state.write().active.insert(keep, bytes);
+        })?;
+        if bad_frames > 0 {
+            tracing::error!(bad_frames, "wal frames with a valid checksum did not decode; skipped");
+        }
+        tracing::info!(
+            files = stats.files,
+            frames = stats.frames,
+            records = replayed,
+            cuts = stats.cut.len(),
+            "wal replayed"
+        );
+        let wal = Wal::create(&wal_dir)?;
+
+        let (tx, rx) = mpsc::sync_channel(inner.cfg.ingest_queue);
+        let (flush_tx, flush_rx) = mpsc::channel::<FlushJob>();
+        let (maint_tx, maint_rx) = mpsc::channel::<()>();
+        let mut threads = Vec::new();
+        let i = inner.clone();
+        threads.push(spawn("logpipe-wal", move || writer_loop(i, wal, rx, flush_tx)));
+        let i = inner.clone();
+        threads.push(spawn("logpipe-flush", move || maintenance::flusher_loop(i, flush_rx)));
+        let i = inner.clone();
+        threads.push(spawn("logpipe-maint", move || maintenance::maintenance_loop(i, maint_rx)));
+        let engine =
+            Engine { inner, tx, threads: Mutex::new(threads), maint_stop: Mutex::new(Some(maint_tx)), _lock: lock };
+        engine.refresh_gauges();
+        Ok(engine)
+    }
+
+    /// Makes `records` durable (per the fsync mode) and queryable, or refuses all of them.
+    /// Blocks until the WAL writer has answered.
+    pub fn ingest(&self, records: Vec<Record>) -> std::result::Result<(), IngestError> {
+        if let Some(why) = self.poisoned() {
+            return Err(IngestError::Stopped(why));
+        }
+        if self.inner.shutting_down.load(Ordering::Relaxed) {
+            return Err(IngestError::Closed);
+        }
+        let held = self.memtable_bytes();
+        if held > self.inner.cfg.max_memtable_bytes {
+            return Err(IngestError::FlushBehind(held));
+        }
+        if records.is_empty() {
+            return Ok(());
+        }
+        let payload = batch::encode(&records);
+        let bytes = records.iter().map(Record::mem_size).sum();
+        let (reply, rx) = mpsc::channel();
+        let depth = self.inner.queued.fetch_add(1, Ordering::Relaxed) + 1;
+        self.inner.metrics.ingest_queue_depth.set(depth as i64);
+        match self.tx.try_send(WriterMsg::Append { payload, records, bytes, reply }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.inner.queued.fetch_sub(1, Ordering::Relaxed);
+                return Err(IngestError::QueueFull(self.inner.cfg.ingest_queue));
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.inner.queued.fetch_sub(1, Ordering::Relaxed);
+                return Err(IngestError::Closed);
+            }
+        }
+        rx.recv().unwrap_or(Err(IngestError::Closed))
+    }
+
+    /// Runs a query on the current rayon pool.
+    pub fn query(&self, q: &Query, req: &Request) -> Result<Answer> {
+        let mut q = q.clone();
+        if let Request::Logs { cursor: Some(c), order, .. } = req {
+            match order {
+                Order::Desc => q.to = Some(q.to.map_or(c.ts.saturating_add(1), |t| t.min(c.ts.saturating_add(1)))),
+                Order::Asc => q.from = Some(q.from.map_or(c.ts, |f| f.max(c.ts))),
+            }
+        }
+        let f = Filter::compile(&q, self.inner.cfg.regex_size_limit)?;
+        let sources = self.snapshot(&f);
+        search::run(sources, &f, req)
+    }
+
+    /// Validates a query without running it.
+    pub fn check_query(&self, q: &Query) -> Result<()> {
+        Filter::compile(q, self.inner.cfg.regex_size_limit).map(|_| ())
+    }
+
+    fn snapshot(&self, f: &Filter) -> Vec<Source> {
+        let st = self.inner.state.read();
+        let mut out = Vec::new();
+        for (key, segs) in &st.partitions {
+            if !f.app_matches(&key.app) || !f.overlaps(key.start(), key.end() - 1) {
+                continue;
+            }
+            for seg in segs {
+                for idx in seg.blocks_in(f.from, f.to) {
+                    if f.block_may_match(&seg.meta.blocks[idx]) {
+                        out.push(Source::Block { seg: seg.clone(), idx });
+                    }
+                }
+            }
+        }
+        for table in std::iter::once(&st.active).chain(st.frozen.iter().map(|fz| &fz.table)) {
+            for (key, chunks) in &table.parts {
+                if !f.app_matches(&key.app) {
+                    continue;
+                }
+                for c in chunks {
+                    if f.overlaps(c.min_ts, c.max_ts) {
+                        out.push(Source::Mem(c.clone()));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Writes everything in memory into segments; returns once they are published.
+    pub fn flush(&self) -> Result<()> {
+        let (reply, rx) = mpsc::channel();
+        self.tx.send(WriterMsg::Flush { reply }).map_err(|_| StorageError::Closed)?;
+        rx.recv().unwrap_or(Err(StorageError::Closed))
+    }
+
+    /// Runs merges until every partition is within its segment budget.
+    pub fn merge_all(&self) -> Result<()> {
+        while maintenance::merge_once(&self.inner)? {}
+        Ok(())
+    }
+
+    /// Applies retention now.
+    pub fn apply_retention(&self) -> Result<()> {
+        maintenance::apply_retention(&self.inner)
+    }
+
+    /// The oldest timestamp ingest accepts for `app`, if retention applies.
+    pub fn retention_cutoff(&self, app: &AppName) -> Option<i64> {
+        self.inner.retention_for(app).map(|keep| now_ns() - keep)
+    }
+
+    pub fn poisoned(&self) -> Option<String> {
+        self.inner.poisoned.lock().clone()
+    }
+
+    /// Stops writes as after a failed fsync; reads keep working. For fault-injection tests.
+    pub fn poison(&self, why: &str) {
+        self.inner.poison(why.to_string());
+    }
+
+    pub fn metrics(&self) -> &EngineMetrics {
+        &self.inner.metrics
+    }
+
+    fn memtable_bytes(&self) -> usize {
+        let st = self.inner.state.read();
+        st.active.bytes + st.frozen.iter().map(|f| f.table.bytes).sum::<usize>()
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        let st = self.inner.state.read();
+        let segs = st.partitions.values().flatten();
+        EngineStats {
+            partitions: st.partitions.len(),
+            segments: st.partitions.values().map(Vec::len).sum(),
+            segment_bytes: segs.clone().map(|s| s.file_len).sum(),
+            segment_records: segs.map(|s| s.meta.rows).sum(),
+            memtable_records: st.active.records + st.frozen.iter().map(|f| f.table.records).sum::<u64>(),
+            memtable_bytes: st.active.bytes + st.frozen.iter().map(|f| f.table.bytes).sum::<usize>(),
+        }
+    }
+
+    /// Brings the gauges (segments, bytes on disk, memtable) up to date.
+    pub fn refresh_gauges(&self) {
+        let s = self.stats();
+        let m = &self.inner.metrics;
+        m.partitions.set(s.partitions as i64);
+        m.segments.set(s.segments as i64);
+        m.disk_bytes.set(s.segment_bytes as i64);
+        m.memtable_bytes.set(s.memtable_bytes as i64);
+        m.memtable_records.set(s.memtable_records as i64);
+    }
+
+    /// Flushes the memtable, stops the background threads and waits for them.
+    pub fn close(&self) -> Result<()> {
+        self.inner.shutting_down.store(true, Ordering::Relaxed);
+        let (reply, rx) = mpsc::channel();
+        let res = match self.tx.send(WriterMsg::Shutdown { reply }) {
+            Ok(()) => rx.recv().unwrap_or(Err(StorageError::Closed)),
+            Err(_) => Ok(()),
+        };
+        self.maint_stop.lock().take();
+        for t in self.threads.lock().drain(..) {
+            let _ = t.join();
+        }
+        res
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if !self.threads.lock().is_empty() {
+            let _ = self.close();
+        }
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
+    std::thread::Builder::new().name(name.into()).spawn(f).expect("spawn engine thread")
+}
+
+pub(crate) fn now_ns() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// Upper bound on the bytes one group commit gathers before writing.
+const MAX_GROUP_BYTES: usize = 64 << 20;
+
+fn writer_loop(inner: Arc<Inner>, mut wal: Wal, rx: Receiver<WriterMsg>, flush_tx: mpsc::Sender<FlushJob>) {
+    let tick = Duration::from_millis(100);
+    let mut last_sync = Instant::now();
+    let mut unsynced = false;
+    loop {
+        let first = match rx.recv_timeout(tick) {
+            Ok(m) => m,
+            Err(RecvTimeoutError::Timeout) => {
+                if let FsyncMode::Interval(d) = inner.cfg.fsync {
+                    if unsynced && last_sync.elapsed() >= d {
+                        sync_wal(&inner, &mut wal);
+                        last_sync = Instant::now();
+                        unsynced = false;
+                    }
+                }
+                maybe_flush(&inner, &mut wal, &flush_tx, false, None);
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let mut group = vec![first];
+        let mut bytes = 0;
+        while bytes < MAX_GROUP_BYTES {
+            match rx.try_recv() {
+                Ok(m) => {
+                    if let WriterMsg::Append { payload, .. } = &m {
+                        bytes += payload.len();
+                    }
+                    group.push(m);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut appends = Vec::new();
+        let mut controls = Vec::new();
+        for m in group {
+            match m {
+                WriterMsg::Append { payload, records, bytes, reply } => appends.push((payload, records, bytes, reply)),
+                other => controls.push(other),
+            }
+        }
+        if !appends.is_empty() {
+            inner.queued.fetch_sub(appends.len(), Ordering::Relaxed);
+            inner.metrics.ingest_queue_depth.set(inner.queued.load(Ordering::Relaxed) as i64);
+            inner.metrics.wal_group_batches.observe(appends.len() as f64);
+            let mut res = appends.iter().try_for_each(|(p, ..)| wal.append(p)).and_then(|()| wal.write());
+            if res.is_ok() {
+                match inner.cfg.fsync {
+                    FsyncMode::Always => {
+                        let t = Instant::now();
+                        res = wal.sync();
+                        inner.metrics.wal_fsync_seconds.observe(t.elapsed().as_secs_f64());
+                    }
+                    FsyncMode::Interval(d) => {
+                        unsynced = true;
+                        if last_sync.elapsed() >= d {
+                            sync_wal(&inner, &mut wal);
+                            last_sync = Instant::now();
+                            unsynced = false;
+                        }
+                    }
+                    FsyncMode::Never => {}
+                }
+            }
+            match res {
+                Ok(()) => {
+                    let mut st = inner.state.write();
+                    let mut replies = Vec::with_capacity(appends.len());
+                    for (_, records, bytes, reply) in appends {
+                        st.active.insert(records, bytes);
+                        replies.push(reply);
+                    }
+                    drop(st);
+                    for r in replies {
+                        let _ = r.send(Ok(()));
+                    }
+                }
+                Err(e) => {
+                    inner.poison(e.to_string());
+                    for (.., reply) in appends {
+                        let _ = reply.send(Err(IngestError::Stopped(e.to_string())));
+                    }
+                }
+            }
+        }
+        let mut stop = false;
+        for c in controls {
+            match c {
+                WriterMsg::Flush { reply } => maybe_flush(&inner, &mut wal, &flush_tx, true, Some(reply)),
+                WriterMsg::Shutdown { reply } => {
+                    if inner.poisoned.lock().is_none() {
+                        sync_wal(&inner, &mut wal);
+                    }
+                    maybe_flush(&inner, &mut wal, &flush_tx, true, Some(reply));
+                    stop = true;
+                }
+                WriterMsg::Append { .. } => unreachable!("appends were split out"),
+            }
+        }
+        if stop {
+            break;
+        }
+        maybe_flush(&inner, &mut wal, &flush_tx, false, None);
+    }
+    // dropping flush_tx lets the flusher finish its queue and exit
+}
+
+fn sync_wal(inner: &Inner, wal: &mut Wal) {
+    let t = Instant::now();
+    if let Err(e) = wal.write().and_then(|()| wal.sync()) {
+        inner.poison(e.to_string());
+    }
+    inner.metrics.wal_fsync_seconds.observe(t.elapsed().as_secs_f64());
+}
+
+/// Freezes the memtable and hands it to the flusher when it is big or old enough (or `force`).
+fn maybe_flush(
+    inner: &Inner,
+    wal: &mut Wal,
+    flush_tx: &mpsc::Sender<FlushJob>,
+    force: bool,
+    reply: Option<mpsc::Sender<Result<()>>>,
+) {
+    let due = {
+        let st = inner.state.read();
+        let a = &st.active;
+        !a.is_empty()
+            && (force
+                || a.bytes >= inner.cfg.memtable_flush_bytes
+                || a.since.is_some_and(|s| s.elapsed() >= inner.cfg.memtable_flush_interval))
+    };
+    if !due {
+        if let Some(r) = reply {
+            // nothing new to freeze; wait for flushes already under way by queueing an empty job
+            let frozen = Arc::new(Frozen { watermark: 0, table: Memtable::default() });
+            let _ = flush_tx.send(FlushJob { frozen, reply: Some(r) });
+        }
+        return;
+    }
+    if let Some(why) = inner.poisoned.lock().clone() {
+        if let Some(r) = reply {
+            let _ = r.send(Err(StorageError::Wal(logpipe_wal::WalError::Poisoned(why))));
+        }
+        return;
+    }
+    let watermark = match wal.rotate() {
+        Ok(seq) => seq,
+        Err(e) => {
+            inner.poison(e.to_string());
+            if let Some(r) = reply {
+                let _ = r.send(Err(e.into()));
+            }
+            return;
+        }
+    };
+    let frozen = {
+        let mut st = inner.state.write();
+        let table = std::mem::take(&mut st.active);
+        let frozen = Arc::new(Frozen { watermark, table });
+        st.frozen.push(frozen.clone());
+        frozen
+    };
+    let _ = flush_tx.send(FlushJob { frozen, reply });
+}
+
+/// Opens every segment under `root`, deleting leftovers of interrupted writes and merges.
+fn load_partitions(root: &Path, metrics: &EngineMetrics) -> Result<(Partitions, SegmentId)> {
+    let mut parts = BTreeMap::new();
+    let mut max_id = 0;
+    for app_entry in std::fs::read_dir(root).map_err(io_err(root))? {
+        let app_entry = app_entry.map_err(io_err(root))?;
+        let name = app_entry.file_name();
+        let Some(app) = name.to_str().and_then(|n| AppName::parse(n).ok()).filter(|a| a.as_str() == name) else {
+            tracing::warn!(path = %app_entry.path().display(), "ignoring unexpected entry in partitions/");
+            continue;
+        };
+        let app_dir = app_entry.path();
+        for day_entry in std::fs::read_dir(&app_dir).map_err(io_err(&app_dir))? {
+            let day_entry = day_entry.map_err(io_err(&app_dir))?;
+            let Some(day) = day_entry.file_name().to_str().and_then(parse_day_name) else {
+                tracing::warn!(path = %day_entry.path().display(), "ignoring unexpected entry");
+                continue;
+            };
+            let key = PartitionKey { app: app.clone(), day };
+            let segs = load_partition(&day_entry.path(), metrics, &mut max_id)?;
+            if !segs.is_empty() {
+                parts.insert(key, segs);
+            }
+        }
+    }
+    Ok((parts, max_id))
+}
+
+fn load_partition(dir: &Path, metrics: &EngineMetrics, max_id: &mut SegmentId) -> Result<Vec<Arc<Segment>>> {
+    let mut segs = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        let path = entry.path();
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if name.ends_with(".tmp") {
+            // an interrupted flush or merge: never visible, never acknowledged on its own
+            std::fs::remove_file(&path).map_err(io_err(&path))?;
+            continue;
+        }
+        let Some(id) = segment::parse_file_name(&name) else {
+            continue;
+        };
+        *max_id = (*max_id).max(id);
+        match Segment::open(&path) {
+            Ok(s) => segs.push(s),
+            Err(e @ (StorageError::Corrupt { .. } | StorageError::UnsupportedVersion { .. })) => {
+                tracing::error!(error = %e, "setting aside unreadable segment");
+                metrics.corrupt_files.inc();
+                let aside = path.with_extension("seg.corrupt");
+                std::fs::rename(&path, &aside).map_err(io_err(&path))?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let replaced: HashSet<SegmentId> = segs.iter().flat_map(|s| s.meta.replaces.iter().copied()).collect();
+    let mut live = Vec::new();
+    for s in segs {
+        if replaced.contains(&s.id()) {
+            tracing::info!(path = %s.path().display(), "deleting segment superseded by a merge");
+            std::fs::remove_file(s.path()).map_err(io_err(s.path()))?;
+        } else {
+            live.push(Arc::new(s));
+        }
+    }
+    live.sort_by_key(|s| s.id());
+    Ok(live)
+}

@@ -1,0 +1,39 @@
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum StorageError {
+    #[error("i/o error on {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("corrupt data in {path} at offset {offset}: {reason}")]
+    Corrupt { path: PathBuf, offset: u64, reason: &'static str },
+    #[error("{path} has format version {version}, which this build cannot read")]
+    UnsupportedVersion { path: PathBuf, version: u32 },
+    #[error("compression failed: {0}")]
+    Compress(std::io::Error),
+    #[error("segment has no rows")]
+    EmptySegment,
+    #[error(transparent)]
+    Wal(#[from] logpipe_wal::WalError),
+    #[error("invalid query: {0}")]
+    BadQuery(String),
+    #[error("the engine is shut down")]
+    Closed,
+}
+
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// Where a corruption would be reported: a file and an offset in it.
+#[derive(Debug, Clone)]
+pub struct Corruption {
+    pub path: Arc<PathBuf>,
+    pub offset: u64,
+}
+
+impl Corruption {
+    pub fn err(&self, reason: &'static str) -> StorageError {
+        StorageError::Corrupt { path: self.path.to_path_buf(), offset: self.offset, reason }
+    }
+}

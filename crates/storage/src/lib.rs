@@ -1,0 +1,50 @@
+//! The logpipe storage engine.
+//!
+//! ```text
+//! data_dir/
+//!   wal/                         write-ahead log (logpipe-wal), one frame per ingest batch
+//!   partitions/<app>/<YYYY-MM-DD>/<id>.seg   immutable columnar segments (see `segment`)
+//! ```
+//!
+//! Storage → partition (one app, one UTC day) → segment (immutable file) → block (≤ 8192
+//! sorted rows, three compressed columns, a bloom filter). Acknowledged batches live in the WAL
+//! and in the memtable until a flush writes them into segments; background merges keep each
+//! partition down to a few segments; retention drops whole partitions.
+//!
+//! This crate knows nothing of HTTP or wire formats: it takes validated [`Record`]s and
+//! [`Query`]s and returns records, counts and histograms.
+//!
+//! [`Record`]: logpipe_model::Record
+
+#![deny(unsafe_code)]
+
+pub mod batch;
+pub mod block;
+pub mod bloom;
+mod engine;
+mod error;
+mod filter;
+mod maintenance;
+mod memtable;
+mod metrics;
+pub mod partition;
+mod search;
+pub mod segment;
+pub mod varint;
+
+pub use engine::{Engine, EngineConfig, EngineStats, FsyncMode, IngestError};
+pub use error::{Corruption, Result, StorageError};
+pub use filter::{Query, DEFAULT_REGEX_SIZE_LIMIT};
+pub use metrics::EngineMetrics;
+pub use search::{Answer, Cursor, Order, Request};
+
+/// Identifies a segment file; unique within a data directory, never reused.
+pub type SegmentId = u64;
+
+pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
+    move |source| StorageError::Io { path: path.to_path_buf(), source }
+}
+
+pub(crate) fn sync_dir(dir: &std::path::Path) -> Result<()> {
+    std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(io_err(dir))
+}

@@ -1,0 +1,250 @@
+//! Background work: flushing frozen memtables, merging segments, applying retention.
+
+use std::cmp::Ordering;
+use std::collections::HashSet;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+
+use logpipe_model::Record;
+
+use crate::block::{Messages, Tags};
+use crate::engine::{now_ns, FlushJob, Inner};
+use crate::partition::PartitionKey;
+use crate::segment::{Segment, SegmentWriter};
+use crate::{Result, SegmentId};
+
+pub(crate) fn flusher_loop(inner: Arc<Inner>, rx: Receiver<FlushJob>) {
+    for job in rx {
+        let res = flush(&inner, &job);
+        if let Err(e) = &res {
+            // The records stay in the WAL and in memory (still served); stop taking more.
+            inner.poison(format!("flush failed: {e}"));
+        }
+        if let Some(r) = job.reply {
+            let _ = r.send(res);
+        }
+    }
+}
+
+fn flush(inner: &Inner, job: &FlushJob) -> Result<()> {
+    let frozen = &job.frozen;
+    if frozen.table.is_empty() {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let mut written = Vec::new();
+    for (key, chunks) in &frozen.table.parts {
+        let mut recs: Vec<&Record> = chunks.iter().flat_map(|c| c.records.iter()).collect();
+        recs.sort_unstable_by(|a, b| row_cmp(a.ts, a.message.as_bytes(), &a.tags, b.ts, b.message.as_bytes(), &b.tags));
+        let mut w = SegmentWriter::create(
+            &key.dir(&inner.root),
+            inner.next_segment_id(),
+            key.app.clone(),
+            key.day,
+            frozen.watermark,
+            Vec::new(),
+            inner.cfg.compression_level,
+        )?;
+        for r in recs {
+            w.push(r.ts, &r.message, &r.tags)?;
+        }
+        written.push((key.clone(), Arc::new(w.finish()?)));
+    }
+    {
+        let mut st = inner.state.write();
+        for (key, seg) in written {
+            st.partitions.entry(key).or_default().push(seg);
+        }
+        st.frozen.retain(|f| !Arc::ptr_eq(f, frozen));
+    }
+    logpipe_wal::remove_through(&inner.wal_dir, frozen.watermark)?;
+    inner.metrics.flushes.inc();
+    tracing::debug!(records = frozen.table.records, ms = started.elapsed().as_millis() as u64, "memtable flushed");
+    Ok(())
+}
+
+/// Row order inside a partition: (timestamp, message, tags).
+fn row_cmp(ta: i64, ma: &[u8], ga: &[String], tb: i64, mb: &[u8], gb: &[String]) -> Ordering {
+    ta.cmp(&tb).then_with(|| ma.cmp(mb)).then_with(|| ga.cmp(gb))
+}
+
+pub(crate) fn maintenance_loop(inner: Arc<Inner>, stop: Receiver<()>) {
+    let mut last_retention = std::time::Instant::now() - std::time::Duration::from_secs(3600);
+    loop {
+        match stop.recv_timeout(inner.cfg.maintenance_interval) {
+            Err(RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        if last_retention.elapsed() >= std::time::Duration::from_secs(60) {
+            last_retention = std::time::Instant::now();
+            if let Err(e) = apply_retention(&inner) {
+                tracing::error!(error = %e, "retention failed");
+            }
+        }
+        // one merge per wake-up keeps shutdown prompt
+        if let Err(e) = merge_once(&inner) {
+            tracing::error!(error = %e, "merge failed");
+        }
+    }
+}
+
+/// Merges the smallest segments of the partition with the most segments over budget.
+/// Returns whether it merged anything.
+pub(crate) fn merge_once(inner: &Inner) -> Result<bool> {
+    let picked = {
+        let st = inner.state.read();
+        st.partitions
+            .iter()
+            .filter(|(_, segs)| segs.len() > inner.cfg.max_segments_per_partition)
+            .max_by_key(|(_, segs)| segs.len())
+            .map(|(k, segs)| {
+                let mut segs = segs.clone();
+                segs.sort_by_key(|s| s.file_len);
+                segs.truncate(inner.cfg.merge_fan_in.max(2));
+                (k.clone(), segs)
+            })
+    };
+    let Some((key, inputs)) = picked else {
+        return Ok(false);
+    };
+    let started = std::time::Instant::now();
+    let merged = merge(inner, &key, &inputs)?;
+    let rows = merged.meta.rows;
+    let merged = Arc::new(merged);
+    let ids: HashSet<SegmentId> = inputs.iter().map(|s| s.id()).collect();
+    let published = {
+        let mut st = inner.state.write();
+        match st.partitions.get_mut(&key) {
+            Some(segs) if ids.iter().all(|id| segs.iter().any(|s| s.id() == *id)) => {
+                segs.retain(|s| !ids.contains(&s.id()));
+                segs.push(merged.clone());
+                true
+            }
+            _ => false,
+        }
+    };
+    let doomed: Vec<&std::path::Path> =
+        if published { inputs.iter().map(|s| s.path()).collect() } else { vec![merged.path()] };
+    for p in doomed {
+        std::fs::remove_file(p).map_err(crate::io_err(p))?;
+    }
+    crate::sync_dir(&key.dir(&inner.root))?;
+    inner.metrics.merges.inc();
+    tracing::debug!(app = %key.app, day = key.day, inputs = inputs.len(), rows, ms = started.elapsed().as_millis() as u64, "merged");
+    Ok(published)
+}
+
+/// Streams the inputs, in row order, into one new segment.
+fn merge(inner: &Inner, key: &PartitionKey, inputs: &[Arc<Segment>]) -> Result<Segment> {
+    let mut replaces: Vec<SegmentId> =
+        inputs.iter().flat_map(|s| std::iter::once(s.id()).chain(s.meta.replaces.iter().copied())).collect();
+    replaces.sort_unstable();
+    replaces.dedup();
+    let watermark = inputs.iter().map(|s| s.meta.wal_watermark).max().unwrap_or(0);
+    let mut w = SegmentWriter::create(
+        &key.dir(&inner.root),
+        inner.next_segment_id(),
+        key.app.clone(),
+        key.day,
+        watermark,
+        replaces,
+        inner.cfg.compression_level,
+    )?;
+    let mut cursors = Vec::with_capacity(inputs.len());
+    for s in inputs {
+        let mut c = RowCursor { seg: s.clone(), block: 0, row: 0, cols: None };
+        c.load()?;
+        cursors.push(c);
+    }
+    loop {
+        let mut best: Option<usize> = None;
+        for (i, c) in cursors.iter().enumerate() {
+            if c.cols.is_none() {
+                continue;
+            }
+            best = match best {
+                None => Some(i),
+                Some(b) => {
+                    let (bt, bm, bg) = cursors[b].current();
+                    let (ct, cm, cg) = c.current();
+                    if row_cmp(ct, cm, &cg, bt, bm, &bg) == Ordering::Less {
+                        Some(i)
+                    } else {
+                        Some(b)
+                    }
+                }
+            };
+        }
+        let Some(b) = best else { break };
+        let (t, m, g) = cursors[b].current();
+        let m = std::str::from_utf8(m).map_err(|_| crate::StorageError::Corrupt {
+            path: cursors[b].seg.path().to_path_buf(),
+            offset: 0,
+            reason: "message is not utf-8",
+        })?;
+        if let Err(e) = w.push(t, m, &g) {
+            w.abandon();
+            return Err(e);
+        }
+        cursors[b].advance()?;
+    }
+    w.finish()
+}
+
+struct RowCursor {
+    seg: Arc<Segment>,
+    block: usize,
+    row: usize,
+    cols: Option<(Vec<i64>, Messages, Tags)>,
+}
+
+impl RowCursor {
+    fn load(&mut self) -> Result<()> {
+        self.cols = None;
+        if self.block < self.seg.meta.blocks.len() {
+            let data = self.seg.read_block(self.block)?;
+            self.cols = Some((data.timestamps()?, data.messages()?, data.tags()?));
+        }
+        Ok(())
+    }
+
+    fn current(&self) -> (i64, &[u8], Vec<String>) {
+        let (ts, m, t) = self.cols.as_ref().expect("cursor not exhausted");
+        (ts[self.row], m.get(self.row), t.row(self.row))
+    }
+
+    fn advance(&mut self) -> Result<()> {
+        self.row += 1;
+        if self.row >= self.seg.meta.blocks[self.block].rows as usize {
+            self.block += 1;
+            self.row = 0;
+            self.load()?;
+        }
+        Ok(())
+    }
+}
+
+/// Deletes every partition whose whole day is older than its app's retention.
+pub(crate) fn apply_retention(inner: &Inner) -> Result<()> {
+    let now = now_ns();
+    let doomed: Vec<PartitionKey> = {
+        let st = inner.state.read();
+        st.partitions
+            .keys()
+            .filter(|k| inner.retention_for(&k.app).is_some_and(|keep| k.end() <= now - keep))
+            .cloned()
+            .collect()
+    };
+    for key in doomed {
+        inner.state.write().partitions.remove(&key);
+        let dir = key.dir(&inner.root);
+        std::fs::remove_dir_all(&dir).map_err(crate::io_err(&dir))?;
+        if let Some(app_dir) = dir.parent() {
+            // only succeeds when no other day is left
+            let _ = std::fs::remove_dir(app_dir);
+        }
+        inner.metrics.partitions_dropped.inc();
+        tracing::info!(app = %key.app, day = %crate::partition::day_name(key.day), "retention dropped partition");
+    }
+    Ok(())
+}

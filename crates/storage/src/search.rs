@@ -1,0 +1,350 @@
+//! Query execution over a snapshot of segment blocks and memtable chunks.
+//!
+//! Blocks are pruned by time range and bloom filter from their metadata alone, then evaluated
+//! in parallel on the caller's rayon pool: tag conditions once per distinct tag set, the first
+//! substring as one `memmem` scan over the whole message column, the rest per row. `logs`
+//! requests walk sources newest-first (or oldest-first) in waves and stop as soon as no
+//! remaining source can beat the records already found.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use logpipe_model::Record;
+use rayon::prelude::*;
+
+use crate::block::Messages;
+use crate::filter::Filter;
+use crate::memtable::MemChunk;
+use crate::segment::Segment;
+use crate::{Result, StorageError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    Asc,
+    Desc,
+}
+
+/// Where the previous page stopped: the last timestamp returned and how many records with
+/// exactly that timestamp were returned so far. Records with equal timestamps are in a fixed
+/// order (message, app, tags), so skipping that many resumes exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub ts: i64,
+    pub skip: u64,
+}
+
+/// Largest `skip` a cursor may carry: records sharing one nanosecond are few in practice,
+/// and the cap bounds the work a forged cursor can ask for.
+pub const MAX_CURSOR_SKIP: u64 = 1_000_000;
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.ts, self.skip)
+    }
+
+    pub fn decode(s: &str) -> Option<Cursor> {
+        let (ts, skip) = s.split_once('.')?;
+        let c = Cursor { ts: ts.parse().ok()?, skip: skip.parse().ok()? };
+        (c.skip <= MAX_CURSOR_SKIP).then_some(c)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Logs {
+        limit: usize,
+        order: Order,
+        cursor: Option<Cursor>,
+    },
+    Count,
+    /// Buckets of `step` ns aligned to the epoch.
+    Histogram {
+        step: i64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Records in the requested order; `next` is set when the page is full.
+    Logs {
+        records: Vec<Record>,
+        next: Option<Cursor>,
+    },
+    Count(u64),
+    /// Non-empty buckets `(start, count)`, ascending.
+    Histogram(Vec<(i64, u64)>),
+}
+
+/// One unit of parallel work.
+pub(crate) enum Source {
+    Block { seg: Arc<Segment>, idx: usize },
+    Mem(Arc<MemChunk>),
+}
+
+impl Source {
+    fn min_ts(&self) -> i64 {
+        match self {
+            Source::Block { seg, idx } => seg.meta.blocks[*idx].min_ts,
+            Source::Mem(c) => c.min_ts,
+        }
+    }
+
+    fn max_ts(&self) -> i64 {
+        match self {
+            Source::Block { seg, idx } => seg.meta.blocks[*idx].max_ts,
+            Source::Mem(c) => c.max_ts,
+        }
+    }
+}
+
+/// Total order of results: (timestamp, message, app, tags).
+fn cmp_records(a: &Record, b: &Record) -> Ordering {
+    a.ts.cmp(&b.ts)
+        .then_with(|| a.message.cmp(&b.message))
+        .then_with(|| a.app.cmp(&b.app))
+        .then_with(|| a.tags.cmp(&b.tags))
+}
+
+fn cmp_in(order: Order) -> impl Fn(&Record, &Record) -> Ordering + Copy {
+    move |a, b| match order {
+        Order::Asc => cmp_records(a, b),
+        Order::Desc => cmp_records(b, a),
+    }
+}
+
+/// Rows of one block that pass every filter, with the columns already decoded.
+struct Matches {
+    rows: Vec<u32>,
+    ts: Option<Vec<i64>>,
+    msgs: Option<Messages>,
+    tags: Option<crate::block::Tags>,
+}
+
+fn eval_block(seg: &Segment, idx: usize, f: &Filter, want_ts: bool, want_all: bool) -> Result<Matches> {
+    let meta = &seg.meta.blocks[idx];
+    let none = || Matches { rows: Vec::new(), ts: None, msgs: None, tags: None };
+    if !f.block_may_match(meta) {
+        return Ok(none());
+    }
+    let data = seg.read_block(idx)?;
+    let covered = f.covers(meta.min_ts, meta.max_ts);
+    let ts = if want_ts || want_all || !covered { Some(data.timestamps()?) } else { None };
+    let (lo, hi) = match &ts {
+        Some(ts) if !covered => (ts.partition_point(|&t| t < f.from), ts.partition_point(|&t| t < f.to)),
+        _ => (0, meta.rows as usize),
+    };
+    if lo >= hi {
+        return Ok(none());
+    }
+    let mut rows: Vec<u32> = (lo as u32..hi as u32).collect();
+    let mut tags = None;
+    if f.has_tag_filter() || want_all {
+        let t = data.tags()?;
+        if f.has_tag_filter() {
+            let ok = f.tag_sets_ok(&t);
+            rows.retain(|&r| ok[t.rows[r as usize] as usize]);
+        }
+        tags = Some(t);
+    }
+    let mut msgs = None;
+    if (f.has_message_filter() && !rows.is_empty()) || want_all {
+        let m = data.messages()?;
+        if f.has_message_filter() {
+            rows = match f.first_contains() {
+                Some(finder) if rows.len() == hi - lo => scan_range(&m, finder, lo, hi),
+                Some(finder) => rows.into_iter().filter(|&r| finder.find(m.get(r as usize)).is_some()).collect(),
+                None => rows,
+            };
+            rows.retain(|&r| f.message_ok_after_first(m.get(r as usize)));
+        }
+        msgs = Some(m);
+    }
+    Ok(Matches { rows, ts, msgs, tags })
+}
+
+/// Rows in `lo..hi` whose message contains the needle: one pass over the column, jumping to
+/// the next row after each hit.
+fn scan_range(m: &Messages, finder: &memchr::memmem::Finder<'_>, lo: usize, hi: usize) -> Vec<u32> {
+    let n = finder.needle().len();
+    if n == 0 {
+        return (lo as u32..hi as u32).collect();
+    }
+    let data = m.data();
+    let end = m.row_end(hi - 1);
+    let mut out = Vec::new();
+    let mut pos = m.row_start(lo);
+    while pos < end {
+        let Some(off) = finder.find(&data[pos..end]) else {
+            break;
+        };
+        let p = pos + off;
+        let row = m.row_of(p);
+        if p + n <= m.row_end(row) {
+            out.push(row as u32);
+            pos = m.row_end(row);
+        } else {
+            // the hit straddles two messages: not a match, look again one byte on
+            pos = p + 1;
+        }
+    }
+    out
+}
+
+fn block_records(seg: &Segment, m: &Matches, rows: impl Iterator<Item = u32>) -> Result<Vec<Record>> {
+    let (ts, msgs, tags) = (m.ts.as_ref().expect("ts"), m.msgs.as_ref().expect("msgs"), m.tags.as_ref().expect("tags"));
+    rows.map(|r| {
+        let r = r as usize;
+        let message = std::str::from_utf8(msgs.get(r))
+            .map_err(|_| StorageError::Corrupt {
+                path: seg.path().to_path_buf(),
+                offset: 0,
+                reason: "message is not utf-8",
+            })?
+            .to_owned();
+        Ok(Record { app: seg.meta.app.clone(), ts: ts[r], message, tags: tags.row(r) })
+    })
+    .collect()
+}
+
+/// The best `k` matches of one source, best first.
+fn top_of(src: &Source, f: &Filter, order: Order, k: usize) -> Result<Vec<Record>> {
+    match src {
+        Source::Block { seg, idx } => {
+            let m = eval_block(seg, *idx, f, true, true)?;
+            if m.rows.is_empty() {
+                return Ok(Vec::new());
+            }
+            // rows are stored in (ts, message, tags) order, the result order within one app
+            match order {
+                Order::Asc => block_records(seg, &m, m.rows.iter().copied().take(k)),
+                Order::Desc => block_records(seg, &m, m.rows.iter().rev().copied().take(k)),
+            }
+        }
+        Source::Mem(chunk) => {
+            let mut hits: Vec<Record> = chunk.records.iter().filter(|r| f.record_matches(r)).cloned().collect();
+            hits.sort_unstable_by(cmp_in(order));
+            hits.truncate(k);
+            Ok(hits)
+        }
+    }
+}
+
+pub(crate) fn run(mut sources: Vec<Source>, f: &Filter, req: &Request) -> Result<Answer> {
+    match *req {
+        Request::Count => {
+            let n = sources
+                .par_iter()
+                .map(|s| -> Result<u64> {
+                    Ok(match s {
+                        Source::Block { seg, idx } => {
+                            let meta = &seg.meta.blocks[*idx];
+                            if f.is_time_only() && f.covers(meta.min_ts, meta.max_ts) {
+                                u64::from(meta.rows)
+                            } else {
+                                eval_block(seg, *idx, f, false, false)?.rows.len() as u64
+                            }
+                        }
+                        Source::Mem(c) => c.records.iter().filter(|r| f.record_matches(r)).count() as u64,
+                    })
+                })
+                .try_reduce(|| 0, |a, b| Ok(a + b))?;
+            Ok(Answer::Count(n))
+        }
+        Request::Histogram { step } => {
+            let bucket = |t: i64| t - t.rem_euclid(step);
+            let h = sources
+                .par_iter()
+                .map(|s| -> Result<HashMap<i64, u64>> {
+                    let mut h = HashMap::new();
+                    match s {
+                        Source::Block { seg, idx } => {
+                            let meta = &seg.meta.blocks[*idx];
+                            if f.is_time_only()
+                                && f.covers(meta.min_ts, meta.max_ts)
+                                && bucket(meta.min_ts) == bucket(meta.max_ts)
+                            {
+                                *h.entry(bucket(meta.min_ts)).or_default() += u64::from(meta.rows);
+                            } else {
+                                let m = eval_block(seg, *idx, f, true, false)?;
+                                let ts = m.ts.as_ref().expect("ts requested");
+                                for &r in &m.rows {
+                                    *h.entry(bucket(ts[r as usize])).or_default() += 1;
+                                }
+                            }
+                        }
+                        Source::Mem(c) => {
+                            for r in c.records.iter().filter(|r| f.record_matches(r)) {
+                                *h.entry(bucket(r.ts)).or_default() += 1;
+                            }
+                        }
+                    }
+                    Ok(h)
+                })
+                .try_reduce(HashMap::new, |mut a, b| {
+                    for (k, v) in b {
+                        *a.entry(k).or_default() += v;
+                    }
+                    Ok(a)
+                })?;
+            let mut buckets: Vec<(i64, u64)> = h.into_iter().collect();
+            buckets.sort_unstable();
+            Ok(Answer::Histogram(buckets))
+        }
+        Request::Logs { limit, order, cursor } => {
+            let skip = cursor.map_or(0, |c| c.skip as usize);
+            let k = limit + skip;
+            if limit == 0 {
+                return Ok(Answer::Logs { records: Vec::new(), next: None });
+            }
+            match order {
+                Order::Desc => sources.sort_unstable_by_key(|s| std::cmp::Reverse(s.max_ts())),
+                Order::Asc => sources.sort_unstable_by_key(|s| s.min_ts()),
+            }
+            let cmp = cmp_in(order);
+            let wave = (rayon::current_num_threads() * 2).max(4);
+            let mut best: Vec<Record> = Vec::new();
+            let mut i = 0;
+            while i < sources.len() {
+                if best.len() >= k {
+                    let worst = best[k - 1].ts;
+                    let next = &sources[i];
+                    let done = match order {
+                        Order::Desc => next.max_ts() < worst,
+                        Order::Asc => next.min_ts() > worst,
+                    };
+                    if done {
+                        break;
+                    }
+                }
+                let end = (i + wave).min(sources.len());
+                let found: Vec<Vec<Record>> =
+                    sources[i..end].par_iter().map(|s| top_of(s, f, order, k)).collect::<Result<_>>()?;
+                for v in found {
+                    best.extend(v);
+                }
+                best.sort_unstable_by(cmp);
+                best.truncate(k);
+                i = end;
+            }
+            // a cursor resumes inside the run of records sharing its timestamp
+            let mut records = best;
+            if let Some(c) = cursor {
+                let dropped = records.iter().take(skip).take_while(|r| r.ts == c.ts).count();
+                records.drain(..dropped);
+                records.truncate(limit);
+            }
+            let next = (records.len() == limit).then(|| {
+                let last = records.last().expect("limit > 0").ts;
+                let mut same = records.iter().rev().take_while(|r| r.ts == last).count() as u64;
+                if let Some(c) = cursor {
+                    if c.ts == last && records.iter().all(|r| r.ts == last) {
+                        same += c.skip;
+                    }
+                }
+                Cursor { ts: last, skip: same }
+            });
+            Ok(Answer::Logs { records, next })
+        }
+    }
+}

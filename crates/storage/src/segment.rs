@@ -1,0 +1,309 @@
+//! Segment files: the immutable, columnar home of a partition's records.
+//!
+//! ```text
+//! +--------------------------------------------------------------+
+//! | header   magic "LOGPSEG1" (8) | version u32 | reserved u32   |  16 B
+//! +--------------------------------------------------------------+
+//! | block 0  ts_col | msg_col | tags_col   (zstd frames)         |
+//! | block 1  ...                                                 |
+//! | ...                                                          |
+//! +--------------------------------------------------------------+
+//! | meta     segment fields, then one BlockMeta per block:       |
+//! |          time range, row count, offset, column lengths,      |
+//! |          block crc32c, bloom filter words                    |
+//! +--------------------------------------------------------------+
+//! | footer   meta_offset u64 | meta_len u64 | meta crc32c u32 |  |
+//! |          version u32 | magic "LOGPSEG1" (8)                  |  32 B
+//! +--------------------------------------------------------------+
+//! ```
+//!
+//! A segment is written to `<id>.seg.tmp`, fsynced, renamed to `<id>.seg` and the directory
+//! fsynced, so a visible segment is always complete. Opening reads only the footer and meta;
+//! blocks are read one at a time, checked against their crc, when a query needs them.
+//! `replaces` lists the segments a merge folded into this one: if a crash leaves them behind,
+//! opening the partition deletes them instead of serving their records twice.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use logpipe_model::AppName;
+
+use crate::block::{BlockBuilder, BlockData, BlockMeta};
+use crate::varint::{self, Malformed, Reader};
+use crate::{io_err, Corruption, Result, SegmentId, StorageError};
+
+pub const MAGIC: &[u8; 8] = b"LOGPSEG1";
+pub const VERSION: u32 = 1;
+pub const HEADER_LEN: u64 = 16;
+pub const FOOTER_LEN: u64 = 32;
+const META_VERSION: u64 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentMeta {
+    pub id: SegmentId,
+    pub app: AppName,
+    pub day: i32,
+    /// Every WAL record of this partition from WAL files `<= wal_watermark` is in this segment
+    /// or an older one; replay skips them.
+    pub wal_watermark: u64,
+    /// Segments this one superseded (transitively), deleted if found on open.
+    pub replaces: Vec<SegmentId>,
+    pub rows: u64,
+    pub min_ts: i64,
+    pub max_ts: i64,
+    pub blocks: Vec<BlockMeta>,
+}
+
+impl SegmentMeta {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        varint::put_u64(&mut out, META_VERSION);
+        varint::put_u64(&mut out, self.id);
+        varint::put_bytes(&mut out, self.app.as_str().as_bytes());
+        varint::put_i64(&mut out, i64::from(self.day));
+        varint::put_u64(&mut out, self.wal_watermark);
+        varint::put_u64(&mut out, self.replaces.len() as u64);
+        for &r in &self.replaces {
+            varint::put_u64(&mut out, r);
+        }
+        varint::put_u64(&mut out, self.rows);
+        varint::put_i64(&mut out, self.min_ts);
+        varint::put_i64(&mut out, self.max_ts);
+        varint::put_u64(&mut out, self.blocks.len() as u64);
+        for b in &self.blocks {
+            b.encode(&mut out);
+        }
+        out
+    }
+
+    fn decode(buf: &[u8]) -> std::result::Result<SegmentMeta, Malformed> {
+        let mut r = Reader::new(buf);
+        if r.u64()? != META_VERSION {
+            return Err(Malformed);
+        }
+        let id = r.u64()?;
+        let app = AppName::parse(r.str()?).map_err(|_| Malformed)?;
+        let day = i32::try_from(r.i64()?).map_err(|_| Malformed)?;
+        let wal_watermark = r.u64()?;
+        let nrep = r.len(1)?;
+        let mut replaces = Vec::with_capacity(nrep);
+        for _ in 0..nrep {
+            replaces.push(r.u64()?);
+        }
+        let rows = r.u64()?;
+        let min_ts = r.i64()?;
+        let max_ts = r.i64()?;
+        let nblocks = r.len(8)?;
+        let mut blocks = Vec::with_capacity(nblocks);
+        for _ in 0..nblocks {
+            blocks.push(BlockMeta::decode(&mut r)?);
+        }
+        if !r.is_empty() || blocks.iter().map(|b| u64::from(b.rows)).sum::<u64>() != rows {
+            return Err(Malformed);
+        }
+        Ok(SegmentMeta { id, app, day, wal_watermark, replaces, rows, min_ts, max_ts, blocks })
+    }
+}
+
+pub fn file_name(id: SegmentId) -> String {
+    format!("{id:016x}.seg")
+}
+
+pub fn parse_file_name(name: &str) -> Option<SegmentId> {
+    let stem = name.strip_suffix(".seg")?;
+    if stem.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(stem, 16).ok()
+}
+
+/// Streams sorted rows into a new segment file.
+pub struct SegmentWriter {
+    dir: PathBuf,
+    tmp: PathBuf,
+    file: File,
+    offset: u64,
+    builder: BlockBuilder,
+    buf: Vec<u8>,
+    meta: SegmentMeta,
+}
+
+impl SegmentWriter {
+    pub fn create(
+        dir: &Path,
+        id: SegmentId,
+        app: AppName,
+        day: i32,
+        wal_watermark: u64,
+        replaces: Vec<SegmentId>,
+        level: i32,
+    ) -> Result<SegmentWriter> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let tmp = dir.join(format!("{}.tmp", file_name(id)));
+        let mut file =
+            std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&tmp).map_err(io_err(&tmp))?;
+        let mut header = [0u8; HEADER_LEN as usize];
+        header[..8].copy_from_slice(MAGIC);
+        header[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        file.write_all(&header).map_err(io_err(&tmp))?;
+        Ok(SegmentWriter {
+            dir: dir.to_path_buf(),
+            tmp,
+            file,
+            offset: HEADER_LEN,
+            builder: BlockBuilder::new(level),
+            buf: Vec::new(),
+            meta: SegmentMeta {
+                id,
+                app,
+                day,
+                wal_watermark,
+                replaces,
+                rows: 0,
+                min_ts: i64::MAX,
+                max_ts: i64::MIN,
+                blocks: Vec::new(),
+            },
+        })
+    }
+
+    /// Adds a row. Rows must come in (timestamp, message, tags) order.
+    pub fn push(&mut self, ts: i64, message: &str, tags: &[String]) -> Result<()> {
+        self.builder.push(ts, message, tags);
+        if self.builder.is_full() {
+            self.cut_block()?;
+        }
+        Ok(())
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.meta.rows + self.builder.rows() as u64
+    }
+
+    fn cut_block(&mut self) -> Result<()> {
+        if self.builder.rows() == 0 {
+            return Ok(());
+        }
+        self.buf.clear();
+        let meta = self.builder.finish(self.offset, &mut self.buf)?;
+        self.file.write_all(&self.buf).map_err(io_err(&self.tmp))?;
+        self.offset += self.buf.len() as u64;
+        self.meta.rows += u64::from(meta.rows);
+        self.meta.min_ts = self.meta.min_ts.min(meta.min_ts);
+        self.meta.max_ts = self.meta.max_ts.max(meta.max_ts);
+        self.meta.blocks.push(meta);
+        Ok(())
+    }
+
+    /// Writes meta and footer, makes the file durable and visible, and opens it for reading.
+    pub fn finish(mut self) -> Result<Segment> {
+        self.cut_block()?;
+        if self.meta.rows == 0 {
+            let _ = std::fs::remove_file(&self.tmp);
+            return Err(StorageError::EmptySegment);
+        }
+        let meta_bytes = self.meta.encode();
+        let mut tail = meta_bytes.clone();
+        tail.extend_from_slice(&self.offset.to_le_bytes());
+        tail.extend_from_slice(&(meta_bytes.len() as u64).to_le_bytes());
+        tail.extend_from_slice(&crc32c::crc32c(&meta_bytes).to_le_bytes());
+        tail.extend_from_slice(&VERSION.to_le_bytes());
+        tail.extend_from_slice(MAGIC);
+        self.file.write_all(&tail).map_err(io_err(&self.tmp))?;
+        self.file.sync_all().map_err(io_err(&self.tmp))?;
+        let path = self.dir.join(file_name(self.meta.id));
+        std::fs::rename(&self.tmp, &path).map_err(io_err(&path))?;
+        crate::sync_dir(&self.dir)?;
+        let file_len = self.offset + tail.len() as u64;
+        Ok(Segment { meta: self.meta, path: Arc::new(path), file: self.file, file_len })
+    }
+
+    /// Drops the unfinished file.
+    pub fn abandon(self) {
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
+/// An open, immutable segment.
+#[derive(Debug)]
+pub struct Segment {
+    pub meta: SegmentMeta,
+    path: Arc<PathBuf>,
+    file: File,
+    pub file_len: u64,
+}
+
+impl Segment {
+    pub fn open(path: &Path) -> Result<Segment> {
+        let file = File::open(path).map_err(io_err(path))?;
+        let file_len = file.metadata().map_err(io_err(path))?.len();
+        let corrupt = |offset, reason| StorageError::Corrupt { path: path.to_path_buf(), offset, reason };
+        if file_len < HEADER_LEN + FOOTER_LEN {
+            return Err(corrupt(0, "file too short for a segment"));
+        }
+        let mut header = [0u8; HEADER_LEN as usize];
+        file.read_exact_at(&mut header, 0).map_err(io_err(path))?;
+        if &header[..8] != MAGIC {
+            return Err(corrupt(0, "bad magic"));
+        }
+        let mut footer = [0u8; FOOTER_LEN as usize];
+        let footer_at = file_len - FOOTER_LEN;
+        file.read_exact_at(&mut footer, footer_at).map_err(io_err(path))?;
+        if &footer[24..32] != MAGIC {
+            return Err(corrupt(footer_at, "bad footer magic"));
+        }
+        let version = u32::from_le_bytes(footer[20..24].try_into().expect("4 bytes"));
+        if version != VERSION {
+            return Err(StorageError::UnsupportedVersion { path: path.to_path_buf(), version });
+        }
+        let meta_offset = u64::from_le_bytes(footer[0..8].try_into().expect("8 bytes"));
+        let meta_len = u64::from_le_bytes(footer[8..16].try_into().expect("8 bytes"));
+        let meta_crc = u32::from_le_bytes(footer[16..20].try_into().expect("4 bytes"));
+        if meta_offset < HEADER_LEN || meta_offset.checked_add(meta_len) != Some(footer_at) {
+            return Err(corrupt(footer_at, "footer points outside the file"));
+        }
+        let mut meta_bytes = vec![0u8; meta_len as usize];
+        file.read_exact_at(&mut meta_bytes, meta_offset).map_err(io_err(path))?;
+        if crc32c::crc32c(&meta_bytes) != meta_crc {
+            return Err(corrupt(meta_offset, "meta checksum mismatch"));
+        }
+        let meta = SegmentMeta::decode(&meta_bytes).map_err(|_| corrupt(meta_offset, "malformed meta"))?;
+        for b in &meta.blocks {
+            if b.offset < HEADER_LEN || b.offset + b.disk_len() > meta_offset {
+                return Err(corrupt(meta_offset, "block outside the data region"));
+            }
+        }
+        Ok(Segment { meta, path: Arc::new(path.to_path_buf()), file, file_len })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn id(&self) -> SegmentId {
+        self.meta.id
+    }
+
+    /// Reads block `idx` and checks its crc; columns decompress on demand.
+    pub fn read_block(&self, idx: usize) -> Result<BlockData<'_>> {
+        let meta = &self.meta.blocks[idx];
+        let mut bytes = vec![0u8; meta.disk_len() as usize];
+        self.file.read_exact_at(&mut bytes, meta.offset).map_err(io_err(&self.path))?;
+        let corrupt = Corruption { path: self.path.clone(), offset: meta.offset };
+        if crc32c::crc32c(&bytes) != meta.crc {
+            return Err(corrupt.err("block checksum mismatch"));
+        }
+        Ok(BlockData { meta, bytes, corrupt })
+    }
+
+    /// Indices of the blocks that may hold timestamps in `[from, to)`.
+    pub fn blocks_in(&self, from: i64, to: i64) -> std::ops::Range<usize> {
+        let b = &self.meta.blocks;
+        let lo = b.partition_point(|m| m.max_ts < from);
+        let hi = b.partition_point(|m| m.min_ts < to);
+        lo..hi.max(lo)
+    }
+}
