@@ -1,1 +1,45 @@
-fn main() {}
+//! `logpipe`: the server and its command-line client.
+
+#![deny(unsafe_code)]
+
+mod client;
+mod inspect;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "logpipe", version, about = "Log storage and query server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (embedded single node: WAL and segments in a data directory).
+    Serve(Box<serve::ServeArgs>),
+    /// Query a server and print the records, a count or a histogram.
+    Query(client::QueryArgs),
+    /// Send NDJSON records or plain text lines from files or stdin to a server.
+    Ingest(client::IngestArgs),
+    /// Show the partitions, segments, sizes and record counts of a data directory.
+    Inspect(inspect::InspectArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.command {
+        Command::Serve(a) => serve::run(*a),
+        Command::Query(a) => client::query(a),
+        Command::Ingest(a) => client::ingest(a),
+        Command::Inspect(a) => inspect::run(a),
+    };
+    match res {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("logpipe: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

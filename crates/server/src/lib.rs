@@ -1,1 +1,146 @@
-pub fn _x() {}
+//! logpipe's HTTP server: the native ingest and query API, health and metrics, admission
+//! control. Only this crate maps errors to HTTP status codes (see `error`).
+//!
+//! Work never runs on the async runtime's threads: decoding and validating ingest bodies runs
+//! on the ingest pool, queries on the query pool (two separate rayon pools, so neither can
+//! starve the other), and each pool admits a bounded number of requests; past that, requests
+//! get `429`/`503` with `Retry-After` at once.
+
+#![deny(unsafe_code)]
+
+mod admin;
+mod admission;
+mod config;
+mod error;
+mod ingest;
+mod metrics;
+mod params;
+mod query;
+
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+
+use axum::routing::{get, post};
+use axum::Router;
+use logpipe_storage::Engine;
+use tokio::net::TcpListener;
+
+pub use config::{ServerConfig, DEFAULT_LISTEN};
+pub use error::ApiError;
+
+use admission::Pool;
+use metrics::ServerMetrics;
+
+pub(crate) struct AppState {
+    pub cfg: ServerConfig,
+    /// Set once the WAL is replayed; until then `/ready` says 503 and data endpoints refuse.
+    pub engine: OnceLock<Arc<Engine>>,
+    pub startup_error: OnceLock<String>,
+    pub ingest_pool: Pool,
+    pub query_pool: Pool,
+    /// Bytes of ingest bodies held in memory, in KiB permits.
+    pub ingest_memory: Arc<tokio::sync::Semaphore>,
+    pub metrics: ServerMetrics,
+    pub registry: prometheus::Registry,
+}
+
+impl AppState {
+    pub fn engine(&self) -> Result<&Arc<Engine>, ApiError> {
+        match self.engine.get() {
+            Some(e) => Ok(e),
+            None => Err(match self.startup_error.get() {
+                Some(e) => ApiError::unavailable("startup_failed", format!("storage failed to open: {e}")),
+                None => ApiError::unavailable("starting", "the write-ahead log is being replayed".into()),
+            }),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("storage: {0}")]
+    Storage(#[from] logpipe_storage::StorageError),
+    #[error("http server: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Setup(String),
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/health", get(admin::health))
+        .route("/ready", get(admin::ready))
+        .route("/metrics", get(admin::metrics))
+        .route("/api/v1/logs", post(ingest::ingest).get(query::logs))
+        .route("/api/v1/count", get(query::count))
+        .route("/api/v1/histogram", get(query::histogram))
+        .fallback(admin::not_found)
+        .with_state(state)
+}
+
+/// Serves on `listener` until `shutdown` resolves, then stops accepting, finishes in-flight
+/// requests, flushes the memtable into segments and returns.
+///
+/// Storage opens in the background: `/health` answers at once, `/ready` once the WAL has been
+/// replayed.
+pub async fn serve(
+    cfg: ServerConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let registry = prometheus::Registry::new();
+    let metrics = ServerMetrics::new(&registry).map_err(|e| ServerError::Setup(e.to_string()))?;
+    let state = Arc::new(AppState {
+        ingest_pool: Pool::new("ingest", cfg.ingest_workers, cfg.ingest_queue, metrics.clone())?,
+        query_pool: Pool::new("query", cfg.query_workers, cfg.query_queue, metrics.clone())?,
+        ingest_memory: Arc::new(tokio::sync::Semaphore::new(cfg.ingest_memory_bytes / 1024)),
+        engine: OnceLock::new(),
+        startup_error: OnceLock::new(),
+        metrics,
+        registry,
+        cfg,
+    });
+
+    let opener = {
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || match Engine::open(state.cfg.engine.clone()) {
+            Ok(engine) => {
+                if let Err(e) = engine.metrics().register(&state.registry) {
+                    tracing::error!(error = %e, "cannot register storage metrics");
+                }
+                let _ = state.engine.set(Arc::new(engine));
+                tracing::info!("storage ready");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "storage failed to open");
+                let _ = state.startup_error.set(e.to_string());
+                Err(e)
+            }
+        })
+    };
+
+    let app = router(state.clone());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let mut stop_rx = stop_rx;
+        tokio::select! {
+            _ = shutdown => {}
+            _ = stop_rx.wait_for(|s| *s) => {}
+        }
+    });
+    let server = tokio::spawn(async move { server.await });
+
+    let opened = opener.await.map_err(|e| ServerError::Setup(e.to_string()))?;
+    if let Err(e) = opened {
+        let _ = stop_tx.send(true);
+        let _ = server.await;
+        return Err(e.into());
+    }
+    server.await.map_err(|e| ServerError::Setup(e.to_string()))??;
+    tracing::info!("http server stopped; flushing storage");
+    if let Some(engine) = state.engine.get().cloned() {
+        tokio::task::spawn_blocking(move || engine.close()).await.map_err(|e| ServerError::Setup(e.to_string()))??;
+    }
+    Ok(())
+}

@@ -157,7 +157,10 @@ impl Inner {
     }
 }
 
-type Reply = mpsc::Sender<std::result::Result<(), IngestError>>;
+type Reply = tokio::sync::oneshot::Sender<std::result::Result<(), IngestError>>;
+
+/// Resolves once a submitted batch is durable (per the fsync mode) and queryable, or refused.
+pub type IngestTicket = tokio::sync::oneshot::Receiver<std::result::Result<(), IngestError>>;
 
 enum WriterMsg {
     Append {
@@ -268,8 +271,14 @@ impl Engine {
     }
 
     /// Makes `records` durable (per the fsync mode) and queryable, or refuses all of them.
-    /// Blocks until the WAL writer has answered.
+    /// Blocks until the WAL writer has answered; async callers use [`Engine::submit`].
     pub fn ingest(&self, records: Vec<Record>) -> std::result::Result<(), IngestError> {
+        self.submit(records)?.blocking_recv().unwrap_or(Err(IngestError::Closed))
+    }
+
+    /// Queues `records` for the WAL writer. Refuses at once (nothing kept) when writes are
+    /// stopped, the queue is full or memtables are over their budget.
+    pub fn submit(&self, records: Vec<Record>) -> std::result::Result<IngestTicket, IngestError> {
         if let Some(why) = self.poisoned() {
             return Err(IngestError::Stopped(why));
         }
@@ -280,26 +289,25 @@ impl Engine {
         if held > self.inner.cfg.max_memtable_bytes {
             return Err(IngestError::FlushBehind(held));
         }
+        let (reply, rx) = tokio::sync::oneshot::channel();
         if records.is_empty() {
-            return Ok(());
+            let _ = reply.send(Ok(()));
+            return Ok(rx);
         }
         let payload = batch::encode(&records);
         let bytes = records.iter().map(Record::mem_size).sum();
-        let (reply, rx) = mpsc::channel();
         let depth = self.inner.queued.fetch_add(1, Ordering::Relaxed) + 1;
         self.inner.metrics.ingest_queue_depth.set(depth as i64);
         match self.tx.try_send(WriterMsg::Append { payload, records, bytes, reply }) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
+            Ok(()) => Ok(rx),
+            Err(e) => {
                 self.inner.queued.fetch_sub(1, Ordering::Relaxed);
-                return Err(IngestError::QueueFull(self.inner.cfg.ingest_queue));
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                self.inner.queued.fetch_sub(1, Ordering::Relaxed);
-                return Err(IngestError::Closed);
+                Err(match e {
+                    TrySendError::Full(_) => IngestError::QueueFull(self.inner.cfg.ingest_queue),
+                    TrySendError::Disconnected(_) => IngestError::Closed,
+                })
             }
         }
-        rx.recv().unwrap_or(Err(IngestError::Closed))
     }
 
     /// Runs a query on the current rayon pool.

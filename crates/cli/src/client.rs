@@ -1,0 +1,232 @@
+//! `logpipe query` and `logpipe ingest`: thin HTTP clients of a running server.
+
+use std::io::{BufRead, Write};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+const DEFAULT_SERVER: &str = "http://127.0.0.1:7171";
+
+#[derive(Args, Debug)]
+pub struct QueryArgs {
+    /// Server base URL.
+    #[arg(long, default_value = DEFAULT_SERVER, env = "LOGPIPE_SERVER")]
+    server: String,
+    /// Application; repeatable (none: all apps).
+    #[arg(long)]
+    app: Vec<String>,
+    /// Start of the time range (RFC 3339 or ns), inclusive.
+    #[arg(long)]
+    from: Option<String>,
+    /// End of the time range (RFC 3339 or ns), exclusive.
+    #[arg(long)]
+    to: Option<String>,
+    /// Tag the record must have; repeatable (all must match).
+    #[arg(long)]
+    tag: Vec<String>,
+    /// Tags of which the record must have at least one; repeatable.
+    #[arg(long)]
+    any: Vec<String>,
+    /// Tag the record must not have; repeatable.
+    #[arg(long)]
+    not: Vec<String>,
+    /// Case-sensitive substring of the message.
+    #[arg(long)]
+    contains: Option<String>,
+    /// Case-insensitive substring of the message.
+    #[arg(long)]
+    icontains: Option<String>,
+    /// Regex searched in the message.
+    #[arg(long)]
+    regex: Option<String>,
+    /// Records per page.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// desc (newest first, the default) or asc.
+    #[arg(long)]
+    order: Option<String>,
+    /// Continue after a previous page (printed on stderr after a full page).
+    #[arg(long)]
+    cursor: Option<String>,
+    /// Print the number of matching records instead.
+    #[arg(long, conflicts_with = "histogram")]
+    count: bool,
+    /// Print a histogram with buckets of this size (e.g. 5m) instead.
+    #[arg(long, value_name = "STEP")]
+    histogram: Option<String>,
+    /// Print the server's JSON as is.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn query(a: QueryArgs) -> Result<()> {
+    let mut params: Vec<(&str, String)> = Vec::new();
+    params.extend(a.app.iter().map(|v| ("app", v.clone())));
+    params.extend(a.from.iter().map(|v| ("from", v.clone())));
+    params.extend(a.to.iter().map(|v| ("to", v.clone())));
+    params.extend(a.tag.iter().map(|v| ("tag", v.clone())));
+    params.extend(a.any.iter().map(|v| ("any", v.clone())));
+    params.extend(a.not.iter().map(|v| ("not", v.clone())));
+    params.extend(a.contains.iter().map(|v| ("contains", v.clone())));
+    params.extend(a.icontains.iter().map(|v| ("icontains", v.clone())));
+    params.extend(a.regex.iter().map(|v| ("regex", v.clone())));
+    let path = if a.count {
+        "/api/v1/count"
+    } else if let Some(step) = &a.histogram {
+        params.push(("step", step.clone()));
+        "/api/v1/histogram"
+    } else {
+        params.extend(a.limit.iter().map(|v| ("limit", v.to_string())));
+        params.extend(a.order.iter().map(|v| ("order", v.clone())));
+        params.extend(a.cursor.iter().map(|v| ("cursor", v.clone())));
+        "/api/v1/logs"
+    };
+    let mut req = ureq::get(&format!("{}{path}", a.server.trim_end_matches('/')));
+    for (k, v) in &params {
+        req = req.query(k, v);
+    }
+    let resp = req.call().map_err(describe)?;
+    let cursor = resp.header("logpipe-next-cursor").map(str::to_owned);
+    let body = resp.into_string()?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        out.write_all(body.as_bytes())?;
+    } else if a.count {
+        let v: serde_json::Value = serde_json::from_str(&body)?;
+        writeln!(out, "{}", v["count"])?;
+    } else if a.histogram.is_some() {
+        let v: serde_json::Value = serde_json::from_str(&body)?;
+        for b in v["buckets"].as_array().into_iter().flatten() {
+            writeln!(out, "{}  {}", b["t"].as_str().unwrap_or(""), b["count"])?;
+        }
+    } else {
+        for line in body.lines().filter(|l| !l.is_empty()) {
+            let r: serde_json::Value = serde_json::from_str(line)?;
+            let tags: Vec<&str> = r["tags"].as_array().into_iter().flatten().filter_map(|t| t.as_str()).collect();
+            writeln!(
+                out,
+                "{} {} [{}] {}",
+                r["timestamp"].as_str().unwrap_or(""),
+                r["app"].as_str().unwrap_or(""),
+                tags.join(" "),
+                r["message"].as_str().unwrap_or("")
+            )?;
+        }
+    }
+    if let Some(c) = cursor {
+        eprintln!("more: --cursor {c}");
+    }
+    Ok(())
+}
+
+fn describe(e: ureq::Error) -> anyhow::Error {
+    match e {
+        ureq::Error::Status(code, resp) => {
+            let body = resp.into_string().unwrap_or_default();
+            anyhow::anyhow!("server answered {code}: {}", body.trim())
+        }
+        other => anyhow::anyhow!("{other}"),
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct IngestArgs {
+    /// Server base URL.
+    #[arg(long, default_value = DEFAULT_SERVER, env = "LOGPIPE_SERVER")]
+    server: String,
+    /// Application for records that do not name one (required for plain text).
+    #[arg(long)]
+    app: Option<String>,
+    /// Records per request.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Input format: auto (lines starting with `{` are NDJSON records, others plain text),
+    /// ndjson, or text (every line is a message).
+    #[arg(long, default_value = "auto")]
+    format: String,
+    /// Tag added to plain-text records; repeatable.
+    #[arg(long)]
+    tag: Vec<String>,
+    /// Attempts per batch when the server answers 429 or 503.
+    #[arg(long, default_value_t = 20)]
+    retries: u32,
+    /// Files to read; none or `-` reads stdin.
+    files: Vec<std::path::PathBuf>,
+}
+
+pub fn ingest(a: IngestArgs) -> Result<()> {
+    if !matches!(a.format.as_str(), "auto" | "ndjson" | "text") {
+        bail!("--format {:?}: expected auto, ndjson or text", a.format);
+    }
+    let mut url = format!("{}/api/v1/logs", a.server.trim_end_matches('/'));
+    if let Some(app) = &a.app {
+        url = format!("{url}?app={}", form_urlencoded::byte_serialize(app.as_bytes()).collect::<String>());
+    }
+    let inputs: Vec<Box<dyn BufRead>> = if a.files.is_empty() || a.files.iter().any(|f| f.as_os_str() == "-") {
+        vec![Box::new(std::io::stdin().lock())]
+    } else {
+        a.files
+            .iter()
+            .map(|f| -> Result<Box<dyn BufRead>> {
+                Ok(Box::new(std::io::BufReader::new(
+                    std::fs::File::open(f).with_context(|| format!("opening {}", f.display()))?,
+                )))
+            })
+            .collect::<Result<_>>()?
+    };
+    let mut body = String::new();
+    let mut in_batch = 0;
+    let mut total = 0u64;
+    for input in inputs {
+        for line in input.lines() {
+            let line = line?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let json = a.format == "ndjson" || (a.format == "auto" && line.trim_start().starts_with('{'));
+            if json {
+                body.push_str(&line);
+            } else {
+                if a.app.is_none() {
+                    bail!("plain-text lines need --app");
+                }
+                body.push_str(&serde_json::json!({"message": line, "tags": a.tag}).to_string());
+            }
+            body.push('\n');
+            in_batch += 1;
+            if in_batch >= a.batch.max(1) {
+                total += send(&url, &body, a.retries)?;
+                body.clear();
+                in_batch = 0;
+            }
+        }
+    }
+    if in_batch > 0 {
+        total += send(&url, &body, a.retries)?;
+    }
+    eprintln!("accepted {total} records");
+    Ok(())
+}
+
+/// Posts one batch, retrying on 429/503 after the server's Retry-After (or a growing backoff).
+fn send(url: &str, body: &str, retries: u32) -> Result<u64> {
+    let mut backoff = Duration::from_millis(100);
+    for attempt in 1..=retries.max(1) {
+        match ureq::post(url).set("content-type", "application/x-ndjson").send_string(body) {
+            Ok(resp) => {
+                let v: serde_json::Value = serde_json::from_str(&resp.into_string()?)?;
+                return Ok(v["accepted"].as_u64().unwrap_or(0));
+            }
+            Err(ureq::Error::Status(code @ (429 | 503), resp)) if attempt < retries => {
+                let wait =
+                    resp.header("retry-after").and_then(|s| s.parse::<u64>().ok()).map_or(backoff, Duration::from_secs);
+                eprintln!("server answered {code}; retrying in {wait:?}");
+                std::thread::sleep(wait);
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => return Err(describe(e)),
+        }
+    }
+    bail!("gave up after {retries} attempts")
+}

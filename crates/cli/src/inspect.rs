@@ -1,0 +1,108 @@
+//! `logpipe inspect`: what a data directory holds, read without a running server.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use logpipe_storage::partition::{day_name, parse_day_name};
+use logpipe_storage::segment::{parse_file_name, Segment};
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Data directory.
+    #[arg(long, default_value = crate::serve::DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: InspectArgs) -> Result<()> {
+    let root = a.data_dir.join("partitions");
+    let mut rows = Vec::new();
+    let mut errors = Vec::new();
+    let mut apps: Vec<PathBuf> = list(&root)?;
+    apps.sort();
+    for app_dir in apps {
+        let mut days = list(&app_dir)?;
+        days.sort();
+        for day_dir in days {
+            let Some(day) = day_dir.file_name().and_then(|n| n.to_str()).and_then(parse_day_name) else { continue };
+            let (mut segments, mut records, mut bytes, mut blocks) = (0u64, 0u64, 0u64, 0u64);
+            for f in list(&day_dir)? {
+                if f.file_name().and_then(|n| n.to_str()).and_then(parse_file_name).is_none() {
+                    continue;
+                }
+                match Segment::open(&f) {
+                    Ok(s) => {
+                        segments += 1;
+                        records += s.meta.rows;
+                        bytes += s.file_len;
+                        blocks += s.meta.blocks.len() as u64;
+                    }
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+            let app = app_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            rows.push((app, day, segments, blocks, records, bytes));
+        }
+    }
+    let wal: Vec<(String, u64)> = list(&a.data_dir.join("wal"))?
+        .into_iter()
+        .map(|p| {
+            let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+            (p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), len)
+        })
+        .collect();
+    if a.json {
+        let parts: Vec<_> = rows
+            .iter()
+            .map(|(app, day, s, b, r, by)| {
+                serde_json::json!({"app": app, "day": day_name(*day), "segments": s, "blocks": b, "records": r, "bytes": by})
+            })
+            .collect();
+        let wal: Vec<_> = wal.iter().map(|(n, l)| serde_json::json!({"file": n, "bytes": l})).collect();
+        println!("{}", serde_json::json!({"partitions": parts, "wal": wal, "errors": errors}));
+    } else {
+        println!(
+            "{:<24} {:<10} {:>8} {:>8} {:>12} {:>14} {:>8}",
+            "APP", "DAY", "SEGMENTS", "BLOCKS", "RECORDS", "BYTES", "B/REC"
+        );
+        let (mut tr, mut tb) = (0u64, 0u64);
+        for (app, day, s, b, r, by) in &rows {
+            tr += r;
+            tb += by;
+            println!(
+                "{app:<24} {:<10} {s:>8} {b:>8} {r:>12} {by:>14} {:>8.1}",
+                day_name(*day),
+                *by as f64 / (*r).max(1) as f64
+            );
+        }
+        println!(
+            "{:<24} {:<10} {:>8} {:>8} {tr:>12} {tb:>14} {:>8.1}",
+            "TOTAL",
+            "",
+            "",
+            "",
+            tb as f64 / tr.max(1) as f64
+        );
+        for (n, l) in &wal {
+            println!("wal {n} {l} bytes");
+        }
+        for e in &errors {
+            println!("error: {e}");
+        }
+    }
+    if !errors.is_empty() {
+        anyhow::bail!("{} unreadable segment(s)", errors.len());
+    }
+    Ok(())
+}
+
+fn list(dir: &Path) -> Result<Vec<PathBuf>> {
+    match std::fs::read_dir(dir) {
+        Ok(rd) => Ok(rd.filter_map(|e| e.ok().map(|e| e.path())).collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", dir.display())),
+    }
+}

@@ -1,0 +1,254 @@
+//! `logpipe serve`: flags and an optional TOML file become a typed `ServerConfig`.
+//! A flag wins over the file; the file wins over the built-in default.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use logpipe_model::{parse_duration, AppName};
+use logpipe_server::{ServerConfig, DEFAULT_LISTEN};
+use logpipe_storage::{EngineConfig, FsyncMode};
+use serde::Deserialize;
+
+pub const DEFAULT_DATA_DIR: &str = "./logpipe-data";
+
+/// Every setting, as a flag or as a key of the `--config` TOML file (same name, `_` for `-`).
+#[derive(Args, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:7171]. Port 0 picks a free port.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Data directory (WAL and segments) [default: ./logpipe-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// When to fsync the WAL: `always` (before every acknowledgement, the default),
+    /// `interval:<duration>` (e.g. interval:100ms) or `never`.
+    #[arg(long)]
+    fsync: Option<String>,
+    /// Keep records this long, e.g. 30d [default: keep everything].
+    #[arg(long)]
+    retention: Option<String>,
+    /// Per-app retention, `app=duration`; repeatable.
+    #[arg(long = "retention-app", value_name = "APP=DURATION")]
+    #[serde(skip)]
+    retention_app: Vec<String>,
+    /// Per-app retention in the config file: a table of app = "duration".
+    #[arg(skip)]
+    retention_per_app: Option<HashMap<String, String>>,
+    /// Threads that decode ingest bodies [default: number of cores].
+    #[arg(long)]
+    ingest_workers: Option<usize>,
+    /// Ingest requests admitted beyond the busy workers before 429 [default: 512].
+    #[arg(long)]
+    ingest_queue: Option<usize>,
+    /// Batches that may wait for the WAL writer before 429 [default: 256].
+    #[arg(long)]
+    wal_queue: Option<usize>,
+    /// Memory for ingest bodies in flight, bytes [default: 512 MiB].
+    #[arg(long)]
+    ingest_memory_bytes: Option<usize>,
+    /// Threads that run queries [default: number of cores].
+    #[arg(long)]
+    query_workers: Option<usize>,
+    /// Queries admitted beyond the busy workers before 503 [default: 64].
+    #[arg(long)]
+    query_queue: Option<usize>,
+    /// Largest ingest body after decompression, bytes [default: 64 MiB].
+    #[arg(long)]
+    max_body_bytes: Option<usize>,
+    /// Largest message, bytes [default: 256 KiB].
+    #[arg(long)]
+    max_message_bytes: Option<usize>,
+    /// Most tags per record [default: 128].
+    #[arg(long)]
+    max_tags: Option<usize>,
+    /// Largest tag, bytes [default: 1 KiB].
+    #[arg(long)]
+    max_tag_bytes: Option<usize>,
+    /// Largest `limit` of one query page [default: 10000].
+    #[arg(long)]
+    max_query_limit: Option<usize>,
+    /// Flush the memtable into segments at this size, bytes [default: 128 MiB].
+    #[arg(long)]
+    memtable_flush_bytes: Option<usize>,
+    /// Flush the memtable when its oldest record is this old [default: 10s].
+    #[arg(long)]
+    memtable_flush_interval: Option<String>,
+    /// Refuse writes (503) while unflushed memtables hold more than this, bytes [default: 1 GiB].
+    #[arg(long)]
+    max_memtable_bytes: Option<usize>,
+    /// Merge a partition once it has more segments than this [default: 4].
+    #[arg(long)]
+    max_segments_per_partition: Option<usize>,
+    /// zstd level for segment columns [default: 3].
+    #[arg(long)]
+    compression_level: Option<i32>,
+}
+
+impl ServeArgs {
+    /// Fills every unset flag from the config file.
+    fn merge_file(mut self) -> Result<ServeArgs> {
+        let Some(path) = self.config.clone() else { return Ok(self) };
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let f: ServeArgs = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        macro_rules! take {
+            ($($field:ident),*) => { $( if self.$field.is_none() { self.$field = f.$field; } )* };
+        }
+        take!(
+            listen,
+            data_dir,
+            fsync,
+            retention,
+            retention_per_app,
+            ingest_workers,
+            ingest_queue,
+            wal_queue,
+            ingest_memory_bytes,
+            query_workers,
+            query_queue,
+            max_body_bytes,
+            max_message_bytes,
+            max_tags,
+            max_tag_bytes,
+            max_query_limit,
+            memtable_flush_bytes,
+            memtable_flush_interval,
+            max_memtable_bytes,
+            max_segments_per_partition,
+            compression_level
+        );
+        Ok(self)
+    }
+
+    fn into_config(self) -> Result<(String, ServerConfig)> {
+        let mut engine = EngineConfig::new(self.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)));
+        if let Some(f) = &self.fsync {
+            engine.fsync = parse_fsync(f)?;
+        }
+        if let Some(r) = &self.retention {
+            engine.retention = Some(parse_duration(r).context("--retention")?);
+        }
+        let mut per_app: Vec<(String, String)> = self.retention_per_app.unwrap_or_default().into_iter().collect();
+        for spec in &self.retention_app {
+            let Some((app, d)) = spec.split_once('=') else { bail!("--retention-app {spec:?}: expected app=duration") };
+            per_app.push((app.into(), d.into()));
+        }
+        for (app, d) in per_app {
+            let app = AppName::parse(&app).context("retention per app")?;
+            engine.retention_per_app.insert(app, parse_duration(&d).context("retention per app")?);
+        }
+        if let Some(v) = self.wal_queue {
+            engine.ingest_queue = v.max(1);
+        }
+        if let Some(v) = self.memtable_flush_bytes {
+            engine.memtable_flush_bytes = v;
+        }
+        if let Some(v) = &self.memtable_flush_interval {
+            engine.memtable_flush_interval = Duration::from_nanos(parse_duration(v)?.max(0) as u64);
+        }
+        if let Some(v) = self.max_memtable_bytes {
+            engine.max_memtable_bytes = v;
+        }
+        if let Some(v) = self.max_segments_per_partition {
+            engine.max_segments_per_partition = v.max(1);
+        }
+        if let Some(v) = self.compression_level {
+            engine.compression_level = v;
+        }
+        let mut cfg = ServerConfig::new(engine);
+        macro_rules! set {
+            ($($field:ident => $($target:ident).+),*) => { $( if let Some(v) = self.$field { cfg.$($target).+ = v; } )* };
+        }
+        set!(
+            ingest_workers => ingest_workers,
+            ingest_queue => ingest_queue,
+            ingest_memory_bytes => ingest_memory_bytes,
+            query_workers => query_workers,
+            query_queue => query_queue,
+            max_body_bytes => max_body_bytes,
+            max_message_bytes => limits.max_message_bytes,
+            max_tags => limits.max_tags,
+            max_tag_bytes => limits.max_tag_bytes,
+            max_query_limit => max_query_limit
+        );
+        Ok((self.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_string()), cfg))
+    }
+}
+
+fn parse_fsync(s: &str) -> Result<FsyncMode> {
+    Ok(match s {
+        "always" => FsyncMode::Always,
+        "never" => FsyncMode::Never,
+        _ => match s.strip_prefix("interval:") {
+            Some(d) => FsyncMode::Interval(Duration::from_nanos(parse_duration(d)?.max(0) as u64)),
+            None => bail!("--fsync {s:?}: expected always, interval:<duration> or never"),
+        },
+    })
+}
+
+pub fn run(args: ServeArgs) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let (listen, cfg) = args.merge_file()?.into_config()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let listener =
+            tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("listening on {listen}"))?;
+        let addr = listener.local_addr()?;
+        if !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "listening beyond loopback: there is no authentication yet");
+        }
+        // the line tests and scripts read to find a port picked with :0
+        println!("logpipe listening on http://{addr}");
+        tracing::info!(%addr, data_dir = %cfg.engine.data_dir.display(), fsync = ?cfg.engine.fsync, "starting");
+        logpipe_server::serve(cfg, listener, shutdown_signal()).await?;
+        tracing::info!("stopped cleanly");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // without signal handlers the process still stops on the default action
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logpipe.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9999\"\nfsync = \"interval:100ms\"\nretention = \"30d\"\nquery_workers = 3\n[retention_per_app]\nhdfs = \"7d\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs { config: Some(path), query_workers: Some(5), ..Default::default() };
+        let (listen, cfg) = args.merge_file().unwrap().into_config().unwrap();
+        assert_eq!(listen, "127.0.0.1:9999");
+        assert_eq!(cfg.query_workers, 5);
+        assert_eq!(cfg.engine.fsync, FsyncMode::Interval(Duration::from_millis(100)));
+        assert_eq!(cfg.engine.retention, Some(30 * 86_400_000_000_000));
+        assert_eq!(cfg.engine.retention_per_app[&AppName::parse("hdfs").unwrap()], 7 * 86_400_000_000_000);
+        assert!(parse_fsync("sometimes").is_err());
+    }
+}

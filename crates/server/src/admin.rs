@@ -1,0 +1,39 @@
+//! Health, readiness, metrics.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use prometheus::Encoder;
+
+use crate::{ApiError, AppState};
+
+pub async fn health() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+/// Ready once the WAL is replayed and writes are accepted.
+pub async fn ready(State(st): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
+    let engine = st.engine()?;
+    if let Some(why) = engine.poisoned() {
+        return Err(ApiError::unavailable("writes_stopped", why));
+    }
+    Ok(axum::Json(serde_json::json!({"status": "ready"})))
+}
+
+pub async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
+    if let Some(engine) = st.engine.get() {
+        engine.refresh_gauges();
+    }
+    let mut buf = Vec::new();
+    let enc = prometheus::TextEncoder::new();
+    if let Err(e) = enc.encode(&st.registry.gather(), &mut buf) {
+        return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()).into_response();
+    }
+    ([(header::CONTENT_TYPE, enc.format_type().to_string())], buf).into_response()
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}

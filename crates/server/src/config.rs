@@ -1,0 +1,48 @@
+//! Typed server configuration. Only the binary reads files, flags and the environment.
+
+use logpipe_model::Limits;
+use logpipe_storage::EngineConfig;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7171";
+/// Largest ingest body, after decompression.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 << 20;
+/// Ingest requests admitted beyond the ones being worked on.
+pub const DEFAULT_INGEST_QUEUE: usize = 512;
+/// Queries admitted beyond the ones being worked on.
+pub const DEFAULT_QUERY_QUEUE: usize = 64;
+/// Budget for ingest bodies held in memory at once (raw, before decompression).
+pub const DEFAULT_INGEST_MEMORY_BYTES: usize = 512 << 20;
+pub const DEFAULT_QUERY_LIMIT: usize = 100;
+pub const DEFAULT_MAX_QUERY_LIMIT: usize = 10_000;
+/// Histogram buckets one answer may hold.
+pub const MAX_HISTOGRAM_BUCKETS: usize = 100_000;
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub engine: EngineConfig,
+    pub limits: Limits,
+    pub max_body_bytes: usize,
+    pub ingest_workers: usize,
+    pub ingest_queue: usize,
+    pub ingest_memory_bytes: usize,
+    pub query_workers: usize,
+    pub query_queue: usize,
+    pub max_query_limit: usize,
+}
+
+impl ServerConfig {
+    pub fn new(engine: EngineConfig) -> ServerConfig {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        ServerConfig {
+            engine,
+            limits: Limits::default(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            ingest_workers: cores,
+            ingest_queue: DEFAULT_INGEST_QUEUE,
+            ingest_memory_bytes: DEFAULT_INGEST_MEMORY_BYTES,
+            query_workers: cores,
+            query_queue: DEFAULT_QUERY_QUEUE,
+            max_query_limit: DEFAULT_MAX_QUERY_LIMIT,
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! The one place where errors become HTTP statuses:
+//! `{"error": {"code": "...", "message": "..."}}`, with `Retry-After` on 429 and 503.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use logpipe_storage::{IngestError, StorageError};
+use serde_json::json;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    /// Extra fields for the error object, e.g. the line of a bad record.
+    pub detail: Option<(&'static str, serde_json::Value)>,
+}
+
+/// Seconds a refused client should wait before retrying.
+const RETRY_AFTER_SECS: &str = "1";
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into(), detail: None }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn unavailable(code: &'static str, message: String) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+    }
+
+    pub fn with(mut self, key: &'static str, value: serde_json::Value) -> ApiError {
+        self.detail = Some((key, value));
+        self
+    }
+
+    /// Short label for the `reason` of the rejected-requests metric.
+    pub fn reason(&self) -> &'static str {
+        self.code
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut err = json!({"code": self.code, "message": self.message});
+        if let Some((k, v)) = self.detail {
+            err[k] = v;
+        }
+        let mut resp = (self.status, axum::Json(json!({ "error": err }))).into_response();
+        if self.status == StatusCode::TOO_MANY_REQUESTS || self.status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+        }
+        resp
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(e: IngestError) -> ApiError {
+        match e {
+            IngestError::QueueFull(_) => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "ingest_queue_full", e.to_string())
+            }
+            IngestError::FlushBehind(_) => ApiError::unavailable("flush_behind", e.to_string()),
+            IngestError::Stopped(_) => ApiError::unavailable("writes_stopped", e.to_string()),
+            IngestError::Closed => ApiError::unavailable("shutting_down", e.to_string()),
+        }
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> ApiError {
+        match e {
+            StorageError::BadQuery(m) => ApiError::bad_request("bad_query", m),
+            StorageError::Closed => ApiError::unavailable("shutting_down", e.to_string()),
+            other => {
+                tracing::error!(error = %other, "storage error");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", other.to_string())
+            }
+        }
+    }
+}

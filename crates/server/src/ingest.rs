@@ -1,0 +1,289 @@
+//! `POST /api/v1/logs`: NDJSON or a JSON array of records, optionally gzip or zstd.
+//!
+//! A batch is all or nothing: every record is decoded and validated before any is submitted,
+//! and the reply is `200 {"accepted": N}` only once the engine has made all N durable.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+use logpipe_model::{format_time, parse_time, AppName, Limits, Record};
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::{ApiError, AppState};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireRecord {
+    #[serde(default)]
+    app: Option<String>,
+    #[serde(default, deserialize_with = "timestamp")]
+    timestamp: Option<i64>,
+    message: String,
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+}
+
+/// RFC 3339 string, integer nanoseconds, or null (server time).
+fn timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Option<i64>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an RFC 3339 string or integer nanoseconds")
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            i64::try_from(v).map(Some).map_err(|_| E::custom("timestamp out of range"))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            parse_time(v).map(Some).map_err(E::custom)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_any(V)
+        }
+    }
+    d.deserialize_any(V)
+}
+
+pub async fn ingest(
+    State(st): State<Arc<AppState>>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let res = ingest_inner(&st, raw, headers, body).await;
+    if let Err(e) = &res {
+        st.metrics.rejected.with_label_values(&["ingest", e.reason()]).inc();
+    }
+    res
+}
+
+async fn ingest_inner(
+    st: &Arc<AppState>,
+    raw: Option<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let mut default_app = None;
+    for (k, v) in form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "app" => {
+                default_app = Some(AppName::parse(&v).map_err(|e| {
+                    ApiError::bad_request("bad_parameter", format!("app: {e}")).with("parameter", "app".into())
+                })?)
+            }
+            other => {
+                return Err(ApiError::bad_request("bad_parameter", format!("{other}: unknown parameter; expected app"))
+                    .with("parameter", other.into()))
+            }
+        }
+    }
+    let engine = st.engine()?.clone();
+    let cap = st.cfg.max_body_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request body is over the limit of {cap} bytes"),
+        )
+    };
+    let encoding =
+        match headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase()) {
+            None => Encoding::Identity,
+            Some(e) if e.is_empty() || e == "identity" => Encoding::Identity,
+            Some(e) if e == "gzip" || e == "x-gzip" => Encoding::Gzip,
+            Some(e) if e == "zstd" => Encoding::Zstd,
+            Some(e) => {
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_encoding",
+                    format!("content-encoding {e:?} is not supported; use gzip, zstd or none"),
+                ))
+            }
+        };
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > cap) {
+        return Err(too_large());
+    }
+    // Reserve memory for the raw body before reading it; a body of unknown length reserves the cap.
+    let kib = (declared.unwrap_or(cap) / 1024 + 1).min(u32::MAX as usize) as u32;
+    let _memory = st.ingest_memory.clone().try_acquire_many_owned(kib).map_err(|_| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "ingest_memory_full",
+            "ingest bodies in flight are over the memory budget",
+        )
+    })?;
+    let _place = st.ingest_pool.admit(StatusCode::TOO_MANY_REQUESTS)?;
+    let bytes = http_body_util::Limited::new(body, cap).collect().await.map_err(|e| {
+        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            too_large()
+        } else {
+            ApiError::bad_request("bad_body", format!("cannot read request body: {e}"))
+        }
+    })?;
+    let bytes = bytes.to_bytes();
+    let limits = st.cfg.limits;
+    let eng = engine.clone();
+    let (ticket, per_app, n) = st
+        .ingest_pool
+        .run(move || -> Result<_, ApiError> {
+            let body = decode_body(&bytes, encoding, cap)?;
+            let records = parse_records(&body, default_app.as_ref(), &limits, &|app| eng.retention_cutoff(app))?;
+            let n = records.len();
+            let mut per_app: HashMap<AppName, (u64, u64)> = HashMap::new();
+            for r in &records {
+                let e = per_app.entry(r.app.clone()).or_default();
+                e.0 += 1;
+                e.1 += (r.message.len() + r.tags.iter().map(String::len).sum::<usize>()) as u64;
+            }
+            Ok((eng.submit(records)?, per_app, n))
+        })
+        .await??;
+    ticket.await.unwrap_or(Err(logpipe_storage::IngestError::Closed))?;
+    for (app, (recs, bytes)) in per_app {
+        st.metrics.records_ingested.with_label_values(&[app.as_str()]).inc_by(recs);
+        st.metrics.bytes_ingested.with_label_values(&[app.as_str()]).inc_by(bytes);
+    }
+    Ok(axum::Json(json!({ "accepted": n })).into_response())
+}
+
+#[derive(Clone, Copy)]
+enum Encoding {
+    Identity,
+    Gzip,
+    Zstd,
+}
+
+/// Decompresses (capped at `cap` bytes of output) and turns the body into text; invalid
+/// UTF-8 is replaced, not rejected.
+fn decode_body(raw: &[u8], enc: Encoding, cap: usize) -> Result<String, ApiError> {
+    let mut out = Vec::new();
+    let res = match enc {
+        Encoding::Identity => return Ok(String::from_utf8_lossy(raw).into_owned()),
+        Encoding::Gzip => flate2::read::MultiGzDecoder::new(raw).take(cap as u64 + 1).read_to_end(&mut out),
+        Encoding::Zstd => match zstd::stream::read::Decoder::new(raw) {
+            Ok(d) => d.take(cap as u64 + 1).read_to_end(&mut out),
+            Err(e) => Err(e),
+        },
+    };
+    res.map_err(|e| ApiError::bad_request("bad_encoding", format!("body does not decompress: {e}")))?;
+    if out.len() > cap {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("decompressed body is over the limit of {cap} bytes"),
+        ));
+    }
+    Ok(match String::from_utf8(out) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    })
+}
+
+/// Parses and validates every record of a body; the first bad one fails the batch.
+fn parse_records(
+    body: &str,
+    default_app: Option<&AppName>,
+    limits: &Limits,
+    cutoff: &dyn Fn(&AppName) -> Option<i64>,
+) -> Result<Vec<Record>, ApiError> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
+    let mut cutoffs: HashMap<AppName, Option<i64>> = HashMap::new();
+    let mut check = |w: WireRecord| -> Result<Record, String> {
+        let app = match (&w.app, default_app) {
+            (Some(a), _) => AppName::parse(a).map_err(|e| e.to_string())?,
+            (None, Some(d)) => d.clone(),
+            (None, None) => return Err("missing app: set it in the record or with ?app=".into()),
+        };
+        let ts = w.timestamp.unwrap_or(now);
+        let cut = *cutoffs.entry(app.clone()).or_insert_with(|| cutoff(&app));
+        if let Some(c) = cut.filter(|&c| ts < c) {
+            return Err(format!(
+                "timestamp {} is older than the retention of app {app} (records before {} are not kept)",
+                format_time(ts),
+                format_time(c)
+            ));
+        }
+        Record::new(app, ts, w.message, w.tags.unwrap_or_default(), limits).map_err(|e| e.to_string())
+    };
+    let trimmed = body.trim_start();
+    let mut out = Vec::new();
+    if trimmed.starts_with('[') {
+        let items: Vec<serde_json::Value> = serde_json::from_str(trimmed)
+            .map_err(|e| ApiError::bad_request("bad_record", format!("body is not a JSON array of records: {e}")))?;
+        for (i, v) in items.into_iter().enumerate() {
+            let bad =
+                |m: String| ApiError::bad_request("bad_record", format!("index {i}: {m}")).with("index", i.into());
+            let w: WireRecord = serde_json::from_value(v).map_err(|e| bad(e.to_string()))?;
+            out.push(check(w).map_err(bad)?);
+        }
+    } else {
+        for (i, line) in body.split('\n').enumerate() {
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            let n = i + 1;
+            let bad = |m: String| ApiError::bad_request("bad_record", format!("line {n}: {m}")).with("line", n.into());
+            let w: WireRecord = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
+            out.push(check(w).map_err(bad)?);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str) -> Result<Vec<Record>, ApiError> {
+        parse_records(body, None, &Limits::default(), &|_| None)
+    }
+
+    #[test]
+    fn ndjson_and_arrays() {
+        let r = parse("{\"app\":\"A\",\"timestamp\":\"2025-01-01T00:00:00+01:00\",\"message\":\"m\",\"tags\":[\"b\",\"a\"]}\n\n{\"app\":\"b\",\"timestamp\":5,\"message\":\"x\"}").unwrap();
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].app.as_str(), "a");
+        assert_eq!(r[0].ts, 1_735_686_000_000_000_000);
+        assert_eq!(r[0].tags, ["a", "b"]);
+        assert_eq!(r[1].ts, 5);
+        let a = parse("[{\"app\":\"a\",\"message\":\"m\",\"timestamp\":null}]").unwrap();
+        assert_eq!(a.len(), 1);
+    }
+
+    #[test]
+    fn errors_name_the_line_or_index() {
+        let e = parse("{\"app\":\"a\",\"message\":\"m\"}\n{\"app\":\"a\",\"message\":5}").unwrap_err();
+        assert!(e.message.starts_with("line 2:"), "{}", e.message);
+        let e = parse("[{\"app\":\"a\",\"message\":\"m\"},{\"app\":\"a\"}]").unwrap_err();
+        assert!(e.message.starts_with("index 1:"), "{}", e.message);
+        for bad in [
+            "{\"message\":\"no app\"}",
+            "{\"app\":\"a\",\"message\":\"m\",\"timestamp\":\"soon\"}",
+            "{\"app\":\"a\",\"message\":\"m\",\"timestamp\":1.5}",
+            "{\"app\":\"a\",\"message\":\"m\",\"level\":\"x\"}",
+            "{\"app\":\"a\",\"message\":\"m\",\"tags\":\"x\"}",
+            "not json",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! HTTP-level metrics; storage registers its own next to the code that counts them.
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+#[derive(Clone)]
+pub struct ServerMetrics {
+    pub records_ingested: IntCounterVec,
+    pub bytes_ingested: IntCounterVec,
+    pub rejected: IntCounterVec,
+    pub query_seconds: HistogramVec,
+    pub inflight: IntGaugeVec,
+}
+
+impl ServerMetrics {
+    pub fn new(r: &Registry) -> prometheus::Result<ServerMetrics> {
+        let m = ServerMetrics {
+            records_ingested: IntCounterVec::new(
+                Opts::new("logpipe_ingested_records_total", "Records acknowledged, per app."),
+                &["app"],
+            )?,
+            bytes_ingested: IntCounterVec::new(
+                Opts::new("logpipe_ingested_bytes_total", "Message and tag bytes acknowledged, per app."),
+                &["app"],
+            )?,
+            rejected: IntCounterVec::new(
+                Opts::new("logpipe_rejected_requests_total", "Requests refused, by endpoint and reason."),
+                &["endpoint", "reason"],
+            )?,
+            query_seconds: HistogramVec::new(
+                HistogramOpts::new("logpipe_query_seconds", "Query latency, by endpoint.")
+                    .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+                &["endpoint"],
+            )?,
+            inflight: IntGaugeVec::new(
+                Opts::new("logpipe_pool_admitted", "Requests admitted to a worker pool (running or queued)."),
+                &["pool"],
+            )?,
+        };
+        r.register(Box::new(m.records_ingested.clone()))?;
+        r.register(Box::new(m.bytes_ingested.clone()))?;
+        r.register(Box::new(m.rejected.clone()))?;
+        r.register(Box::new(m.query_seconds.clone()))?;
+        r.register(Box::new(m.inflight.clone()))?;
+        Ok(m)
+    }
+}
