@@ -17,6 +17,9 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use serde_json::json;
 
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::admission::Admitted;
 use crate::{ApiError, AppState};
 
 #[derive(Deserialize)]
@@ -74,27 +77,21 @@ pub async fn ingest(
     res
 }
 
+/// Bodies up to this size are read and dropped before a refusal is sent, so that clients
+/// which write the whole request before reading the answer see the 429, not a broken pipe.
+const DRAIN_LIMIT: usize = 16 << 20;
+
+async fn drain(body: Body) {
+    let mut body = http_body_util::Limited::new(body, DRAIN_LIMIT);
+    while let Some(Ok(_)) = body.frame().await {}
+}
+
 async fn ingest_inner(
     st: &Arc<AppState>,
     raw: Option<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let mut default_app = None;
-    for (k, v) in form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()) {
-        match k.as_ref() {
-            "app" => {
-                default_app = Some(AppName::parse(&v).map_err(|e| {
-                    ApiError::bad_request("bad_parameter", format!("app: {e}")).with("parameter", "app".into())
-                })?)
-            }
-            other => {
-                return Err(ApiError::bad_request("bad_parameter", format!("{other}: unknown parameter; expected app"))
-                    .with("parameter", other.into()))
-            }
-        }
-    }
-    let engine = st.engine()?.clone();
     let cap = st.cfg.max_body_bytes;
     let too_large = || {
         ApiError::new(
@@ -103,34 +100,18 @@ async fn ingest_inner(
             format!("request body is over the limit of {cap} bytes"),
         )
     };
-    let encoding =
-        match headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase()) {
-            None => Encoding::Identity,
-            Some(e) if e.is_empty() || e == "identity" => Encoding::Identity,
-            Some(e) if e == "gzip" || e == "x-gzip" => Encoding::Gzip,
-            Some(e) if e == "zstd" => Encoding::Zstd,
-            Some(e) => {
-                return Err(ApiError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "unsupported_encoding",
-                    format!("content-encoding {e:?} is not supported; use gzip, zstd or none"),
-                ))
-            }
-        };
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     if declared.is_some_and(|n| n > cap) {
         return Err(too_large());
     }
-    // Reserve memory for the raw body before reading it; a body of unknown length reserves the cap.
-    let kib = (declared.unwrap_or(cap) / 1024 + 1).min(u32::MAX as usize) as u32;
-    let _memory = st.ingest_memory.clone().try_acquire_many_owned(kib).map_err(|_| {
-        ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "ingest_memory_full",
-            "ingest bodies in flight are over the memory budget",
-        )
-    })?;
-    let _place = st.ingest_pool.admit(StatusCode::TOO_MANY_REQUESTS)?;
+    let admitted = admit(st, raw.as_deref(), &headers, declared);
+    let (default_app, encoding, engine, _memory, _place) = match admitted {
+        Ok(a) => a,
+        Err(e) => {
+            drain(body).await;
+            return Err(e);
+        }
+    };
     let bytes = http_body_util::Limited::new(body, cap).collect().await.map_err(|e| {
         if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
             too_large()
@@ -162,6 +143,58 @@ async fn ingest_inner(
         st.metrics.bytes_ingested.with_label_values(&[app.as_str()]).inc_by(bytes);
     }
     Ok(axum::Json(json!({ "accepted": n })).into_response())
+}
+
+type Admission = (Option<AppName>, Encoding, Arc<logpipe_storage::Engine>, OwnedSemaphorePermit, Admitted);
+
+/// Everything checked before the body is read: parameters, encoding, readiness, memory and
+/// a place in the ingest pool.
+fn admit(
+    st: &Arc<AppState>,
+    raw: Option<&str>,
+    headers: &HeaderMap,
+    declared: Option<usize>,
+) -> Result<Admission, ApiError> {
+    let mut default_app = None;
+    for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "app" => {
+                default_app = Some(AppName::parse(&v).map_err(|e| {
+                    ApiError::bad_request("bad_parameter", format!("app: {e}")).with("parameter", "app".into())
+                })?)
+            }
+            other => {
+                return Err(ApiError::bad_request("bad_parameter", format!("{other}: unknown parameter; expected app"))
+                    .with("parameter", other.into()))
+            }
+        }
+    }
+    let encoding =
+        match headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase()) {
+            None => Encoding::Identity,
+            Some(e) if e.is_empty() || e == "identity" => Encoding::Identity,
+            Some(e) if e == "gzip" || e == "x-gzip" => Encoding::Gzip,
+            Some(e) if e == "zstd" => Encoding::Zstd,
+            Some(e) => {
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_encoding",
+                    format!("content-encoding {e:?} is not supported; use gzip, zstd or none"),
+                ))
+            }
+        };
+    let engine = st.engine()?.clone();
+    // Reserve memory for the raw body before reading it; a body of unknown length reserves the cap.
+    let kib = (declared.unwrap_or(st.cfg.max_body_bytes) / 1024 + 1).min(u32::MAX as usize) as u32;
+    let memory = st.ingest_memory.clone().try_acquire_many_owned(kib).map_err(|_| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "ingest_memory_full",
+            "ingest bodies in flight are over the memory budget",
+        )
+    })?;
+    let place = st.ingest_pool.admit(StatusCode::TOO_MANY_REQUESTS)?;
+    Ok((default_app, encoding, engine, memory, place))
 }
 
 #[derive(Clone, Copy)]

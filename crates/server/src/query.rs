@@ -16,15 +16,15 @@ use crate::{ApiError, AppState};
 
 pub const NEXT_CURSOR_HEADER: &str = "logpipe-next-cursor";
 
-async fn run(st: &Arc<AppState>, endpoint: &'static str, p: QueryParams, req: Request) -> Result<Answer, ApiError> {
-    let res = run_inner(st, &p, req).await;
+/// Counts a refused request under its endpoint and reason.
+fn counted(st: &AppState, endpoint: &'static str, res: Result<Response, ApiError>) -> Result<Response, ApiError> {
     if let Err(e) = &res {
         st.metrics.rejected.with_label_values(&[endpoint, e.reason()]).inc();
     }
     res
 }
 
-async fn run_inner(st: &Arc<AppState>, p: &QueryParams, req: Request) -> Result<Answer, ApiError> {
+async fn run(st: &Arc<AppState>, p: QueryParams, req: Request) -> Result<Answer, ApiError> {
     let engine = st.engine()?.clone();
     engine.check_query(&p.query)?;
     let _place = st.query_pool.admit(StatusCode::SERVICE_UNAVAILABLE)?;
@@ -37,6 +37,10 @@ fn observe(st: &AppState, endpoint: &str, started: Instant) {
 }
 
 pub async fn logs(State(st): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    counted(&st, "logs", logs_inner(&st, raw).await)
+}
+
+async fn logs_inner(st: &Arc<AppState>, raw: Option<String>) -> Result<Response, ApiError> {
     let started = Instant::now();
     let p = params::parse(raw.as_deref(), &["limit", "order", "cursor"])?;
     let limit = p.limit.unwrap_or(DEFAULT_QUERY_LIMIT);
@@ -47,9 +51,7 @@ pub async fn logs(State(st): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> R
         ));
     }
     let req = Request::Logs { limit, order: p.order.unwrap_or(Order::Desc), cursor: p.cursor };
-    let Answer::Logs { records, next } = run(&st, "logs", p, req).await? else {
-        unreachable!("logs request answers with logs")
-    };
+    let Answer::Logs { records, next } = run(st, p, req).await? else { unreachable!("logs request answers with logs") };
     let mut body = Vec::with_capacity(records.len() * 256);
     for r in &records {
         write_record(&mut body, r);
@@ -60,7 +62,7 @@ pub async fn logs(State(st): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> R
             resp.headers_mut().insert(NEXT_CURSOR_HEADER, v);
         }
     }
-    observe(&st, "logs", started);
+    observe(st, "logs", started);
     Ok(resp)
 }
 
@@ -71,14 +73,22 @@ fn write_record(out: &mut Vec<u8>, r: &Record) {
 }
 
 pub async fn count(State(st): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    counted(&st, "count", count_inner(&st, raw).await)
+}
+
+async fn count_inner(st: &Arc<AppState>, raw: Option<String>) -> Result<Response, ApiError> {
     let started = Instant::now();
     let p = params::parse(raw.as_deref(), &[])?;
-    let Answer::Count(n) = run(&st, "count", p, Request::Count).await? else { unreachable!("count answers a count") };
-    observe(&st, "count", started);
+    let Answer::Count(n) = run(st, p, Request::Count).await? else { unreachable!("count answers a count") };
+    observe(st, "count", started);
     Ok(axum::Json(json!({ "count": n })).into_response())
 }
 
 pub async fn histogram(State(st): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    counted(&st, "histogram", histogram_inner(&st, raw).await)
+}
+
+async fn histogram_inner(st: &Arc<AppState>, raw: Option<String>) -> Result<Response, ApiError> {
     let started = Instant::now();
     let p = params::parse(raw.as_deref(), &["step"])?;
     let step = p.step.ok_or_else(|| {
@@ -92,7 +102,7 @@ pub async fn histogram(State(st): State<Arc<AppState>>, RawQuery(raw): RawQuery)
             ));
         }
     }
-    let Answer::Histogram(buckets) = run(&st, "histogram", p, Request::Histogram { step }).await? else {
+    let Answer::Histogram(buckets) = run(st, p, Request::Histogram { step }).await? else {
         unreachable!("histogram answers buckets")
     };
     if buckets.len() > MAX_HISTOGRAM_BUCKETS {
@@ -102,6 +112,6 @@ pub async fn histogram(State(st): State<Arc<AppState>>, RawQuery(raw): RawQuery)
         ));
     }
     let buckets: Vec<_> = buckets.into_iter().map(|(t, n)| json!({"t": format_time(t), "count": n})).collect();
-    observe(&st, "histogram", started);
+    observe(st, "histogram", started);
     Ok(axum::Json(json!({ "buckets": buckets })).into_response())
 }

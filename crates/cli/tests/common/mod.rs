@@ -1,0 +1,120 @@
+//! A real `logpipe serve` process on 127.0.0.1:0 and a small HTTP client for tests.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub data_dir: PathBuf,
+}
+
+impl Server {
+    /// Starts the server on a free port with `data_dir` and waits until it is ready.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_logpipe"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn logpipe");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let base = line.trim().rsplit(' ').next().unwrap().to_string();
+        assert!(base.starts_with("http://127.0.0.1:"), "unexpected first line {line:?}");
+        let s = Server { child, base, data_dir: data_dir.to_path_buf() };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while get(&s.base, "/ready").0 != 200 {
+            assert!(Instant::now() < deadline, "server not ready in time");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        s
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::kill(self.child.id() as i32, sig) };
+        assert_eq!(rc, 0);
+    }
+
+    /// SIGKILL: no flush, no goodbye.
+    pub fn crash(mut self) {
+        self.signal(libc::SIGKILL);
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub fn stop(mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new().timeout(Duration::from_secs(60)).build()
+}
+
+fn finish(r: Result<ureq::Response, ureq::Error>) -> (u16, String, Option<String>) {
+    match r {
+        Ok(resp) | Err(ureq::Error::Status(_, resp)) => {
+            let status = resp.status();
+            let cursor = resp.header("logpipe-next-cursor").map(str::to_owned);
+            let mut body = String::new();
+            resp.into_reader().read_to_string(&mut body).unwrap();
+            (status, body, cursor)
+        }
+        Err(e) => panic!("transport error: {e}"),
+    }
+}
+
+/// GET `path` (with its query string): status, body and the next-page cursor header.
+pub fn get(base: &str, path: &str) -> (u16, String, Option<String>) {
+    finish(agent().get(&format!("{base}{path}")).call())
+}
+
+pub fn get_json(base: &str, path: &str) -> serde_json::Value {
+    let (status, body, _) = get(base, path);
+    assert_eq!(status, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+pub fn count(base: &str, query: &str) -> u64 {
+    get_json(base, &format!("/api/v1/count?{query}"))["count"].as_u64().unwrap()
+}
+
+/// POST raw bytes with extra headers: status and body.
+pub fn post(base: &str, path: &str, body: &[u8], headers: &[(&str, &str)]) -> (u16, String) {
+    let mut req = agent().post(&format!("{base}{path}"));
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    let (s, b, _) = finish(req.send_bytes(body));
+    (s, b)
+}
+
+pub fn ingest(base: &str, ndjson: &str) -> (u16, String) {
+    post(base, "/api/v1/logs", ndjson.as_bytes(), &[("content-type", "application/x-ndjson")])
+}
+
+/// Query-string escaping.
+pub fn q(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+pub fn ndjson(lines: &[serde_json::Value]) -> String {
+    lines.iter().map(|v| v.to_string() + "\n").collect()
+}

@@ -1,0 +1,63 @@
+//! Far more concurrent ingest than the server admits: refusals are 429 with Retry-After,
+//! never 5xx, and queries keep being answered from their own pool.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[test]
+fn overload_sheds_with_429_and_queries_still_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--ingest-workers", "1", "--ingest-queue", "1", "--wal-queue", "1"]);
+    let body: String =
+        (0..2000).map(|i| format!("{{\"app\":\"load\",\"message\":\"record {i} {}\"}}\n", "y".repeat(200))).collect();
+    let body = Arc::new(body);
+    let (ok, shed, other) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let mut threads = Vec::new();
+    for _ in 0..24 {
+        let (base, body, ok, shed, other) = (s.base.clone(), body.clone(), ok.clone(), shed.clone(), other.clone());
+        threads.push(std::thread::spawn(move || {
+            while Instant::now() < deadline {
+                let (status, err) = ingest(&base, &body);
+                match status {
+                    200 => ok.fetch_add(1, Ordering::Relaxed),
+                    429 => {
+                        assert!(err.contains("\"code\""), "{err}");
+                        shed.fetch_add(1, Ordering::Relaxed)
+                    }
+                    _ => {
+                        eprintln!("unexpected {status}: {err}");
+                        other.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+            }
+        }));
+    }
+    let mut query_latencies = Vec::new();
+    while Instant::now() < deadline {
+        let t = Instant::now();
+        let (status, body, _) = get(&s.base, "/api/v1/count?app=load");
+        assert_eq!(status, 200, "query refused under ingest overload: {body}");
+        query_latencies.push(t.elapsed());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    let (ok, shed, other) = (ok.load(Ordering::Relaxed), shed.load(Ordering::Relaxed), other.load(Ordering::Relaxed));
+    eprintln!("ingest: {ok} accepted, {shed} shed with 429, {other} other; {} queries answered", query_latencies.len());
+    assert_eq!(other, 0, "only 200 and 429 are acceptable answers");
+    assert!(shed > 0, "24 clients against 2 admission places must be shed");
+    assert!(ok > 0, "some ingest must still get through");
+    assert!(query_latencies.len() >= 10);
+    // everything acknowledged is stored, nothing refused is
+    assert_eq!(count(&s.base, "app=load"), ok * 2000);
+    // the 429 carries Retry-After
+    let (status, _, _) = get(&s.base, "/ready");
+    assert_eq!(status, 200);
+}
