@@ -47,9 +47,21 @@ impl Pool {
     pub async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.pool.spawn(move || {
-            let _ = tx.send(f());
+            // a bug in one request must not take the process down (rayon aborts on a panic
+            // in a spawned job): it becomes a 500 for that request alone
+            let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
         });
-        rx.await.map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "worker failed"))
+        match rx.await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(_)) | Err(_) => {
+                tracing::error!(pool = self.name, "request panicked in a worker");
+                Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error while serving the request",
+                ))
+            }
+        }
     }
 }
 

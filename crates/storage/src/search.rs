@@ -192,7 +192,8 @@ fn scan_range(m: &Messages, finder: &memchr::memmem::Finder<'_>, lo: usize, hi: 
 }
 
 fn block_records(seg: &Segment, m: &Matches, rows: impl Iterator<Item = u32>) -> Result<Vec<Record>> {
-    let (ts, msgs, tags) = (m.ts.as_ref().expect("ts"), m.msgs.as_ref().expect("msgs"), m.tags.as_ref().expect("tags"));
+    // every column is decoded whenever a row matched; nothing decoded means nothing matched
+    let (Some(ts), Some(msgs), Some(tags)) = (&m.ts, &m.msgs, &m.tags) else { return Ok(Vec::new()) };
     rows.map(|r| {
         let r = r as usize;
         let message = std::str::from_utf8(msgs.get(r))
@@ -267,9 +268,11 @@ pub(crate) fn run(mut sources: Vec<Source>, f: &Filter, req: &Request) -> Result
                                 *h.entry(bucket(meta.min_ts)).or_default() += u64::from(meta.rows);
                             } else {
                                 let m = eval_block(seg, *idx, f, true, false)?;
-                                let ts = m.ts.as_ref().expect("ts requested");
-                                for &r in &m.rows {
-                                    *h.entry(bucket(ts[r as usize])).or_default() += 1;
+                                // no timestamps means the block was pruned and no row matched
+                                if let Some(ts) = &m.ts {
+                                    for &r in &m.rows {
+                                        *h.entry(bucket(ts[r as usize])).or_default() += 1;
+                                    }
                                 }
                             }
                         }

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Every check a change must pass: formatting, lints, unit, property and integration tests, and
+# the bench kit's 30 queries against the oracle. The last line is the bench kit's tally.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo fmt --all -- --check
+cargo clippy --all-targets --quiet -- -D warnings
+cargo test --workspace --quiet 2>&1 | tee /tmp/logpipe-cargo-test.log | grep -E '^test result|FAILED|panicked' || true
+if grep -qE 'FAILED|error(\[|:)' /tmp/logpipe-cargo-test.log || ! grep -q '^test result' /tmp/logpipe-cargo-test.log; then
+  cat /tmp/logpipe-cargo-test.log
+  exit 1
+fi
+scripts/bench-check.sh 200000
