@@ -160,7 +160,7 @@ impl ServeArgs {
             engine.max_segments_per_partition = v.max(1);
         }
         if let Some(v) = self.compression_level {
-            engine.compression_level = v;
+            engine.block.level = v;
         }
         let mut cfg = ServerConfig::new(engine);
         macro_rules! set {

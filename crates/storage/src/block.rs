@@ -25,6 +25,23 @@ use crate::{Corruption, Result, StorageError};
 pub const BLOCK_MAX_ROWS: usize = 8192;
 /// Raw message bytes per block before it is cut early (keeps big-message blocks bounded).
 pub const BLOCK_MAX_MSG_BYTES: usize = 4 << 20;
+/// How blocks are cut and compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockOptions {
+    /// zstd level of every column.
+    pub level: i32,
+    /// Rows per block (at most).
+    pub max_rows: usize,
+}
+
+pub const DEFAULT_COMPRESSION_LEVEL: i32 = 3;
+
+impl Default for BlockOptions {
+    fn default() -> Self {
+        BlockOptions { level: DEFAULT_COMPRESSION_LEVEL, max_rows: BLOCK_MAX_ROWS }
+    }
+}
+
 /// Largest raw column a reader accepts; guards allocations against corrupted lengths.
 const MAX_RAW_COLUMN: u64 = 1 << 30;
 
@@ -109,7 +126,7 @@ impl BlockMeta {
 
 /// Accumulates sorted rows and encodes them as one block.
 pub struct BlockBuilder {
-    level: i32,
+    opts: BlockOptions,
     ts: Vec<i64>,
     msg_lens: Vec<u32>,
     msgs: Vec<u8>,
@@ -124,9 +141,9 @@ pub struct BlockBuilder {
 }
 
 impl BlockBuilder {
-    pub fn new(level: i32) -> Self {
+    pub fn new(opts: BlockOptions) -> Self {
         BlockBuilder {
-            level,
+            opts,
             ts: Vec::new(),
             msg_lens: Vec::new(),
             msgs: Vec::new(),
@@ -146,7 +163,7 @@ impl BlockBuilder {
     }
 
     pub fn is_full(&self) -> bool {
-        self.ts.len() >= BLOCK_MAX_ROWS || self.msgs.len() >= BLOCK_MAX_MSG_BYTES
+        self.ts.len() >= self.opts.max_rows.max(1) || self.msgs.len() >= BLOCK_MAX_MSG_BYTES
     }
 
     /// Adds a row; rows must arrive in (timestamp, message, tags) order.
@@ -244,7 +261,7 @@ impl BlockBuilder {
 
     fn compress(&self, raw: &[u8], out: &mut Vec<u8>) -> Result<ColumnMeta> {
         let before = out.len();
-        let z = zstd::bulk::compress(raw, self.level).map_err(StorageError::Compress)?;
+        let z = zstd::bulk::compress(raw, self.opts.level).map_err(StorageError::Compress)?;
         out.extend_from_slice(&z);
         Ok(ColumnMeta { len: (out.len() - before) as u32, raw_len: raw.len() as u32 })
     }

@@ -25,6 +25,7 @@ use logpipe_model::{AppName, Record};
 use logpipe_wal::Wal;
 use parking_lot::{Mutex, RwLock};
 
+use crate::block::BlockOptions;
 use crate::filter::{Filter, Query};
 use crate::memtable::{Frozen, Memtable};
 use crate::metrics::EngineMetrics;
@@ -59,7 +60,7 @@ pub struct EngineConfig {
     pub memtable_flush_interval: Duration,
     /// Refuse writes while memtables (active and being flushed) hold more than this.
     pub max_memtable_bytes: usize,
-    pub compression_level: i32,
+    pub block: BlockOptions,
     /// Merge a partition once it has more segments than this.
     pub max_segments_per_partition: usize,
     /// Segments merged at once.
@@ -75,7 +76,6 @@ pub const DEFAULT_INGEST_QUEUE: usize = 256;
 pub const DEFAULT_MEMTABLE_FLUSH_BYTES: usize = 128 << 20;
 pub const DEFAULT_MEMTABLE_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_MEMTABLE_BYTES: usize = 1 << 30;
-pub const DEFAULT_COMPRESSION_LEVEL: i32 = 3;
 pub const DEFAULT_MAX_SEGMENTS_PER_PARTITION: usize = 4;
 pub const DEFAULT_MERGE_FAN_IN: usize = 8;
 
@@ -88,7 +88,7 @@ impl EngineConfig {
             memtable_flush_bytes: DEFAULT_MEMTABLE_FLUSH_BYTES,
             memtable_flush_interval: DEFAULT_MEMTABLE_FLUSH_INTERVAL,
             max_memtable_bytes: DEFAULT_MAX_MEMTABLE_BYTES,
-            compression_level: DEFAULT_COMPRESSION_LEVEL,
+            block: BlockOptions::default(),
             max_segments_per_partition: DEFAULT_MAX_SEGMENTS_PER_PARTITION,
             merge_fan_in: DEFAULT_MERGE_FAN_IN,
             retention: None,

@@ -43,7 +43,7 @@ fn flush(inner: &Inner, job: &FlushJob) -> Result<()> {
             key.day,
             frozen.watermark,
             Vec::new(),
-            inner.cfg.compression_level,
+            inner.cfg.block,
         )?;
         for r in recs {
             w.push(r.ts, &r.message, &r.tags)?;
@@ -148,7 +148,7 @@ fn merge(inner: &Inner, key: &PartitionKey, inputs: &[Arc<Segment>]) -> Result<S
         key.day,
         watermark,
         replaces,
-        inner.cfg.compression_level,
+        inner.cfg.block,
     )?;
     let mut cursors = Vec::with_capacity(inputs.len());
     for s in inputs {

@@ -119,6 +119,8 @@ fn small_config(dir: &std::path::Path) -> EngineConfig {
     let mut cfg = EngineConfig::new(dir);
     cfg.max_segments_per_partition = 2;
     cfg.merge_fan_in = 3;
+    // many small blocks, so pruning, early termination and cursors cross block boundaries
+    cfg.block.max_rows = 16;
     cfg.maintenance_interval = std::time::Duration::from_secs(3600);
     cfg
 }
@@ -170,4 +172,85 @@ fn unflushed_records_survive_a_reopen_without_close() {
     let engine = Engine::open(small_config(tmp.path())).unwrap();
     let got = pool.install(|| engine.query(&Query::default(), &Request::Count)).unwrap();
     assert_eq!(got, Answer::Count(100));
+}
+
+fn rec(app: &str, ts: i64, msg: &str) -> Record {
+    Record { app: AppName::parse(app).unwrap(), ts, message: msg.into(), tags: vec![] }
+}
+
+fn count(engine: &Engine, q: &Query) -> u64 {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    match pool.install(|| engine.query(q, &Request::Count)).unwrap() {
+        Answer::Count(n) => n,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn after_a_failed_fsync_writes_stop_and_reads_go_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let engine = Engine::open(small_config(tmp.path())).unwrap();
+    engine.ingest(vec![rec("a", 1, "before")]).unwrap();
+    engine.poison("fsync of wal failed: EIO (injected)");
+    let err = engine.ingest(vec![rec("a", 2, "after")]).unwrap_err();
+    assert!(err.to_string().contains("writes are stopped"), "{err}");
+    assert!(err.to_string().contains("EIO"), "{err}");
+    assert_eq!(count(&engine, &Query::default()), 1);
+}
+
+#[test]
+fn retention_drops_whole_partitions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let day = 86_400_000_000_000i64;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64;
+    {
+        let engine = Engine::open(small_config(tmp.path())).unwrap();
+        engine
+            .ingest(vec![
+                rec("a", now - 40 * day, "old"),
+                rec("a", now - 1000, "new"),
+                rec("b", now - 40 * day, "old b"),
+            ])
+            .unwrap();
+        engine.close().unwrap();
+    }
+    let mut cfg = small_config(tmp.path());
+    cfg.retention = Some(30 * day);
+    cfg.retention_per_app.insert(AppName::parse("b").unwrap(), 100 * day);
+    let engine = Engine::open(cfg).unwrap();
+    engine.apply_retention().unwrap();
+    assert_eq!(count(&engine, &Query::default()), 2);
+    assert_eq!(count(&engine, &Query { apps: vec![AppName::parse("b").unwrap()], ..Default::default() }), 1);
+    let a_days = std::fs::read_dir(tmp.path().join("partitions/a")).unwrap().count();
+    assert_eq!(a_days, 1, "the old day of app a is deleted from disk");
+    let cutoff = engine.retention_cutoff(&AppName::parse("a").unwrap()).unwrap();
+    assert!((cutoff - (now - 30 * day)).abs() < 60_000_000_000);
+}
+
+#[test]
+fn a_corrupt_segment_is_set_aside_and_the_rest_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let engine = Engine::open(small_config(tmp.path())).unwrap();
+        engine.ingest(vec![rec("a", 1, "in a"), rec("b", 1, "in b")]).unwrap();
+        engine.close().unwrap();
+    }
+    let dir = tmp.path().join("partitions/a/1970-01-01");
+    let seg = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let n = bytes.len();
+    bytes[n - 40] ^= 0xff; // inside the meta section
+    std::fs::write(&seg, bytes).unwrap();
+    let engine = Engine::open(small_config(tmp.path())).unwrap();
+    assert_eq!(count(&engine, &Query::default()), 1);
+    assert!(seg.with_extension("seg.corrupt").exists());
+    assert_eq!(engine.metrics().corrupt_files.get(), 1);
+}
+
+#[test]
+fn a_second_engine_on_the_same_directory_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let _first = Engine::open(small_config(tmp.path())).unwrap();
+    let err = Engine::open(small_config(tmp.path())).err().expect("second open must fail");
+    assert!(err.to_string().contains("in use"), "{err}");
 }

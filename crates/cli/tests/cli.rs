@@ -1,0 +1,87 @@
+//! The client commands against a real server: ingest files and stdin, query, inspect.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::*;
+
+fn logpipe(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_logpipe"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(s) = stdin {
+        input.write_all(s.as_bytes()).unwrap();
+    }
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn ingest_query_and_inspect() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("data"), &[]);
+    let file = dir.path().join("app.log");
+    std::fs::write(&file, "first plain line\n\nsecond plain line with ERROR\n").unwrap();
+    let (ok, _, err) =
+        logpipe(&["ingest", "--server", &s.base, "--app", "plain", "--tag", "env=test", file.to_str().unwrap()], None);
+    assert!(ok, "{err}");
+    assert!(err.contains("accepted 2 records"), "{err}");
+    let ndjson: String = (0..25)
+        .map(|i| format!("{{\"app\":\"json\",\"timestamp\":\"2025-01-01T00:00:{i:02}Z\",\"message\":\"event {i}\",\"tags\":[\"n={i}\"]}}\n"))
+        .collect();
+    let (ok, _, err) = logpipe(&["ingest", "--server", &s.base, "--batch", "10"], Some(&ndjson));
+    assert!(ok, "{err}");
+    assert!(err.contains("accepted 25 records"), "{err}");
+
+    let (ok, out, err) = logpipe(&["query", "--server", &s.base, "--app", "plain", "--contains", "ERROR"], None);
+    assert!(ok, "{err}");
+    assert!(out.trim_end().ends_with("plain [env=test] second plain line with ERROR"), "{out}");
+    let (ok, out, _) = logpipe(&["query", "--server", &s.base, "--count", "--app", "json"], None);
+    assert!(ok);
+    assert_eq!(out.trim(), "25");
+    let (ok, out, err) =
+        logpipe(&["query", "--server", &s.base, "--app", "json", "--limit", "2", "--order", "asc", "--json"], None);
+    assert!(ok);
+    assert_eq!(out.lines().count(), 2);
+    assert!(out.contains("\"message\":\"event 0\""), "{out}");
+    let cursor = err.trim().strip_prefix("more: --cursor ").expect("a full page prints the next cursor");
+    let (ok, out, _) = logpipe(
+        &["query", "--server", &s.base, "--app", "json", "--limit", "2", "--order", "asc", "--cursor", cursor],
+        None,
+    );
+    assert!(ok);
+    assert!(out.contains("event 2") && out.contains("event 3"), "{out}");
+    let (ok, out, _) = logpipe(&["query", "--server", &s.base, "--app", "json", "--histogram", "10s"], None);
+    assert!(ok);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "2025-01-01T00:00:00.000000000Z  10",
+            "2025-01-01T00:00:10.000000000Z  10",
+            "2025-01-01T00:00:20.000000000Z  5"
+        ]
+    );
+    let (ok, _, err) = logpipe(&["query", "--server", &s.base, "--regex", "("], None);
+    assert!(!ok);
+    assert!(err.contains("400"), "{err}");
+
+    assert!(s.stop().success());
+    let (ok, out, err) = logpipe(&["inspect", "--data-dir", dir.path().join("data").to_str().unwrap(), "--json"], None);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let parts = v["partitions"].as_array().unwrap();
+    assert_eq!(parts.iter().map(|p| p["records"].as_u64().unwrap()).sum::<u64>(), 27);
+    assert!(parts.iter().any(|p| p["app"] == "json" && p["day"] == "2025-01-01" && p["records"] == 25));
+}
