@@ -51,7 +51,7 @@ pub struct ServeArgs {
     /// Batches that may wait for the WAL writer before 429 [default: 256].
     #[arg(long)]
     wal_queue: Option<usize>,
-    /// Memory for ingest bodies in flight, bytes [default: 512 MiB].
+    /// Memory for ingest bodies in flight, bytes [default: 256 MiB].
     #[arg(long)]
     ingest_memory_bytes: Option<usize>,
     /// Threads that run queries [default: number of cores].
@@ -75,15 +75,18 @@ pub struct ServeArgs {
     /// Largest `limit` of one query page [default: 10000].
     #[arg(long)]
     max_query_limit: Option<usize>,
-    /// Flush the memtable into segments at this size, bytes [default: 128 MiB].
+    /// Flush the memtable into segments at this size, bytes [default: 64 MiB].
     #[arg(long)]
     memtable_flush_bytes: Option<usize>,
     /// Flush the memtable when its oldest record is this old [default: 10s].
     #[arg(long)]
     memtable_flush_interval: Option<String>,
-    /// Refuse writes (503) while unflushed memtables hold more than this, bytes [default: 1 GiB].
+    /// Hold writes while unflushed memtables hold more than this, bytes [default: 256 MiB].
     #[arg(long)]
     max_memtable_bytes: Option<usize>,
+    /// How long a held write waits for a flush before it is refused with 503 [default: 10s].
+    #[arg(long)]
+    flush_wait: Option<String>,
     /// Merge a partition once it has more segments than this [default: 4].
     #[arg(long)]
     max_segments_per_partition: Option<usize>,
@@ -121,6 +124,7 @@ impl ServeArgs {
             memtable_flush_bytes,
             memtable_flush_interval,
             max_memtable_bytes,
+            flush_wait,
             max_segments_per_partition,
             compression_level
         );
@@ -155,6 +159,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.max_memtable_bytes {
             engine.max_memtable_bytes = v;
+        }
+        if let Some(v) = &self.flush_wait {
+            engine.flush_wait = Duration::from_nanos(parse_duration(v).context("--flush-wait")?.max(0) as u64);
         }
         if let Some(v) = self.max_segments_per_partition {
             engine.max_segments_per_partition = v.max(1);

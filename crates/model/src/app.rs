@@ -1,4 +1,5 @@
 use std::fmt;
+use std::sync::Arc;
 
 use crate::ModelError;
 
@@ -8,9 +9,10 @@ pub const MAX_APP_LEN: usize = 64;
 /// A validated application name: `[a-z0-9][a-z0-9._-]{0,63}` after lowercasing.
 ///
 /// The grammar makes it safe as a single path component (no `/`, cannot be `.` or `..`),
-/// which is why storage may use it to name partition directories.
+/// which is why storage may use it to name partition directories. Cloning is cheap (a shared
+/// string): every record carries one.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct AppName(String);
+pub struct AppName(Arc<str>);
 
 impl AppName {
     /// Validates `name`, lowercasing ASCII letters first.
@@ -30,7 +32,7 @@ impl AppName {
         if !bytes.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
             return Err(invalid("only letters, digits, '.', '_' and '-' are allowed"));
         }
-        Ok(AppName(lower))
+        Ok(AppName(lower.into()))
     }
 
     pub fn as_str(&self) -> &str {

@@ -11,7 +11,7 @@ pub const DEFAULT_INGEST_QUEUE: usize = 512;
 /// Queries admitted beyond the ones being worked on.
 pub const DEFAULT_QUERY_QUEUE: usize = 64;
 /// Budget for ingest bodies held in memory at once (raw, before decompression).
-pub const DEFAULT_INGEST_MEMORY_BYTES: usize = 512 << 20;
+pub const DEFAULT_INGEST_MEMORY_BYTES: usize = 256 << 20;
 pub const DEFAULT_QUERY_LIMIT: usize = 100;
 pub const DEFAULT_MAX_QUERY_LIMIT: usize = 10_000;
 /// Histogram buckets one answer may hold.

@@ -3,6 +3,7 @@
 //! A batch is all or nothing: every record is decoded and validated before any is submitted,
 //! and the reply is `200 {"accepted": N}` only once the engine has made all N durable.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::Read;
 use std::sync::Arc;
@@ -24,9 +25,9 @@ use crate::{ApiError, AppState};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct WireRecord {
-    #[serde(default)]
-    app: Option<String>,
+struct WireRecord<'a> {
+    #[serde(default, borrow)]
+    app: Option<Cow<'a, str>>,
     #[serde(default, deserialize_with = "timestamp")]
     timestamp: Option<i64>,
     message: String,
@@ -205,11 +206,11 @@ enum Encoding {
 }
 
 /// Decompresses (capped at `cap` bytes of output) and turns the body into text; invalid
-/// UTF-8 is replaced, not rejected.
-fn decode_body(raw: &[u8], enc: Encoding, cap: usize) -> Result<String, ApiError> {
+/// UTF-8 is replaced, not rejected. Valid identity bodies are borrowed, not copied.
+fn decode_body(raw: &[u8], enc: Encoding, cap: usize) -> Result<Cow<'_, str>, ApiError> {
     let mut out = Vec::new();
     let res = match enc {
-        Encoding::Identity => return Ok(String::from_utf8_lossy(raw).into_owned()),
+        Encoding::Identity => return Ok(text(Cow::Borrowed(raw))),
         Encoding::Gzip => flate2::read::MultiGzDecoder::new(raw).take(cap as u64 + 1).read_to_end(&mut out),
         Encoding::Zstd => match zstd::stream::read::Decoder::new(raw) {
             Ok(d) => d.take(cap as u64 + 1).read_to_end(&mut out),
@@ -224,10 +225,21 @@ fn decode_body(raw: &[u8], enc: Encoding, cap: usize) -> Result<String, ApiError
             format!("decompressed body is over the limit of {cap} bytes"),
         ));
     }
-    Ok(match String::from_utf8(out) {
-        Ok(s) => s,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    })
+    Ok(text(Cow::Owned(out)))
+}
+
+/// UTF-8 text of `b`; the fast validation path first, replacement only when it fails.
+fn text(b: Cow<'_, [u8]>) -> Cow<'_, str> {
+    match b {
+        Cow::Borrowed(b) => match std::str::from_utf8(b) {
+            Ok(s) => Cow::Borrowed(s),
+            Err(_) => String::from_utf8_lossy(b),
+        },
+        Cow::Owned(v) => match String::from_utf8(v) {
+            Ok(s) => Cow::Owned(s),
+            Err(e) => Cow::Owned(String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        },
+    }
 }
 
 /// Parses and validates every record of a body; the first bad one fails the batch.
@@ -239,9 +251,18 @@ fn parse_records(
 ) -> Result<Vec<Record>, ApiError> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
     let mut cutoffs: HashMap<AppName, Option<i64>> = HashMap::new();
+    // most batches name a handful of apps: parse each name once
+    let mut apps: HashMap<String, AppName> = HashMap::new();
     let mut check = |w: WireRecord| -> Result<Record, String> {
         let app = match (&w.app, default_app) {
-            (Some(a), _) => AppName::parse(a).map_err(|e| e.to_string())?,
+            (Some(a), _) => match apps.get(a.as_ref()) {
+                Some(app) => app.clone(),
+                None => {
+                    let app = AppName::parse(a).map_err(|e| e.to_string())?;
+                    apps.insert(a.to_string(), app.clone());
+                    app
+                }
+            },
             (None, Some(d)) => d.clone(),
             (None, None) => return Err("missing app: set it in the record or with ?app=".into()),
         };
@@ -264,7 +285,7 @@ fn parse_records(
         for (i, v) in items.into_iter().enumerate() {
             let bad =
                 |m: String| ApiError::bad_request("bad_record", format!("index {i}: {m}")).with("index", i.into());
-            let w: WireRecord = serde_json::from_value(v).map_err(|e| bad(e.to_string()))?;
+            let w = WireRecord::deserialize(&v).map_err(|e| bad(e.to_string()))?;
             out.push(check(w).map_err(bad)?);
         }
     } else {

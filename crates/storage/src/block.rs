@@ -14,7 +14,7 @@
 //! Tag sets repeat heavily in logs (level × host × env), so a tag filter is evaluated once per
 //! distinct set, not once per row.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::bloom::{self, Bloom};
 use crate::varint::{self, Malformed, Reader};
@@ -130,12 +130,13 @@ pub struct BlockBuilder {
     ts: Vec<i64>,
     msg_lens: Vec<u32>,
     msgs: Vec<u8>,
-    tag_ids: HashMap<String, u32>,
+    tag_ids: FxHashMap<String, u32>,
     tag_strings: Vec<String>,
-    set_ids: HashMap<Vec<u32>, u32>,
+    set_ids: FxHashMap<Vec<u32>, u32>,
     sets: Vec<Vec<u32>>,
     row_sets: Vec<u32>,
-    keys: HashSet<u64>,
+    /// Bloom keys of the block (already hashes, so the cheap Fx hash is enough).
+    keys: FxHashSet<u64>,
     scratch: Vec<u8>,
     set_scratch: Vec<u32>,
 }
@@ -147,12 +148,12 @@ impl BlockBuilder {
             ts: Vec::new(),
             msg_lens: Vec::new(),
             msgs: Vec::new(),
-            tag_ids: HashMap::new(),
+            tag_ids: FxHashMap::default(),
             tag_strings: Vec::new(),
-            set_ids: HashMap::new(),
+            set_ids: FxHashMap::default(),
             sets: Vec::new(),
             row_sets: Vec::new(),
-            keys: HashSet::new(),
+            keys: FxHashSet::default(),
             scratch: Vec::new(),
             set_scratch: Vec::new(),
         }
@@ -167,7 +168,7 @@ impl BlockBuilder {
     }
 
     /// Adds a row; rows must arrive in (timestamp, message, tags) order.
-    pub fn push(&mut self, ts: i64, message: &str, tags: &[String]) {
+    pub fn push<T: AsRef<str>>(&mut self, ts: i64, message: &str, tags: &[T]) {
         debug_assert!(self.ts.last().is_none_or(|&last| last <= ts));
         self.ts.push(ts);
         self.msg_lens.push(message.len() as u32);
@@ -178,12 +179,13 @@ impl BlockBuilder {
         });
         self.set_scratch.clear();
         for t in tags {
-            let id = match self.tag_ids.get(t.as_str()) {
+            let t = t.as_ref();
+            let id = match self.tag_ids.get(t) {
                 Some(&id) => id,
                 None => {
                     let id = self.tag_strings.len() as u32;
-                    self.tag_strings.push(t.clone());
-                    self.tag_ids.insert(t.clone(), id);
+                    self.tag_strings.push(t.to_owned());
+                    self.tag_ids.insert(t.to_owned(), id);
                     self.keys.insert(bloom::tag_hash(t));
                     id
                 }
@@ -320,6 +322,11 @@ pub struct Tags {
 }
 
 impl Tags {
+    /// The tags of `row`, borrowed.
+    pub fn row_refs(&self, row: usize) -> Vec<&str> {
+        self.sets[self.rows[row] as usize].iter().map(|&id| self.strings[id as usize].as_str()).collect()
+    }
+
     pub fn row(&self, row: usize) -> Vec<String> {
         self.sets[self.rows[row] as usize].iter().map(|&id| self.strings[id as usize].clone()).collect()
     }

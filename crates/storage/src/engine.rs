@@ -58,8 +58,10 @@ pub struct EngineConfig {
     pub memtable_flush_bytes: usize,
     /// ...or once its oldest record is this old.
     pub memtable_flush_interval: Duration,
-    /// Refuse writes while memtables (active and being flushed) hold more than this.
+    /// Hold writes while memtables (active and being flushed) hold more than this...
     pub max_memtable_bytes: usize,
+    /// ...for at most this long, then refuse them.
+    pub flush_wait: Duration,
     pub block: BlockOptions,
     /// Merge a partition once it has more segments than this.
     pub max_segments_per_partition: usize,
@@ -70,12 +72,15 @@ pub struct EngineConfig {
     pub retention_per_app: HashMap<AppName, i64>,
     pub regex_size_limit: usize,
     pub maintenance_interval: Duration,
+    /// Threads writing a flush's partitions in parallel.
+    pub flush_threads: usize,
 }
 
 pub const DEFAULT_INGEST_QUEUE: usize = 256;
-pub const DEFAULT_MEMTABLE_FLUSH_BYTES: usize = 128 << 20;
+pub const DEFAULT_MEMTABLE_FLUSH_BYTES: usize = 64 << 20;
 pub const DEFAULT_MEMTABLE_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
-pub const DEFAULT_MAX_MEMTABLE_BYTES: usize = 1 << 30;
+pub const DEFAULT_MAX_MEMTABLE_BYTES: usize = 256 << 20;
+pub const DEFAULT_FLUSH_WAIT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_SEGMENTS_PER_PARTITION: usize = 4;
 pub const DEFAULT_MERGE_FAN_IN: usize = 8;
 
@@ -88,6 +93,7 @@ impl EngineConfig {
             memtable_flush_bytes: DEFAULT_MEMTABLE_FLUSH_BYTES,
             memtable_flush_interval: DEFAULT_MEMTABLE_FLUSH_INTERVAL,
             max_memtable_bytes: DEFAULT_MAX_MEMTABLE_BYTES,
+            flush_wait: DEFAULT_FLUSH_WAIT,
             block: BlockOptions::default(),
             max_segments_per_partition: DEFAULT_MAX_SEGMENTS_PER_PARTITION,
             merge_fan_in: DEFAULT_MERGE_FAN_IN,
@@ -95,6 +101,7 @@ impl EngineConfig {
             retention_per_app: HashMap::new(),
             regex_size_limit: crate::DEFAULT_REGEX_SIZE_LIMIT,
             maintenance_interval: Duration::from_secs(1),
+            flush_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
     }
 }
@@ -104,7 +111,7 @@ impl EngineConfig {
 pub enum IngestError {
     #[error("ingest queue is full ({0} batches waiting)")]
     QueueFull(usize),
-    #[error("memtables hold {0} bytes waiting for flush; writes resume when it catches up")]
+    #[error("memtables hold {0} bytes waiting for flush, and it did not catch up in time; retry later")]
     FlushBehind(usize),
     #[error("writes are stopped: {0}")]
     Stopped(String),
@@ -140,6 +147,11 @@ pub(crate) struct Inner {
     pub metrics: EngineMetrics,
     queued: AtomicUsize,
     pub shutting_down: AtomicBool,
+    /// Threads that write flushed partitions in parallel.
+    pub flush_pool: rayon::ThreadPool,
+    /// Signalled whenever a flush publishes its segments and frees memtable room.
+    pub flushed: parking_lot::Condvar,
+    pub flushed_lock: Mutex<()>,
 }
 
 impl Inner {
@@ -222,6 +234,13 @@ impl Engine {
             metrics,
             queued: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
+            flushed: parking_lot::Condvar::new(),
+            flushed_lock: Mutex::new(()),
+            flush_pool: rayon::ThreadPoolBuilder::new()
+                .num_threads(cfg.flush_threads.max(1))
+                .thread_name(|i| format!("logpipe-flush-{i}"))
+                .build()
+                .map_err(|e| StorageError::Io { path: cfg.data_dir.clone(), source: std::io::Error::other(e) })?,
             cfg,
         });
 
@@ -285,10 +304,7 @@ impl Engine {
         if self.inner.shutting_down.load(Ordering::Relaxed) {
             return Err(IngestError::Closed);
         }
-        let held = self.memtable_bytes();
-        if held > self.inner.cfg.max_memtable_bytes {
-            return Err(IngestError::FlushBehind(held));
-        }
+        self.wait_for_memtable_room()?;
         let (reply, rx) = tokio::sync::oneshot::channel();
         if records.is_empty() {
             let _ = reply.send(Ok(()));
@@ -307,6 +323,28 @@ impl Engine {
                     TrySendError::Disconnected(_) => IngestError::Closed,
                 })
             }
+        }
+    }
+
+    /// Backpressure by latency first: while memtables are over budget, wait (up to
+    /// `flush_wait`) for a flush to publish, which holds the calling ingest worker and so slows
+    /// admission; refuse only if the flush does not catch up in time.
+    fn wait_for_memtable_room(&self) -> std::result::Result<(), IngestError> {
+        let deadline = Instant::now() + self.inner.cfg.flush_wait;
+        loop {
+            let held = self.memtable_bytes();
+            if held <= self.inner.cfg.max_memtable_bytes {
+                return Ok(());
+            }
+            if let Some(why) = self.poisoned() {
+                return Err(IngestError::Stopped(why));
+            }
+            let now = Instant::now();
+            if now >= deadline || self.inner.shutting_down.load(Ordering::Relaxed) {
+                return Err(IngestError::FlushBehind(held));
+            }
+            let mut g = self.inner.flushed_lock.lock();
+            self.inner.flushed.wait_for(&mut g, (deadline - now).min(Duration::from_millis(50)));
         }
     }
 

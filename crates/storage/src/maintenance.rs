@@ -8,7 +8,10 @@ use std::sync::Arc;
 use logpipe_model::Record;
 
 use crate::block::{Messages, Tags};
+use rayon::prelude::*;
+
 use crate::engine::{now_ns, FlushJob, Inner};
+use crate::memtable::{Frozen, MemChunk};
 use crate::partition::PartitionKey;
 use crate::segment::{Segment, SegmentWriter};
 use crate::{Result, SegmentId};
@@ -32,8 +35,43 @@ fn flush(inner: &Inner, job: &FlushJob) -> Result<()> {
         return Ok(());
     }
     let started = std::time::Instant::now();
-    let mut written = Vec::new();
-    for (key, chunks) in &frozen.table.parts {
+    // partitions are independent: write them in parallel so a flush keeps up with ingest
+    let parts: Vec<_> = frozen.table.parts.iter().collect();
+    let written = inner.flush_pool.install(|| {
+        parts.par_iter().map(|(key, chunks)| write_partition(inner, frozen, key, chunks)).collect::<Vec<_>>()
+    });
+    let mut segs = Vec::with_capacity(written.len());
+    for w in written {
+        match w {
+            Ok(s) => segs.push(s),
+            Err(e) => {
+                // the records stay in the WAL; segments already written are skipped on replay
+                // thanks to their watermark, so none of them is lost or doubled
+                return Err(e);
+            }
+        }
+    }
+    {
+        let mut st = inner.state.write();
+        for (key, seg) in segs {
+            st.partitions.entry(key).or_default().push(seg);
+        }
+        st.frozen.retain(|f| !Arc::ptr_eq(f, frozen));
+    }
+    inner.flushed.notify_all();
+    logpipe_wal::remove_through(&inner.wal_dir, frozen.watermark)?;
+    inner.metrics.flushes.inc();
+    tracing::debug!(records = frozen.table.records, ms = started.elapsed().as_millis() as u64, "memtable flushed");
+    Ok(())
+}
+
+fn write_partition(
+    inner: &Inner,
+    frozen: &Frozen,
+    key: &PartitionKey,
+    chunks: &[Arc<MemChunk>],
+) -> Result<(PartitionKey, Arc<Segment>)> {
+    {
         let mut recs: Vec<&Record> = chunks.iter().flat_map(|c| c.records.iter()).collect();
         recs.sort_unstable_by(|a, b| row_cmp(a.ts, a.message.as_bytes(), &a.tags, b.ts, b.message.as_bytes(), &b.tags));
         let mut w = SegmentWriter::create(
@@ -46,21 +84,13 @@ fn flush(inner: &Inner, job: &FlushJob) -> Result<()> {
             inner.cfg.block,
         )?;
         for r in recs {
-            w.push(r.ts, &r.message, &r.tags)?;
+            if let Err(e) = w.push(r.ts, &r.message, &r.tags) {
+                w.abandon();
+                return Err(e);
+            }
         }
-        written.push((key.clone(), Arc::new(w.finish()?)));
+        Ok((key.clone(), Arc::new(w.finish()?)))
     }
-    {
-        let mut st = inner.state.write();
-        for (key, seg) in written {
-            st.partitions.entry(key).or_default().push(seg);
-        }
-        st.frozen.retain(|f| !Arc::ptr_eq(f, frozen));
-    }
-    logpipe_wal::remove_through(&inner.wal_dir, frozen.watermark)?;
-    inner.metrics.flushes.inc();
-    tracing::debug!(records = frozen.table.records, ms = started.elapsed().as_millis() as u64, "memtable flushed");
-    Ok(())
 }
 
 /// Row order inside a partition: (timestamp, message, tags).
@@ -153,36 +183,37 @@ fn merge(inner: &Inner, key: &PartitionKey, inputs: &[Arc<Segment>]) -> Result<S
     let mut cursors = Vec::with_capacity(inputs.len());
     for s in inputs {
         let mut c = RowCursor { seg: s.clone(), block: 0, row: 0, cols: None };
-        c.load()?;
+        if let Err(e) = c.load() {
+            w.abandon();
+            return Err(e);
+        }
         cursors.push(c);
     }
     loop {
         let mut best: Option<usize> = None;
-        for (i, c) in cursors.iter().enumerate() {
-            if c.cols.is_none() {
+        for i in 0..cursors.len() {
+            if cursors[i].cols.is_none() {
                 continue;
             }
             best = match best {
-                None => Some(i),
-                Some(b) => {
-                    let (bt, bm, bg) = cursors[b].current();
-                    let (ct, cm, cg) = c.current();
-                    if row_cmp(ct, cm, &cg, bt, bm, &bg) == Ordering::Less {
-                        Some(i)
-                    } else {
-                        Some(b)
-                    }
-                }
+                Some(b) if cursors[i].cmp_row(&cursors[b]) != Ordering::Less => Some(b),
+                _ => Some(i),
             };
         }
         let Some(b) = best else { break };
-        let (t, m, g) = cursors[b].current();
-        let m = std::str::from_utf8(m).map_err(|_| crate::StorageError::Corrupt {
-            path: cursors[b].seg.path().to_path_buf(),
-            offset: 0,
-            reason: "message is not utf-8",
-        })?;
-        if let Err(e) = w.push(t, m, &g) {
+        let pushed = {
+            let c = &cursors[b];
+            let (ts, msgs, tags) = c.cols.as_ref().expect("cursor not exhausted");
+            match std::str::from_utf8(msgs.get(c.row)) {
+                Ok(m) => w.push(ts[c.row], m, &tags.row_refs(c.row)),
+                Err(_) => Err(crate::StorageError::Corrupt {
+                    path: c.seg.path().to_path_buf(),
+                    offset: c.seg.meta.blocks[c.block].offset,
+                    reason: "message is not utf-8",
+                }),
+            }
+        };
+        if let Err(e) = pushed {
             w.abandon();
             return Err(e);
         }
@@ -208,9 +239,13 @@ impl RowCursor {
         Ok(())
     }
 
-    fn current(&self) -> (i64, &[u8], Vec<String>) {
-        let (ts, m, t) = self.cols.as_ref().expect("cursor not exhausted");
-        (ts[self.row], m.get(self.row), t.row(self.row))
+    /// Row order of the current rows of two live cursors; tags are only looked at on a tie.
+    fn cmp_row(&self, other: &RowCursor) -> Ordering {
+        let (a, b) = (self.cols.as_ref().expect("live cursor"), other.cols.as_ref().expect("live cursor"));
+        a.0[self.row]
+            .cmp(&b.0[other.row])
+            .then_with(|| a.1.get(self.row).cmp(b.1.get(other.row)))
+            .then_with(|| a.2.row_refs(self.row).cmp(&b.2.row_refs(other.row)))
     }
 
     fn advance(&mut self) -> Result<()> {

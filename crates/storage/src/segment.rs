@@ -171,7 +171,7 @@ impl SegmentWriter {
     }
 
     /// Adds a row. Rows must come in (timestamp, message, tags) order.
-    pub fn push(&mut self, ts: i64, message: &str, tags: &[String]) -> Result<()> {
+    pub fn push<T: AsRef<str>>(&mut self, ts: i64, message: &str, tags: &[T]) -> Result<()> {
         self.builder.push(ts, message, tags);
         if self.builder.is_full() {
             self.cut_block()?;

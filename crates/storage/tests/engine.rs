@@ -254,3 +254,22 @@ fn a_second_engine_on_the_same_directory_is_refused() {
     let err = Engine::open(small_config(tmp.path())).err().expect("second open must fail");
     assert!(err.to_string().contains("in use"), "{err}");
 }
+
+#[test]
+fn writes_wait_for_flushes_then_give_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = small_config(tmp.path());
+    cfg.max_memtable_bytes = 1;
+    cfg.memtable_flush_bytes = usize::MAX;
+    cfg.memtable_flush_interval = std::time::Duration::from_secs(3600);
+    cfg.flush_wait = std::time::Duration::from_millis(200);
+    let engine = Engine::open(cfg).unwrap();
+    engine.ingest(vec![rec("a", 1, "fits")]).unwrap();
+    let t = std::time::Instant::now();
+    let err = engine.ingest(vec![rec("a", 2, "waits, then is refused")]).unwrap_err();
+    assert!(t.elapsed() >= std::time::Duration::from_millis(200), "refused without waiting");
+    assert!(matches!(err, logpipe_storage::IngestError::FlushBehind(_)), "{err}");
+    engine.flush().unwrap();
+    engine.ingest(vec![rec("a", 3, "room again")]).unwrap();
+    assert_eq!(count(&engine, &Query::default()), 2);
+}
