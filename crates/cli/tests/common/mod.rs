@@ -69,10 +69,15 @@ fn agent() -> ureq::Agent {
 }
 
 fn finish(r: Result<ureq::Response, ureq::Error>) -> (u16, String, Option<String>) {
+    finish_with(r, "logpipe-next-cursor")
+}
+
+/// Status, body and the value of `header`.
+fn finish_with(r: Result<ureq::Response, ureq::Error>, header: &str) -> (u16, String, Option<String>) {
     match r {
         Ok(resp) | Err(ureq::Error::Status(_, resp)) => {
             let status = resp.status();
-            let cursor = resp.header("logpipe-next-cursor").map(str::to_owned);
+            let cursor = resp.header(header).map(str::to_owned);
             let mut body = String::new();
             resp.into_reader().read_to_string(&mut body).unwrap();
             (status, body, cursor)
@@ -104,6 +109,12 @@ pub fn post(base: &str, path: &str, body: &[u8], headers: &[(&str, &str)]) -> (u
     }
     let (s, b, _) = finish(req.send_bytes(body));
     (s, b)
+}
+
+/// Ingest, also returning the `Retry-After` header.
+pub fn ingest_retry_after(base: &str, ndjson: &str) -> (u16, String, Option<String>) {
+    let req = agent().post(&format!("{base}/api/v1/logs")).set("content-type", "application/x-ndjson");
+    finish_with(req.send_string(ndjson), "retry-after")
 }
 
 pub fn ingest(base: &str, ndjson: &str) -> (u16, String) {
