@@ -33,7 +33,7 @@ impl Pool {
         match self.admission.clone().try_acquire_owned() {
             Ok(permit) => {
                 self.metrics.inflight.with_label_values(&[self.name]).inc();
-                Ok(Admitted { permit, metrics: self.metrics.clone(), name: self.name })
+                Ok(Admitted { _permit: permit, metrics: self.metrics.clone(), name: self.name })
             }
             Err(_) => Err(ApiError::new(
                 status,
@@ -67,7 +67,7 @@ impl Pool {
 
 /// A place in a pool, released on drop.
 pub struct Admitted {
-    permit: OwnedSemaphorePermit,
+    _permit: OwnedSemaphorePermit,
     metrics: ServerMetrics,
     name: &'static str,
 }
@@ -75,6 +75,5 @@ pub struct Admitted {
 impl Drop for Admitted {
     fn drop(&mut self) {
         self.metrics.inflight.with_label_values(&[self.name]).dec();
-        let _ = &self.permit;
     }
 }

@@ -122,12 +122,11 @@ async fn ingest_inner(
     })?;
     let bytes = bytes.to_bytes();
     let limits = st.cfg.limits;
-    let eng = engine.clone();
     let (ticket, per_app, n) = st
         .ingest_pool
         .run(move || -> Result<_, ApiError> {
             let body = decode_body(&bytes, encoding, cap)?;
-            let records = parse_records(&body, default_app.as_ref(), &limits, &|app| eng.retention_cutoff(app))?;
+            let records = parse_records(&body, default_app.as_ref(), &limits, &|app| engine.retention_cutoff(app))?;
             let n = records.len();
             let mut per_app: HashMap<AppName, (u64, u64)> = HashMap::new();
             for r in &records {
@@ -135,7 +134,7 @@ async fn ingest_inner(
                 e.0 += 1;
                 e.1 += (r.message.len() + r.tags.iter().map(String::len).sum::<usize>()) as u64;
             }
-            Ok((eng.submit(records)?, per_app, n))
+            Ok((engine.submit(records)?, per_app, n))
         })
         .await??;
     ticket.await.unwrap_or(Err(logpipe_storage::IngestError::Closed))?;

@@ -152,6 +152,9 @@ pub(crate) struct Inner {
     /// Signalled whenever a flush publishes its segments and frees memtable room.
     pub flushed: parking_lot::Condvar,
     pub flushed_lock: Mutex<()>,
+    /// Held by a merge or a retention pass: two merges of one partition could otherwise both
+    /// publish and, after a crash, leave two segments holding the same rows.
+    pub maintenance_lock: Mutex<()>,
 }
 
 impl Inner {
@@ -236,6 +239,7 @@ impl Engine {
             shutting_down: AtomicBool::new(false),
             flushed: parking_lot::Condvar::new(),
             flushed_lock: Mutex::new(()),
+            maintenance_lock: Mutex::new(()),
             flush_pool: rayon::ThreadPoolBuilder::new()
                 .num_threads(cfg.flush_threads.max(1))
                 .thread_name(|i| format!("logpipe-flush-{i}"))

@@ -121,6 +121,7 @@ pub(crate) fn maintenance_loop(inner: Arc<Inner>, stop: Receiver<()>) {
 /// Merges the smallest segments of the partition with the most segments over budget.
 /// Returns whether it merged anything.
 pub(crate) fn merge_once(inner: &Inner) -> Result<bool> {
+    let _serial = inner.maintenance_lock.lock();
     let picked = {
         let st = inner.state.read();
         st.partitions
@@ -261,6 +262,7 @@ impl RowCursor {
 
 /// Deletes every partition whose whole day is older than its app's retention.
 pub(crate) fn apply_retention(inner: &Inner) -> Result<()> {
+    let _serial = inner.maintenance_lock.lock();
     let now = now_ns();
     let doomed: Vec<PartitionKey> = {
         let st = inner.state.read();
