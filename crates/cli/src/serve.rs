@@ -75,13 +75,13 @@ pub struct ServeArgs {
     /// Largest `limit` of one query page [default: 10000].
     #[arg(long)]
     max_query_limit: Option<usize>,
-    /// Flush the memtable into segments at this size, bytes [default: 64 MiB].
+    /// Flush the memtable into segments at this size, bytes [default: 32 MiB].
     #[arg(long)]
     memtable_flush_bytes: Option<usize>,
     /// Flush the memtable when its oldest record is this old [default: 10s].
     #[arg(long)]
     memtable_flush_interval: Option<String>,
-    /// Hold writes while unflushed memtables hold more than this, bytes [default: 256 MiB].
+    /// Hold writes while unflushed memtables hold more than this, bytes [default: 128 MiB].
     #[arg(long)]
     max_memtable_bytes: Option<usize>,
     /// How long a held write waits for a flush before it is refused with 503 [default: 10s].

@@ -295,7 +295,9 @@ fn parse_records(
             }
             let n = i + 1;
             let bad = |m: String| ApiError::bad_request("bad_record", format!("line {n}: {m}")).with("line", n.into());
-            let w: WireRecord = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
+            // sonic-rs: a SIMD JSON parser behind the same serde types, several times faster
+            // than serde_json on this, the hottest loop of ingest
+            let w: WireRecord = sonic_rs::from_str(line).map_err(|e| bad(e.to_string()))?;
             out.push(check(w).map_err(bad)?);
         }
     }

@@ -137,8 +137,11 @@ pub struct BlockBuilder {
     row_sets: Vec<u32>,
     /// Bloom keys of the block (already hashes, so the cheap Fx hash is enough).
     keys: FxHashSet<u64>,
-    scratch: Vec<u8>,
     set_scratch: Vec<u32>,
+    /// Reused across blocks: a zstd context and the raw column buffer.
+    zstd: Option<zstd::bulk::Compressor<'static>>,
+    raw: Vec<u8>,
+    zbuf: Vec<u8>,
 }
 
 impl BlockBuilder {
@@ -154,8 +157,10 @@ impl BlockBuilder {
             sets: Vec::new(),
             row_sets: Vec::new(),
             keys: FxHashSet::default(),
-            scratch: Vec::new(),
             set_scratch: Vec::new(),
+            zstd: None,
+            raw: Vec::new(),
+            zbuf: Vec::new(),
         }
     }
 
@@ -174,8 +179,8 @@ impl BlockBuilder {
         self.msg_lens.push(message.len() as u32);
         self.msgs.extend_from_slice(message.as_bytes());
         let keys = &mut self.keys;
-        bloom::for_each_token(message.as_bytes(), &mut self.scratch, |t| {
-            keys.insert(bloom::token_hash(t));
+        bloom::for_each_token_hash(message.as_bytes(), |h| {
+            keys.insert(h);
         });
         self.set_scratch.clear();
         for t in tags {
@@ -208,7 +213,8 @@ impl BlockBuilder {
     pub fn finish(&mut self, offset: u64, out: &mut Vec<u8>) -> Result<BlockMeta> {
         assert!(!self.ts.is_empty(), "empty block");
         let start = out.len();
-        let mut raw = Vec::with_capacity(self.ts.len() * 3);
+        let mut raw = std::mem::take(&mut self.raw);
+        raw.clear();
         varint::put_i64(&mut raw, self.ts[0]);
         for w in self.ts.windows(2) {
             varint::put_u64(&mut raw, (w[1] - w[0]) as u64);
@@ -238,6 +244,7 @@ impl BlockBuilder {
             varint::put_u64(&mut raw, u64::from(s));
         }
         let c_tags = self.compress(&raw, out)?;
+        self.raw = raw;
 
         let keys: Vec<u64> = self.keys.iter().copied().collect();
         let meta = BlockMeta {
@@ -261,11 +268,18 @@ impl BlockBuilder {
         Ok(meta)
     }
 
-    fn compress(&self, raw: &[u8], out: &mut Vec<u8>) -> Result<ColumnMeta> {
-        let before = out.len();
-        let z = zstd::bulk::compress(raw, self.opts.level).map_err(StorageError::Compress)?;
-        out.extend_from_slice(&z);
-        Ok(ColumnMeta { len: (out.len() - before) as u32, raw_len: raw.len() as u32 })
+    /// Compresses `raw` straight onto the end of `out`.
+    fn compress(&mut self, raw: &[u8], out: &mut Vec<u8>) -> Result<ColumnMeta> {
+        let zstd = match &mut self.zstd {
+            Some(z) => z,
+            None => self.zstd.insert(zstd::bulk::Compressor::new(self.opts.level).map_err(StorageError::Compress)?),
+        };
+        // compress_to_buffer fills a buffer from its start, so it gets a reused one of its own
+        self.zbuf.clear();
+        self.zbuf.reserve(zstd::zstd_safe::compress_bound(raw.len()));
+        zstd.compress_to_buffer(raw, &mut self.zbuf).map_err(StorageError::Compress)?;
+        out.extend_from_slice(&self.zbuf);
+        Ok(ColumnMeta { len: self.zbuf.len() as u32, raw_len: raw.len() as u32 })
     }
 }
 

@@ -8,7 +8,7 @@
 //! Tokens are maximal runs of ASCII letters and digits and of non-ASCII bytes; ASCII letters
 //! are lowercased so one filter serves case-sensitive and case-insensitive search.
 
-use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 /// Bits per distinct key: about 1 % false positives with [`HASHES`] probes.
 pub const BITS_PER_KEY: usize = 10;
@@ -20,8 +20,59 @@ pub struct Bloom {
     words: Vec<u64>,
 }
 
+/// Hash of a token, with ASCII letters lowercased: FNV-1a over the bytes, then the murmur3
+/// finalizer for avalanche. Computed while scanning a message, without copying the token.
 pub fn token_hash(token: &[u8]) -> u64 {
-    xxh3_64(token)
+    let mut h = TokenHasher::new();
+    for &b in token {
+        h.push(b);
+    }
+    h.finish()
+}
+
+#[derive(Clone, Copy)]
+struct TokenHasher(u64);
+
+impl TokenHasher {
+    #[inline]
+    fn new() -> Self {
+        TokenHasher(0xcbf2_9ce4_8422_2325)
+    }
+
+    #[inline]
+    fn push(&mut self, b: u8) {
+        self.0 = (self.0 ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+
+    #[inline]
+    fn finish(self) -> u64 {
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+}
+
+/// Calls `f` with the hash of every token of `text` (see [`token_hash`]), in one pass.
+#[inline]
+pub fn for_each_token_hash(text: &[u8], mut f: impl FnMut(u64)) {
+    let mut h = TokenHasher::new();
+    let mut in_token = false;
+    for &b in text {
+        if is_token_byte(b) {
+            h.push(b);
+            in_token = true;
+        } else if in_token {
+            f(h.finish());
+            h = TokenHasher::new();
+            in_token = false;
+        }
+    }
+    if in_token {
+        f(h.finish());
+    }
 }
 
 pub fn tag_hash(tag: &str) -> u64 {
@@ -70,25 +121,6 @@ fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b >= 0x80
 }
 
-/// Calls `f` with every token of `text`, lowercased, reusing `scratch`.
-pub fn for_each_token(text: &[u8], scratch: &mut Vec<u8>, mut f: impl FnMut(&[u8])) {
-    let mut i = 0;
-    while i < text.len() {
-        while i < text.len() && !is_token_byte(text[i]) {
-            i += 1;
-        }
-        let start = i;
-        while i < text.len() && is_token_byte(text[i]) {
-            i += 1;
-        }
-        if start < i {
-            scratch.clear();
-            scratch.extend(text[start..i].iter().map(|b| b.to_ascii_lowercase()));
-            f(scratch);
-        }
-    }
-}
-
 /// Tokens that every message containing `needle` must contain whole: the runs of `needle` with
 /// a separator on both sides inside the needle. (A run touching either end of the needle may be
 /// part of a longer token in the message.) With `ascii_only`, tokens holding non-ASCII bytes are
@@ -108,8 +140,7 @@ pub fn needle_tokens(needle: &[u8], ascii_only: bool) -> Vec<u64> {
         let bounded = start > 0 && i < needle.len();
         let tok = &needle[start..i];
         if bounded && (!ascii_only || tok.is_ascii()) {
-            let lower: Vec<u8> = tok.iter().map(|b| b.to_ascii_lowercase()).collect();
-            out.push(token_hash(&lower));
+            out.push(token_hash(tok));
         }
     }
     out
@@ -130,13 +161,14 @@ mod tests {
 
     #[test]
     fn tokens_and_needles() {
-        let mut toks = Vec::new();
-        for_each_token(b"Got EXCEPTION: req-00ab x", &mut Vec::new(), |t| {
-            toks.push(String::from_utf8(t.to_vec()).unwrap())
-        });
-        assert_eq!(toks, ["got", "exception", "req", "00ab", "x"]);
         // "req-0000": "req" touches the start and "0000" the end: neither is certain
         assert!(needle_tokens(b"req-0000", false).is_empty());
         assert_eq!(needle_tokens(b"soft lockup - CPU#3", false), vec![token_hash(b"lockup"), token_hash(b"cpu")]);
+        let mut hashes = Vec::new();
+        for_each_token_hash(b"Got EXCEPTION: req-00ab x", |h| hashes.push(h));
+        let want: Vec<u64> =
+            ["got", "exception", "req", "00ab", "x"].iter().map(|t| token_hash(t.as_bytes())).collect();
+        assert_eq!(hashes, want);
+        assert_eq!(token_hash(b"Exception"), token_hash(b"exception"));
     }
 }

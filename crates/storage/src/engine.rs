@@ -62,7 +62,10 @@ pub struct EngineConfig {
     pub max_memtable_bytes: usize,
     /// ...for at most this long, then refuse them.
     pub flush_wait: Duration,
+    /// Block options of merged segments, where most data ends up.
     pub block: BlockOptions,
+    /// zstd level of freshly flushed segments: cheap, since merges rewrite them anyway.
+    pub flush_level: i32,
     /// Merge a partition once it has more segments than this.
     pub max_segments_per_partition: usize,
     /// Segments merged at once.
@@ -77,10 +80,11 @@ pub struct EngineConfig {
 }
 
 pub const DEFAULT_INGEST_QUEUE: usize = 256;
-pub const DEFAULT_MEMTABLE_FLUSH_BYTES: usize = 64 << 20;
+pub const DEFAULT_MEMTABLE_FLUSH_BYTES: usize = 32 << 20;
 pub const DEFAULT_MEMTABLE_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
-pub const DEFAULT_MAX_MEMTABLE_BYTES: usize = 256 << 20;
+pub const DEFAULT_MAX_MEMTABLE_BYTES: usize = 128 << 20;
 pub const DEFAULT_FLUSH_WAIT: Duration = Duration::from_secs(10);
+pub const DEFAULT_FLUSH_LEVEL: i32 = 1;
 pub const DEFAULT_MAX_SEGMENTS_PER_PARTITION: usize = 4;
 pub const DEFAULT_MERGE_FAN_IN: usize = 8;
 
@@ -95,6 +99,7 @@ impl EngineConfig {
             max_memtable_bytes: DEFAULT_MAX_MEMTABLE_BYTES,
             flush_wait: DEFAULT_FLUSH_WAIT,
             block: BlockOptions::default(),
+            flush_level: DEFAULT_FLUSH_LEVEL,
             max_segments_per_partition: DEFAULT_MAX_SEGMENTS_PER_PARTITION,
             merge_fan_in: DEFAULT_MERGE_FAN_IN,
             retention: None,

@@ -10,6 +10,7 @@ use logpipe_model::Record;
 use crate::block::{Messages, Tags};
 use rayon::prelude::*;
 
+use crate::block::BlockOptions;
 use crate::engine::{now_ns, FlushJob, Inner};
 use crate::memtable::{Frozen, MemChunk};
 use crate::partition::PartitionKey;
@@ -81,7 +82,7 @@ fn write_partition(
             key.day,
             frozen.watermark,
             Vec::new(),
-            inner.cfg.block,
+            BlockOptions { level: inner.cfg.flush_level, ..inner.cfg.block },
         )?;
         for r in recs {
             if let Err(e) = w.push(r.ts, &r.message, &r.tags) {
