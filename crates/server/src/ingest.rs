@@ -241,8 +241,9 @@ fn text(b: Cow<'_, [u8]>) -> Cow<'_, str> {
     }
 }
 
-/// Parses and validates every record of a body; the first bad one fails the batch.
-fn parse_records(
+/// Parses and validates every record of a body (NDJSON or a JSON array); the first bad one
+/// fails the batch. `cutoff` gives the oldest timestamp kept for an app, if any.
+pub fn parse_records(
     body: &str,
     default_app: Option<&AppName>,
     limits: &Limits,

@@ -27,6 +27,7 @@ use tokio::net::TcpListener;
 
 pub use config::{ServerConfig, DEFAULT_LISTEN};
 pub use error::ApiError;
+pub use ingest::parse_records;
 
 use admission::Pool;
 use metrics::ServerMetrics;

@@ -34,6 +34,40 @@ pub struct Query {
     pub regex: Vec<String>,
 }
 
+/// A compiled regex, with an ASCII-only twin for ASCII messages.
+///
+/// Unicode classes (`\d`, `\w`, `\s`, `\b`) make the regex engine's automata much bigger and
+/// slower. On an ASCII message a pattern written in ASCII means exactly the same with Unicode
+/// off, so such messages (most logs) go through the ASCII twin.
+pub struct Matcher {
+    unicode: Regex,
+    ascii: Option<Regex>,
+}
+
+impl Matcher {
+    fn new(pattern: &str, ci: bool, size_limit: usize) -> Result<Matcher> {
+        let build = |unicode: bool| {
+            RegexBuilder::new(pattern)
+                .case_insensitive(ci)
+                .unicode(unicode)
+                .size_limit(size_limit)
+                .dfa_size_limit(size_limit)
+                .build()
+        };
+        let unicode = build(true).map_err(|e| StorageError::BadQuery(format!("regex {pattern:?}: {e}")))?;
+        let ascii = if pattern.is_ascii() { build(false).ok() } else { None };
+        Ok(Matcher { unicode, ascii })
+    }
+
+    #[inline]
+    pub fn is_match(&self, msg: &[u8]) -> bool {
+        match &self.ascii {
+            Some(a) if msg.is_ascii() => a.is_match(msg),
+            _ => self.unicode.is_match(msg),
+        }
+    }
+}
+
 /// A compiled [`Query`].
 pub struct Filter {
     pub apps: Option<HashSet<AppName>>,
@@ -43,8 +77,8 @@ pub struct Filter {
     tags_any: Vec<String>,
     tags_none: Vec<String>,
     contains: Vec<memmem::Finder<'static>>,
-    icontains: Vec<Regex>,
-    regex: Vec<Regex>,
+    icontains: Vec<Matcher>,
+    regex: Vec<Matcher>,
     /// Bloom keys that a matching block must hold, all of them.
     must_keys: Vec<u64>,
     /// Bloom keys of which a matching block must hold at least one (empty: no condition).
@@ -55,14 +89,7 @@ impl Filter {
     pub fn compile(q: &Query, regex_size_limit: usize) -> Result<Filter> {
         let from = q.from.unwrap_or(i64::MIN);
         let to = q.to.unwrap_or(i64::MAX);
-        let build = |pattern: &str, ci: bool| {
-            RegexBuilder::new(pattern)
-                .case_insensitive(ci)
-                .size_limit(regex_size_limit)
-                .dfa_size_limit(regex_size_limit)
-                .build()
-                .map_err(|e| StorageError::BadQuery(format!("regex {pattern:?}: {e}")))
-        };
+        let build = |pattern: &str, ci: bool| Matcher::new(pattern, ci, regex_size_limit);
         let mut must_keys: Vec<u64> = q.tags_all.iter().map(|t| bloom::tag_hash(t)).collect();
         for c in &q.contains {
             must_keys.extend(bloom::needle_tokens(c.as_bytes(), false));
@@ -152,5 +179,30 @@ impl Filter {
             && self.app_matches(&r.app)
             && self.tags_ok(|t| r.tags.binary_search_by(|x| x.as_str().cmp(t)).is_ok())
             && self.message_ok(r.message.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ascii_twin_agrees_with_unicode_semantics() {
+        let cases: &[(&str, &str, bool)] = &[
+            (r"\d{1,3}\.\d{1,3}", "from 10.0.1.1", true),
+            (r"\d", "arabic-indic digit \u{0663}", true),
+            (r"\w+é", "café", true),
+            (r"(?i)FAIL(ed|ure)", "Connection failed", true),
+            (r"(?i)k", "kelvin \u{212a}", true),
+            (r"^\s*x$", "  x", true),
+            (r"\bword\b", "a word here", true),
+            (r"\bword\b", "swordfish", false),
+        ];
+        for &(pattern, msg, want) in cases {
+            let m = Matcher::new(pattern, false, DEFAULT_REGEX_SIZE_LIMIT).unwrap();
+            assert_eq!(m.is_match(msg.as_bytes()), want, "{pattern:?} on {msg:?}");
+            let reference = regex::Regex::new(pattern).unwrap().is_match(msg);
+            assert_eq!(reference, want, "reference for {pattern:?} on {msg:?}");
+        }
     }
 }

@@ -1,0 +1,159 @@
+//! Micro-benchmarks of the storage hot paths on real log lines (the loghub samples of the bench
+//! kit), next to the physical references they are bounded by: memchr scan speed and zstd speed.
+//!
+//!   cargo bench -p logpipe-storage --bench hot_paths
+
+use std::path::PathBuf;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use logpipe_model::{AppName, Record};
+use logpipe_storage::block::{BlockBuilder, BlockOptions};
+use logpipe_storage::bloom::{self, Bloom};
+use logpipe_storage::segment::{Segment, SegmentWriter};
+
+/// 32,000 real lines (16 systems x 2,000) from the bench kit, headers included.
+fn loghub_lines() -> Vec<String> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/bench/data/loghub");
+    let mut out = Vec::new();
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("the bench kit's loghub samples are needed at {}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with("_2k.log"))
+        .collect();
+    names.sort();
+    for p in names {
+        let text = std::fs::read(&p).unwrap();
+        out.extend(String::from_utf8_lossy(&text).lines().map(str::to_owned));
+    }
+    out
+}
+
+fn records(lines: &[String]) -> Vec<Record> {
+    let app = AppName::parse("bench").unwrap();
+    lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| Record {
+            app: app.clone(),
+            ts: 1_735_689_600_000_000_000 + i as i64 * 2_700_000,
+            message: l.clone(),
+            tags: vec![
+                format!("host=node-{}", i % 300),
+                "env=prod".into(),
+                ["level=INFO", "level=WARN", "level=ERROR"][i % 3].into(),
+            ],
+        })
+        .collect()
+}
+
+fn benches(c: &mut Criterion) {
+    let lines = loghub_lines();
+    let recs = records(&lines);
+    let text: Vec<u8> = lines.iter().flat_map(|l| l.bytes().chain(std::iter::once(b'\n'))).collect();
+    let block_rows = &recs[..8192];
+    let block_bytes: u64 = block_rows.iter().map(|r| r.message.len() as u64).sum();
+
+    let mut g = c.benchmark_group("wal");
+    g.throughput(Throughput::Bytes(text.len() as u64));
+    g.bench_function("batch_encode_32k_records", |b| b.iter(|| logpipe_storage::batch::encode(&recs)));
+    let enc = logpipe_storage::batch::encode(&recs);
+    g.bench_function("batch_decode_32k_records", |b| b.iter(|| logpipe_storage::batch::decode(&enc).unwrap()));
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = logpipe_wal::Wal::create(dir.path()).unwrap();
+    g.bench_function("wal_append_write_no_fsync", |b| {
+        b.iter(|| {
+            wal.append(&enc).unwrap();
+            wal.write().unwrap();
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("block");
+    g.throughput(Throughput::Bytes(block_bytes));
+    for level in [1, 3] {
+        g.bench_function(format!("encode_8192_rows_zstd{level}"), |b| {
+            let mut builder = BlockBuilder::new(BlockOptions { level, max_rows: 8192 });
+            let mut out = Vec::new();
+            b.iter(|| {
+                for r in block_rows {
+                    builder.push(r.ts, &r.message, &r.tags);
+                }
+                out.clear();
+                builder.finish(0, &mut out).unwrap()
+            })
+        });
+    }
+    let seg_dir = tempfile::tempdir().unwrap();
+    let mut w = SegmentWriter::create(
+        seg_dir.path(),
+        1,
+        AppName::parse("bench").unwrap(),
+        0,
+        0,
+        vec![],
+        BlockOptions::default(),
+    )
+    .unwrap();
+    for r in block_rows {
+        w.push(r.ts, &r.message, &r.tags).unwrap();
+    }
+    let seg: Segment = w.finish().unwrap();
+    g.bench_function("read_and_decode_messages_8192_rows", |b| {
+        b.iter(|| seg.read_block(0).unwrap().messages().unwrap())
+    });
+    g.bench_function("read_and_decode_timestamps_8192_rows", |b| {
+        b.iter(|| seg.read_block(0).unwrap().timestamps().unwrap())
+    });
+    let raw_msgs: Vec<u8> = block_rows.iter().flat_map(|r| r.message.bytes()).collect();
+    for level in [1, 3] {
+        let z = zstd::bulk::compress(&raw_msgs, level).unwrap();
+        g.bench_function(format!("reference_zstd{level}_compress"), |b| {
+            b.iter(|| zstd::bulk::compress(&raw_msgs, level).unwrap())
+        });
+        g.bench_function(format!("reference_zstd{level}_decompress"), |b| {
+            b.iter(|| zstd::bulk::decompress(&z, raw_msgs.len()).unwrap())
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("scan");
+    g.throughput(Throughput::Bytes(text.len() as u64));
+    let needle = memchr::memmem::Finder::new("orchid-sentinel");
+    g.bench_function("reference_memmem_absent_needle", |b| b.iter(|| needle.find(&text)));
+    let ip = regex::bytes::Regex::new(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}").unwrap();
+    g.bench_function("regex_ipv4_per_line", |b| b.iter(|| lines.iter().filter(|l| ip.is_match(l.as_bytes())).count()));
+    let ci = regex::bytes::Regex::new(r"(?i)fail(ed|ure)").unwrap();
+    g.bench_function("regex_ci_alternation_per_line", |b| {
+        b.iter(|| lines.iter().filter(|l| ci.is_match(l.as_bytes())).count())
+    });
+    g.bench_function("tokenize_and_hash", |b| {
+        b.iter(|| {
+            let mut n = 0u64;
+            for l in &lines {
+                bloom::for_each_token_hash(l.as_bytes(), |h| n ^= h);
+            }
+            n
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("bloom");
+    let keys: Vec<u64> = (0..20_000u64).map(|i| bloom::token_hash(format!("token{i}").as_bytes())).collect();
+    let filter = Bloom::build(&keys);
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function("probe_1000_absent_keys", |b| {
+        b.iter_batched(
+            || (0..1000u64).map(|i| bloom::token_hash(format!("absent{i}").as_bytes())).collect::<Vec<_>>(),
+            |probe| probe.iter().filter(|&&k| filter.may_contain(k)).count(),
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = hot_paths;
+    config = Criterion::default().sample_size(20).measurement_time(std::time::Duration::from_secs(3));
+    targets = benches
+}
+criterion_main!(hot_paths);
