@@ -40,13 +40,11 @@ echo "== load once ($records records, load.py -c 4)"
 start
 python3 "$bench/load.py" "$work/native-$records" "$url/api/v1/logs"
 echo "peak RSS during load: $(peak_rss_mib) MiB"
-echo "== waiting for flushes and merges to settle"
-prev=""
+echo "== waiting for merges to settle (one segment per partition, nothing in memory)"
 for _ in $(seq 1 120); do
   sleep 5
-  cur=$(curl -s "$url/metrics" | awk '/^logpipe_(segments|memtable_records|merges_total) /{printf "%s ", $2}')
-  [ "$cur" = "$prev" ] && break
-  prev=$cur
+  settled=$(curl -s "$url/metrics" | awk '/^logpipe_segments /{s=$2} /^logpipe_partitions /{p=$2} /^logpipe_memtable_records /{m=$2} END {print (s==p && m==0 && p>0) ? "yes" : "no"}')
+  [ "$settled" = yes ] && break
 done
 "$bin" inspect --data-dir "$work/data" | tail -n 2 | head -n 1
 echo "== queries (run_queries.py --runs 5)"

@@ -90,9 +90,16 @@ pub struct ServeArgs {
     /// Merge a partition once it has more segments than this [default: 4].
     #[arg(long)]
     max_segments_per_partition: Option<usize>,
-    /// zstd level for segment columns [default: 3].
+    /// zstd level for merged segment columns [default: 3].
     #[arg(long)]
     compression_level: Option<i32>,
+    /// Rewrite a partition into one segment at --cold-level once its day is over and no flush
+    /// touched it for this long [default: 30s].
+    #[arg(long)]
+    settle_after: Option<String>,
+    /// zstd level of settled partitions [default: 9].
+    #[arg(long)]
+    cold_level: Option<i32>,
 }
 
 impl ServeArgs {
@@ -126,7 +133,9 @@ impl ServeArgs {
             max_memtable_bytes,
             flush_wait,
             max_segments_per_partition,
-            compression_level
+            compression_level,
+            settle_after,
+            cold_level
         );
         Ok(self)
     }
@@ -168,6 +177,12 @@ impl ServeArgs {
         }
         if let Some(v) = self.compression_level {
             engine.block.level = v;
+        }
+        if let Some(v) = &self.settle_after {
+            engine.settle_after = Duration::from_nanos(parse_duration(v).context("--settle-after")?.max(0) as u64);
+        }
+        if let Some(v) = self.cold_level {
+            engine.cold_level = v;
         }
         let mut cfg = ServerConfig::new(engine);
         macro_rules! set {

@@ -66,6 +66,10 @@ pub struct EngineConfig {
     pub block: BlockOptions,
     /// zstd level of freshly flushed segments: cheap, since merges rewrite them anyway.
     pub flush_level: i32,
+    /// A partition whose day is over and that no flush touched for this long is rewritten
+    /// into one segment at `cold_level`.
+    pub settle_after: Duration,
+    pub cold_level: i32,
     /// Merge a partition once it has more segments than this.
     pub max_segments_per_partition: usize,
     /// Segments merged at once.
@@ -85,6 +89,8 @@ pub const DEFAULT_MEMTABLE_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_MEMTABLE_BYTES: usize = 128 << 20;
 pub const DEFAULT_FLUSH_WAIT: Duration = Duration::from_secs(10);
 pub const DEFAULT_FLUSH_LEVEL: i32 = 1;
+pub const DEFAULT_SETTLE_AFTER: Duration = Duration::from_secs(30);
+pub const DEFAULT_COLD_LEVEL: i32 = 9;
 pub const DEFAULT_MAX_SEGMENTS_PER_PARTITION: usize = 4;
 pub const DEFAULT_MERGE_FAN_IN: usize = 8;
 
@@ -100,6 +106,8 @@ impl EngineConfig {
             flush_wait: DEFAULT_FLUSH_WAIT,
             block: BlockOptions::default(),
             flush_level: DEFAULT_FLUSH_LEVEL,
+            settle_after: DEFAULT_SETTLE_AFTER,
+            cold_level: DEFAULT_COLD_LEVEL,
             max_segments_per_partition: DEFAULT_MAX_SEGMENTS_PER_PARTITION,
             merge_fan_in: DEFAULT_MERGE_FAN_IN,
             retention: None,
@@ -140,6 +148,8 @@ pub(crate) struct State {
     pub active: Memtable,
     pub frozen: Vec<Arc<Frozen>>,
     pub partitions: Partitions,
+    /// When a flush last added a segment to each partition (settling waits for quiet).
+    pub last_flush: HashMap<PartitionKey, Instant>,
 }
 
 pub(crate) struct Inner {
@@ -160,6 +170,7 @@ pub(crate) struct Inner {
     /// Held by a merge or a retention pass: two merges of one partition could otherwise both
     /// publish and, after a crash, leave two segments holding the same rows.
     pub maintenance_lock: Mutex<()>,
+    pub opened: Instant,
 }
 
 impl Inner {
@@ -236,7 +247,12 @@ impl Engine {
         let inner = Arc::new(Inner {
             root,
             wal_dir: wal_dir.clone(),
-            state: RwLock::new(State { active: Memtable::default(), frozen: Vec::new(), partitions }),
+            state: RwLock::new(State {
+                active: Memtable::default(),
+                frozen: Vec::new(),
+                partitions,
+                last_flush: HashMap::new(),
+            }),
             next_id: AtomicU64::new(max_id + 1),
             poisoned: Mutex::new(None),
             metrics,
@@ -245,6 +261,7 @@ impl Engine {
             flushed: parking_lot::Condvar::new(),
             flushed_lock: Mutex::new(()),
             maintenance_lock: Mutex::new(()),
+            opened: Instant::now(),
             flush_pool: rayon::ThreadPoolBuilder::new()
                 .num_threads(cfg.flush_threads.max(1))
                 .thread_name(|i| format!("logpipe-flush-{i}"))
@@ -416,6 +433,12 @@ impl Engine {
     /// Runs merges until every partition is within its segment budget.
     pub fn merge_all(&self) -> Result<()> {
         while maintenance::merge_once(&self.inner)? {}
+        Ok(())
+    }
+
+    /// Settles every partition that is due (see `EngineConfig::settle_after`).
+    pub fn settle_all(&self) -> Result<()> {
+        while maintenance::settle_once(&self.inner)? {}
         Ok(())
     }
 

@@ -32,7 +32,7 @@ mod search;
 pub mod segment;
 pub mod varint;
 
-pub use engine::{Engine, EngineConfig, EngineStats, FsyncMode, IngestError, IngestTicket};
+pub use engine::{Engine, EngineConfig, EngineStats, FsyncMode, IngestError, IngestTicket, DEFAULT_COLD_LEVEL};
 pub use error::{Corruption, Result, StorageError};
 pub use filter::{Query, DEFAULT_REGEX_SIZE_LIMIT};
 pub use metrics::EngineMetrics;

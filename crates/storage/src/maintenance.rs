@@ -54,7 +54,9 @@ fn flush(inner: &Inner, job: &FlushJob) -> Result<()> {
     }
     {
         let mut st = inner.state.write();
+        let now = std::time::Instant::now();
         for (key, seg) in segs {
+            st.last_flush.insert(key.clone(), now);
             st.partitions.entry(key).or_default().push(seg);
         }
         st.frozen.retain(|f| !Arc::ptr_eq(f, frozen));
@@ -112,9 +114,15 @@ pub(crate) fn maintenance_loop(inner: Arc<Inner>, stop: Receiver<()>) {
                 tracing::error!(error = %e, "retention failed");
             }
         }
-        // one merge per wake-up keeps shutdown prompt
-        if let Err(e) = merge_once(&inner) {
-            tracing::error!(error = %e, "merge failed");
+        // one merge per wake-up keeps shutdown prompt; settling waits until no merge is due
+        match merge_once(&inner) {
+            Ok(true) => {}
+            Ok(false) => {
+                if let Err(e) = settle_once(&inner) {
+                    tracing::error!(error = %e, "settling a partition failed");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "merge failed"),
         }
     }
 }
@@ -139,14 +147,43 @@ pub(crate) fn merge_once(inner: &Inner) -> Result<bool> {
     let Some((key, inputs)) = picked else {
         return Ok(false);
     };
+    merge_and_publish(inner, &key, &inputs, inner.cfg.block)
+}
+
+/// Rewrites one settled partition (its day is over and no flush touched it for
+/// `settle_after`) into a single segment at the cold zstd level: the smallest, fastest form
+/// for data that will only be read from now on. Returns whether it did anything.
+pub(crate) fn settle_once(inner: &Inner) -> Result<bool> {
+    let _serial = inner.maintenance_lock.lock();
+    let now = now_ns();
+    let picked = {
+        let st = inner.state.read();
+        st.partitions
+            .iter()
+            .filter(|(k, segs)| {
+                let quiet_since = st.last_flush.get(*k).copied().unwrap_or(inner.opened);
+                k.end() <= now
+                    && quiet_since.elapsed() >= inner.cfg.settle_after
+                    && (segs.len() > 1 || segs.iter().any(|s| s.meta.level < inner.cfg.cold_level))
+            })
+            .map(|(k, segs)| (k.clone(), segs.clone()))
+            .next()
+    };
+    let Some((key, inputs)) = picked else {
+        return Ok(false);
+    };
+    merge_and_publish(inner, &key, &inputs, BlockOptions { level: inner.cfg.cold_level, ..inner.cfg.block })
+}
+
+fn merge_and_publish(inner: &Inner, key: &PartitionKey, inputs: &[Arc<Segment>], opts: BlockOptions) -> Result<bool> {
     let started = std::time::Instant::now();
-    let merged = merge(inner, &key, &inputs)?;
+    let merged = merge(inner, key, inputs, opts)?;
     let rows = merged.meta.rows;
     let merged = Arc::new(merged);
     let ids: HashSet<SegmentId> = inputs.iter().map(|s| s.id()).collect();
     let published = {
         let mut st = inner.state.write();
-        match st.partitions.get_mut(&key) {
+        match st.partitions.get_mut(key) {
             Some(segs) if ids.iter().all(|id| segs.iter().any(|s| s.id() == *id)) => {
                 segs.retain(|s| !ids.contains(&s.id()));
                 segs.push(merged.clone());
@@ -167,7 +204,7 @@ pub(crate) fn merge_once(inner: &Inner) -> Result<bool> {
 }
 
 /// Streams the inputs, in row order, into one new segment.
-fn merge(inner: &Inner, key: &PartitionKey, inputs: &[Arc<Segment>]) -> Result<Segment> {
+fn merge(inner: &Inner, key: &PartitionKey, inputs: &[Arc<Segment>], opts: BlockOptions) -> Result<Segment> {
     let mut replaces: Vec<SegmentId> =
         inputs.iter().flat_map(|s| std::iter::once(s.id()).chain(s.meta.replaces.iter().copied())).collect();
     replaces.sort_unstable();
@@ -180,7 +217,7 @@ fn merge(inner: &Inner, key: &PartitionKey, inputs: &[Arc<Segment>]) -> Result<S
         key.day,
         watermark,
         replaces,
-        inner.cfg.block,
+        opts,
     )?;
     let mut cursors = Vec::with_capacity(inputs.len());
     for s in inputs {

@@ -51,6 +51,8 @@ pub struct SegmentMeta {
     pub wal_watermark: u64,
     /// Segments this one superseded (transitively), deleted if found on open.
     pub replaces: Vec<SegmentId>,
+    /// zstd level its columns were written with (merges of settled partitions raise it).
+    pub level: i32,
     pub rows: u64,
     pub min_ts: i64,
     pub max_ts: i64,
@@ -69,6 +71,7 @@ impl SegmentMeta {
         for &r in &self.replaces {
             varint::put_u64(&mut out, r);
         }
+        varint::put_i64(&mut out, i64::from(self.level));
         varint::put_u64(&mut out, self.rows);
         varint::put_i64(&mut out, self.min_ts);
         varint::put_i64(&mut out, self.max_ts);
@@ -93,6 +96,7 @@ impl SegmentMeta {
         for _ in 0..nrep {
             replaces.push(r.u64()?);
         }
+        let level = i32::try_from(r.i64()?).map_err(|_| Malformed)?;
         let rows = r.u64()?;
         let min_ts = r.i64()?;
         let max_ts = r.i64()?;
@@ -104,7 +108,7 @@ impl SegmentMeta {
         if !r.is_empty() || blocks.iter().map(|b| u64::from(b.rows)).sum::<u64>() != rows {
             return Err(Malformed);
         }
-        Ok(SegmentMeta { id, app, day, wal_watermark, replaces, rows, min_ts, max_ts, blocks })
+        Ok(SegmentMeta { id, app, day, wal_watermark, replaces, level, rows, min_ts, max_ts, blocks })
     }
 }
 
@@ -162,6 +166,7 @@ impl SegmentWriter {
                 day,
                 wal_watermark,
                 replaces,
+                level: opts.level,
                 rows: 0,
                 min_ts: i64::MAX,
                 max_ts: i64::MIN,

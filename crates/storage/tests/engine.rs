@@ -273,3 +273,28 @@ fn writes_wait_for_flushes_then_give_up() {
     engine.ingest(vec![rec("a", 3, "room again")]).unwrap();
     assert_eq!(count(&engine, &Query::default()), 2);
 }
+
+#[test]
+fn settled_partitions_become_one_cold_segment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = small_config(tmp.path());
+    cfg.settle_after = std::time::Duration::ZERO;
+    cfg.max_segments_per_partition = 10;
+    let engine = Engine::open(cfg).unwrap();
+    engine.ingest((0..50).map(|i| rec("a", i, &format!("first {i}"))).collect()).unwrap();
+    engine.flush().unwrap();
+    engine.ingest((0..50).map(|i| rec("a", i, &format!("second {i}"))).collect()).unwrap();
+    engine.flush().unwrap();
+    let segs = |dir: &std::path::Path| std::fs::read_dir(dir).unwrap().count();
+    let dir = tmp.path().join("partitions/a/1970-01-01");
+    assert_eq!(segs(&dir), 2);
+    engine.settle_all().unwrap();
+    assert_eq!(segs(&dir), 1);
+    let path = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+    let seg = logpipe_storage::segment::Segment::open(&path).unwrap();
+    assert_eq!(seg.meta.level, logpipe_storage::DEFAULT_COLD_LEVEL);
+    assert_eq!(count(&engine, &Query::default()), 100);
+    // settled is final: nothing more to do
+    engine.settle_all().unwrap();
+    assert_eq!(std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path(), path);
+}
