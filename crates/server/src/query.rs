@@ -26,9 +26,10 @@ fn counted(st: &AppState, endpoint: &'static str, res: Result<Response, ApiError
 
 async fn run(st: &Arc<AppState>, p: QueryParams, req: Request) -> Result<Answer, ApiError> {
     let engine = st.engine()?.clone();
-    engine.check_query(&p.query)?;
+    // the query (regexes included) compiles on the pool: compiling a large regex is CPU work
+    // that must not run on the async runtime
     let _place = st.query_pool.admit(StatusCode::SERVICE_UNAVAILABLE)?;
-    let q = p.query.clone();
+    let q = p.query;
     Ok(st.query_pool.run(move || engine.query(&q, &req)).await??)
 }
 

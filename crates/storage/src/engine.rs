@@ -388,11 +388,6 @@ impl Engine {
         search::run(sources, &f, req)
     }
 
-    /// Validates a query without running it.
-    pub fn check_query(&self, q: &Query) -> Result<()> {
-        Filter::compile(q, self.inner.cfg.regex_size_limit).map(|_| ())
-    }
-
     fn snapshot(&self, f: &Filter) -> Vec<Source> {
         let st = self.inner.state.read();
         let mut out = Vec::new();
