@@ -103,8 +103,12 @@ fn row_cmp(ta: i64, ma: &[u8], ga: &[String], tb: i64, mb: &[u8], gb: &[String])
 
 pub(crate) fn maintenance_loop(inner: Arc<Inner>, stop: Receiver<()>) {
     let mut last_retention = std::time::Instant::now() - std::time::Duration::from_secs(3600);
+    // Sleep only when there is nothing to do: while merges are due they run back to back (one
+    // at a time, checking for shutdown between them), or segments pile up under heavy ingest.
+    let mut idle = true;
     loop {
-        match stop.recv_timeout(inner.cfg.maintenance_interval) {
+        let wait = if idle { inner.cfg.maintenance_interval } else { std::time::Duration::ZERO };
+        match stop.recv_timeout(wait) {
             Err(RecvTimeoutError::Timeout) => {}
             _ => return,
         }
@@ -114,16 +118,21 @@ pub(crate) fn maintenance_loop(inner: Arc<Inner>, stop: Receiver<()>) {
                 tracing::error!(error = %e, "retention failed");
             }
         }
-        // one merge per wake-up keeps shutdown prompt; settling waits until no merge is due
-        match merge_once(&inner) {
-            Ok(true) => {}
-            Ok(false) => {
-                if let Err(e) = settle_once(&inner) {
+        // settling waits until no merge is due
+        idle = match merge_once(&inner) {
+            Ok(true) => false,
+            Ok(false) => match settle_once(&inner) {
+                Ok(did) => !did,
+                Err(e) => {
                     tracing::error!(error = %e, "settling a partition failed");
+                    true
                 }
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "merge failed");
+                true
             }
-            Err(e) => tracing::error!(error = %e, "merge failed"),
-        }
+        };
     }
 }
 
