@@ -461,8 +461,7 @@ impl Engine {
     }
 
     fn memtable_bytes(&self) -> usize {
-        let st = self.inner.state.read();
-        st.active.bytes + st.frozen.iter().map(|f| f.table.bytes).sum::<usize>()
+        memtable_bytes(&self.inner.state.read())
     }
 
     pub fn stats(&self) -> EngineStats {
@@ -474,7 +473,7 @@ impl Engine {
             segment_bytes: segs.clone().map(|s| s.file_len).sum(),
             segment_records: segs.map(|s| s.meta.rows).sum(),
             memtable_records: st.active.records + st.frozen.iter().map(|f| f.table.records).sum::<u64>(),
-            memtable_bytes: st.active.bytes + st.frozen.iter().map(|f| f.table.bytes).sum::<usize>(),
+            memtable_bytes: memtable_bytes(&st),
         }
     }
 
@@ -511,6 +510,11 @@ impl Drop for Engine {
             let _ = self.close();
         }
     }
+}
+
+/// Bytes held by the active memtable and by those being flushed.
+fn memtable_bytes(st: &State) -> usize {
+    st.active.bytes + st.frozen.iter().map(|f| f.table.bytes).sum::<usize>()
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
