@@ -15,12 +15,46 @@ pub struct InspectArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also print where the bytes go: each column compressed and raw, and the bloom filters.
+    #[arg(long)]
+    columns: bool,
+}
+
+/// Bytes of every segment summed by part: (compressed, raw) per column, then bloom filters.
+#[derive(Default)]
+struct Breakdown {
+    cols: [(u64, u64); 4],
+    bloom: u64,
+    rows: u64,
+}
+
+impl Breakdown {
+    fn add(&mut self, s: &Segment) {
+        self.rows += s.meta.rows;
+        for b in &s.meta.blocks {
+            for (acc, c) in self.cols.iter_mut().zip(&b.cols) {
+                acc.0 += u64::from(c.len);
+                acc.1 += u64::from(c.raw_len);
+            }
+            self.bloom += b.bloom.words().len() as u64 * 8;
+        }
+    }
+
+    fn print(&self) {
+        let per = |b: u64| b as f64 / self.rows.max(1) as f64;
+        println!("{:<12} {:>14} {:>14} {:>10} {:>10}", "PART", "BYTES", "RAW", "B/REC", "RAW B/REC");
+        for (name, (c, r)) in ["timestamps", "messages", "tag sets", "tag rows"].iter().zip(self.cols) {
+            println!("{name:<12} {c:>14} {r:>14} {:>10.2} {:>10.2}", per(c), per(r));
+        }
+        println!("{:<12} {:>14} {:>14} {:>10.2}", "bloom", self.bloom, "", per(self.bloom));
+    }
 }
 
 pub fn run(a: InspectArgs) -> Result<()> {
     let root = a.data_dir.join("partitions");
     let mut rows = Vec::new();
     let mut errors = Vec::new();
+    let mut breakdown = Breakdown::default();
     let mut apps: Vec<PathBuf> = list(&root)?;
     apps.sort();
     for app_dir in apps {
@@ -39,6 +73,7 @@ pub fn run(a: InspectArgs) -> Result<()> {
                         records += s.meta.rows;
                         bytes += s.file_len;
                         blocks += s.meta.blocks.len() as u64;
+                        breakdown.add(&s);
                     }
                     Err(e) => errors.push(e.to_string()),
                 }
@@ -91,6 +126,9 @@ pub fn run(a: InspectArgs) -> Result<()> {
         }
         for e in &errors {
             println!("error: {e}");
+        }
+        if a.columns {
+            breakdown.print();
         }
     }
     if !errors.is_empty() {

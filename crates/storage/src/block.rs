@@ -3,16 +3,24 @@
 //! columns its filters and output need.
 //!
 //! ```text
-//! block    := ts_col | msg_col | tags_col            each a zstd frame; lengths in BlockMeta
-//! ts_col   := first zigzag | delta varint * (rows-1)  rows are sorted, so deltas are >= 0
-//! msg_col  := len varint * rows | message bytes concatenated
-//! tags_col := nstrings varint | (len varint, bytes) * nstrings     distinct tags of the block
-//!             nsets varint | (k varint, string id varint * k) * nsets   distinct tag sets
-//!             set id varint * rows
+//! block    := ts_col | msg_col | sets_col | rows_col  each a zstd frame; lengths and crc32c in BlockMeta
+//! ts_col   := first zigzag | planes(delta * (rows-1))  rows are sorted, so deltas are >= 0
+//! msg_col  := planes(len * rows) | message bytes concatenated
+//! sets_col := nstrings varint | (len varint, bytes) * nstrings     distinct tags of the block
+//!             nsets varint | planes(set length * nsets) | planes(string id * total)
+//!                                                      distinct tag sets, ids laid end to end
+//!             planes(rows having the set * nsets)
+//! rows_col := planes(set id * rows)                    each row's tag set
+//! planes(v * n) := width u8 | width planes of n bytes   see varint::put_planes
 //! ```
 //!
 //! Tag sets repeat heavily in logs (level × host × env), so a tag filter is evaluated once per
-//! distinct set, not once per row.
+//! distinct set, not once per row, and a count over tags alone reads only the sets column
+//! (each set knows how many rows have it). Each column carries its own checksum, so a query that needs
+//! only timestamps or tags reads and verifies only those bytes, never the messages.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -47,7 +55,9 @@ const MAX_RAW_COLUMN: u64 = 1 << 30;
 
 pub const COL_TS: usize = 0;
 pub const COL_MSG: usize = 1;
-pub const COL_TAGS: usize = 2;
+pub const COL_TAG_SETS: usize = 2;
+pub const COL_TAG_ROWS: usize = 3;
+pub const COLUMNS: usize = 4;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ColumnMeta {
@@ -55,6 +65,8 @@ pub struct ColumnMeta {
     pub len: u32,
     /// Bytes after decompression.
     pub raw_len: u32,
+    /// crc32c of the compressed bytes.
+    pub crc: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,9 +76,7 @@ pub struct BlockMeta {
     pub rows: u32,
     /// Offset of the block's first byte in the segment file.
     pub offset: u64,
-    pub cols: [ColumnMeta; 3],
-    /// crc32c of the block's bytes.
-    pub crc: u32,
+    pub cols: [ColumnMeta; COLUMNS],
     pub bloom: Bloom,
 }
 
@@ -89,8 +99,8 @@ impl BlockMeta {
         for c in &self.cols {
             varint::put_u64(out, u64::from(c.len));
             varint::put_u64(out, u64::from(c.raw_len));
+            out.extend_from_slice(&c.crc.to_le_bytes());
         }
-        varint::put_u64(out, u64::from(self.crc));
         varint::put_u64(out, self.bloom.words().len() as u64);
         for w in self.bloom.words() {
             out.extend_from_slice(&w.to_le_bytes());
@@ -102,16 +112,16 @@ impl BlockMeta {
         let max_ts = r.i64()?;
         let rows = u32::try_from(r.u64()?).map_err(|_| Malformed)?;
         let offset = r.u64()?;
-        let mut cols = [ColumnMeta::default(); 3];
+        let mut cols = [ColumnMeta::default(); COLUMNS];
         for c in &mut cols {
             let len = r.u64()?;
             let raw_len = r.u64()?;
             if raw_len > MAX_RAW_COLUMN || len > MAX_RAW_COLUMN {
                 return Err(Malformed);
             }
-            *c = ColumnMeta { len: len as u32, raw_len: raw_len as u32 };
+            let crc = r.u32_fixed()?;
+            *c = ColumnMeta { len: len as u32, raw_len: raw_len as u32, crc };
         }
-        let crc = u32::try_from(r.u64()?).map_err(|_| Malformed)?;
         let nwords = r.len(8)?;
         let mut words = Vec::with_capacity(nwords);
         for _ in 0..nwords {
@@ -120,7 +130,7 @@ impl BlockMeta {
         if min_ts > max_ts || rows == 0 {
             return Err(Malformed);
         }
-        Ok(BlockMeta { min_ts, max_ts, rows, offset, cols, crc, bloom: Bloom::from_words(words) })
+        Ok(BlockMeta { min_ts, max_ts, rows, offset, cols, bloom: Bloom::from_words(words) })
     }
 }
 
@@ -137,10 +147,14 @@ pub struct BlockBuilder {
     row_sets: Vec<u32>,
     /// Bloom keys of the block (already hashes, so the cheap Fx hash is enough).
     keys: FxHashSet<u64>,
+    /// Letter 4-grams seen in the block: a bitmap over every possible code, and the codes set.
+    gram_bits: Vec<u64>,
+    grams: Vec<u32>,
     set_scratch: Vec<u32>,
     /// Reused across blocks: a zstd context and the raw column buffer.
     zstd: Option<zstd::bulk::Compressor<'static>>,
     raw: Vec<u8>,
+    ints: Vec<u64>,
     zbuf: Vec<u8>,
 }
 
@@ -157,9 +171,12 @@ impl BlockBuilder {
             sets: Vec::new(),
             row_sets: Vec::new(),
             keys: FxHashSet::default(),
+            gram_bits: vec![0; bloom::GRAMS.div_ceil(64)],
+            grams: Vec::new(),
             set_scratch: Vec::new(),
             zstd: None,
             raw: Vec::new(),
+            ints: Vec::new(),
             zbuf: Vec::new(),
         }
     }
@@ -181,6 +198,14 @@ impl BlockBuilder {
         let keys = &mut self.keys;
         bloom::for_each_token_hash(message.as_bytes(), |h| {
             keys.insert(h);
+        });
+        let (bits, grams) = (&mut self.gram_bits, &mut self.grams);
+        bloom::for_each_gram(message.as_bytes(), |code| {
+            let (w, b) = (code as usize / 64, 1u64 << (code % 64));
+            if bits[w] & b == 0 {
+                bits[w] |= b;
+                grams.push(code);
+            }
         });
         self.set_scratch.clear();
         for t in tags {
@@ -212,19 +237,19 @@ impl BlockBuilder {
     /// Encodes the block (appending its bytes to `out`) and resets the builder.
     pub fn finish(&mut self, offset: u64, out: &mut Vec<u8>) -> Result<BlockMeta> {
         assert!(!self.ts.is_empty(), "empty block");
-        let start = out.len();
         let mut raw = std::mem::take(&mut self.raw);
+        let mut ints = std::mem::take(&mut self.ints);
         raw.clear();
         varint::put_i64(&mut raw, self.ts[0]);
-        for w in self.ts.windows(2) {
-            varint::put_u64(&mut raw, (w[1] - w[0]) as u64);
-        }
+        ints.clear();
+        ints.extend(self.ts.windows(2).map(|w| (w[1] - w[0]) as u64));
+        varint::put_planes(&mut raw, &ints);
         let c_ts = self.compress(&raw, out)?;
 
         raw.clear();
-        for &l in &self.msg_lens {
-            varint::put_u64(&mut raw, u64::from(l));
-        }
+        ints.clear();
+        ints.extend(self.msg_lens.iter().map(|&l| u64::from(l)));
+        varint::put_planes(&mut raw, &ints);
         raw.extend_from_slice(&self.msgs);
         let c_msg = self.compress(&raw, out)?;
 
@@ -234,26 +259,39 @@ impl BlockBuilder {
             varint::put_bytes(&mut raw, t.as_bytes());
         }
         varint::put_u64(&mut raw, self.sets.len() as u64);
-        for s in &self.sets {
-            varint::put_u64(&mut raw, s.len() as u64);
-            for &id in s {
-                varint::put_u64(&mut raw, u64::from(id));
-            }
-        }
+        ints.clear();
+        ints.extend(self.sets.iter().map(|s| s.len() as u64));
+        varint::put_planes(&mut raw, &ints);
+        ints.clear();
+        ints.extend(self.sets.iter().flatten().map(|&id| u64::from(id)));
+        varint::put_planes(&mut raw, &ints);
+        let mut counts = vec![0u64; self.sets.len()];
         for &s in &self.row_sets {
-            varint::put_u64(&mut raw, u64::from(s));
+            counts[s as usize] += 1;
         }
-        let c_tags = self.compress(&raw, out)?;
+        varint::put_planes(&mut raw, &counts);
+        let c_sets = self.compress(&raw, out)?;
+
+        raw.clear();
+        ints.clear();
+        ints.extend(self.row_sets.iter().map(|&s| u64::from(s)));
+        varint::put_planes(&mut raw, &ints);
+        let c_rows = self.compress(&raw, out)?;
+        self.ints = ints;
         self.raw = raw;
 
-        let keys: Vec<u64> = self.keys.iter().copied().collect();
+        let mut keys: Vec<u64> = self.keys.iter().copied().collect();
+        for &code in &self.grams {
+            keys.push(bloom::gram_hash(code));
+            self.gram_bits[code as usize / 64] = 0;
+        }
+        self.grams.clear();
         let meta = BlockMeta {
             min_ts: self.ts[0],
             max_ts: *self.ts.last().expect("non-empty"),
             rows: self.ts.len() as u32,
             offset,
-            cols: [c_ts, c_msg, c_tags],
-            crc: crc32c::crc32c(&out[start..]),
+            cols: [c_ts, c_msg, c_sets, c_rows],
             bloom: Bloom::build(&keys),
         };
         self.ts.clear();
@@ -279,7 +317,7 @@ impl BlockBuilder {
         self.zbuf.reserve(zstd::zstd_safe::compress_bound(raw.len()));
         zstd.compress_to_buffer(raw, &mut self.zbuf).map_err(StorageError::Compress)?;
         out.extend_from_slice(&self.zbuf);
-        Ok(ColumnMeta { len: self.zbuf.len() as u32, raw_len: raw.len() as u32 })
+        Ok(ColumnMeta { len: self.zbuf.len() as u32, raw_len: raw.len() as u32, crc: crc32c::crc32c(&self.zbuf) })
     }
 }
 
@@ -328,39 +366,92 @@ impl Messages {
     }
 }
 
-/// The tag column of a decoded block.
-pub struct Tags {
+/// The tag sets column of a decoded block.
+pub struct TagSets {
+    /// Distinct tags of the block.
     pub strings: Vec<String>,
-    pub sets: Vec<Vec<u32>>,
+    /// Distinct tag sets, as string ids, laid end to end; set `i` ends at `set_ends[i]`.
+    set_ids: Vec<u32>,
+    set_ends: Vec<u32>,
+    /// How many rows have each set.
+    pub counts: Vec<u32>,
+}
+
+impl TagSets {
+    pub fn sets(&self) -> usize {
+        self.set_ends.len()
+    }
+
+    /// The string ids of set `i`.
+    pub fn set(&self, i: usize) -> &[u32] {
+        let start = if i == 0 { 0 } else { self.set_ends[i - 1] as usize };
+        &self.set_ids[start..self.set_ends[i] as usize]
+    }
+
+    /// The id of `tag` in this block, if any row has it.
+    pub fn id_of(&self, tag: &str) -> Option<u32> {
+        self.strings.iter().position(|s| s == tag).map(|i| i as u32)
+    }
+}
+
+/// Both tag columns of a decoded block.
+pub struct Tags {
+    pub sets: TagSets,
+    /// Each row's tag set.
     pub rows: Vec<u32>,
 }
 
 impl Tags {
     /// The tags of `row`, borrowed.
     pub fn row_refs(&self, row: usize) -> Vec<&str> {
-        self.sets[self.rows[row] as usize].iter().map(|&id| self.strings[id as usize].as_str()).collect()
+        self.sets.set(self.rows[row] as usize).iter().map(|&id| self.sets.strings[id as usize].as_str()).collect()
     }
 
     pub fn row(&self, row: usize) -> Vec<String> {
-        self.sets[self.rows[row] as usize].iter().map(|&id| self.strings[id as usize].clone()).collect()
+        self.sets.set(self.rows[row] as usize).iter().map(|&id| self.sets.strings[id as usize].clone()).collect()
     }
 }
 
-/// The compressed bytes of one block, checked against its crc.
+thread_local! {
+    /// One zstd decompression context per query thread, reused across columns.
+    static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
+}
+
+fn decompress(src: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    DCTX.with(|d| {
+        let mut d = d.borrow_mut();
+        let d = match &mut *d {
+            Some(d) => d,
+            None => d.insert(zstd::bulk::Decompressor::new()?),
+        };
+        d.decompress(src, capacity)
+    })
+}
+
+/// One block of an open segment file. Nothing is read until a column is asked for; each
+/// column is then read on its own, checked against its crc and decompressed.
 pub struct BlockData<'m> {
     pub meta: &'m BlockMeta,
-    pub bytes: Vec<u8>,
+    pub file: &'m File,
     pub corrupt: Corruption,
 }
 
 impl BlockData<'_> {
     fn column(&self, col: usize) -> Result<Vec<u8>> {
         let c = self.meta.cols[col];
-        let src = &self.bytes[self.meta.col_range(col)];
-        let raw = zstd::bulk::decompress(src, c.raw_len as usize)
-            .map_err(|_| self.corrupt.err("column does not decompress"))?;
+        let range = self.meta.col_range(col);
+        let at = self.meta.offset + range.start as u64;
+        let corrupt = Corruption { path: self.corrupt.path.clone(), offset: at };
+        let mut src = vec![0u8; range.len()];
+        self.file
+            .read_exact_at(&mut src, at)
+            .map_err(|e| StorageError::Io { path: self.corrupt.path.to_path_buf(), source: e })?;
+        if crc32c::crc32c(&src) != c.crc {
+            return Err(corrupt.err("column checksum mismatch"));
+        }
+        let raw = decompress(&src, c.raw_len as usize).map_err(|_| corrupt.err("column does not decompress"))?;
         if raw.len() != c.raw_len as usize {
-            return Err(self.corrupt.err("column has the wrong length"));
+            return Err(corrupt.err("column has the wrong length"));
         }
         Ok(raw)
     }
@@ -373,9 +464,16 @@ impl BlockData<'_> {
         let mut out = Vec::with_capacity(n);
         let mut t = r.i64().map_err(bad)?;
         out.push(t);
-        for _ in 1..n {
-            t = t.checked_add(r.u64().map_err(bad)? as i64).ok_or_else(|| self.corrupt.err("timestamp overflow"))?;
+        let mut overflow = false;
+        r.planes(n - 1, |d| {
+            let (next, o) = t.overflowing_add(d as i64);
+            overflow |= o || (d as i64) < 0;
+            t = next;
             out.push(t);
+        })
+        .map_err(bad)?;
+        if overflow || !r.is_empty() {
+            return Err(self.corrupt.err("bad timestamp column"));
         }
         Ok(out)
     }
@@ -386,49 +484,82 @@ impl BlockData<'_> {
         let mut r = Reader::new(&raw);
         let mut ends = Vec::with_capacity(n);
         let mut end: u64 = 0;
-        for _ in 0..n {
-            end += r.u64().map_err(|_| self.corrupt.err("bad message lengths"))?;
-            ends.push(u32::try_from(end).map_err(|_| self.corrupt.err("bad message lengths"))?);
-        }
+        r.planes(n, |len| {
+            end = end.saturating_add(len);
+            ends.push(end.min(u64::from(u32::MAX)) as u32);
+        })
+        .map_err(|_| self.corrupt.err("bad message lengths"))?;
         let base = r.pos();
-        if raw.len() - base != end as usize {
+        if (raw.len() - base) as u64 != end {
             return Err(self.corrupt.err("message bytes do not match their lengths"));
         }
         Ok(Messages { raw, base, ends })
     }
 
-    pub fn tags(&self) -> Result<Tags> {
-        let raw = self.column(COL_TAGS)?;
-        let bad = |_| self.corrupt.err("bad tag column");
+    pub fn tag_sets(&self) -> Result<TagSets> {
+        let raw = self.column(COL_TAG_SETS)?;
+        let bad = |_| self.corrupt.err("bad tag sets column");
         let mut r = Reader::new(&raw);
         let ns = r.len(1).map_err(bad)?;
         let mut strings = Vec::with_capacity(ns);
         for _ in 0..ns {
             strings.push(r.str().map_err(bad)?.to_owned());
         }
+        // every set is some row's, and holds each string at most once: that bounds the ids
         let nsets = r.len(1).map_err(bad)?;
-        let mut sets = Vec::with_capacity(nsets);
-        for _ in 0..nsets {
-            let k = r.len(1).map_err(bad)?;
-            let mut s = Vec::with_capacity(k);
-            for _ in 0..k {
-                let id = r.u64().map_err(bad)?;
-                if id as usize >= ns {
-                    return Err(self.corrupt.err("tag id out of range"));
-                }
-                s.push(id as u32);
-            }
-            sets.push(s);
+        if nsets > self.meta.rows as usize {
+            return Err(self.corrupt.err("bad tag sets column"));
         }
-        let n = self.meta.rows as usize;
+        let mut set_ends = Vec::with_capacity(nsets);
+        let mut total: u64 = 0;
+        let mut bad_value = false;
+        r.planes(nsets, |k| {
+            bad_value |= k > ns as u64;
+            total += k.min(ns as u64);
+            set_ends.push(total as u32);
+        })
+        .map_err(bad)?;
+        let mut set_ids = Vec::with_capacity(total as usize);
+        r.planes(total as usize, |id| {
+            bad_value |= id as usize >= ns;
+            set_ids.push(id as u32);
+        })
+        .map_err(bad)?;
+        let mut counts = Vec::with_capacity(nsets);
+        let mut rows: u64 = 0;
+        r.planes(nsets, |c| {
+            rows = rows.saturating_add(c);
+            counts.push(c as u32);
+        })
+        .map_err(bad)?;
+        if bad_value || rows != u64::from(self.meta.rows) || !r.is_empty() {
+            return Err(self.corrupt.err("bad tag sets column"));
+        }
+        Ok(TagSets { strings, set_ids, set_ends, counts })
+    }
+
+    /// Each row's tag set, checked against the sets column.
+    pub fn tag_rows(&self, sets: &TagSets) -> Result<Vec<u32>> {
+        let raw = self.column(COL_TAG_ROWS)?;
+        let bad = |_| self.corrupt.err("bad tag rows column");
+        let mut r = Reader::new(&raw);
+        let (n, nsets) = (self.meta.rows as usize, sets.sets());
         let mut rows = Vec::with_capacity(n);
-        for _ in 0..n {
-            let s = r.u64().map_err(bad)?;
-            if s as usize >= nsets {
-                return Err(self.corrupt.err("tag set id out of range"));
-            }
+        let mut out_of_range = false;
+        r.planes(n, |s| {
+            out_of_range |= s as usize >= nsets;
             rows.push(s as u32);
+        })
+        .map_err(bad)?;
+        if out_of_range || !r.is_empty() {
+            return Err(self.corrupt.err("bad tag rows column"));
         }
-        Ok(Tags { strings, sets, rows })
+        Ok(rows)
+    }
+
+    pub fn tags(&self) -> Result<Tags> {
+        let sets = self.tag_sets()?;
+        let rows = self.tag_rows(&sets)?;
+        Ok(Tags { sets, rows })
     }
 }

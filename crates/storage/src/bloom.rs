@@ -7,6 +7,14 @@
 //!
 //! Tokens are maximal runs of ASCII letters and digits and of non-ASCII bytes; ASCII letters
 //! are lowercased so one filter serves case-sensitive and case-insensitive search.
+//!
+//! The filter also holds every distinct *letter 4-gram*: each 4-letter window of a run of ASCII
+//! letters, lowercased. Tokens only help needles that hold a whole token (`lockup` in
+//! `soft lockup - CPU`); a substring such as `user` (which also matches `superuser`) or
+//! `orchid-sentinel` (whose two words touch the needle's ends) has no whole token, but every
+//! 4-letter window of its letter runs must occur in a matching message's letter runs. Logs
+//! repeat their templates, so a block holds only a thousand or two distinct letter 4-grams
+//! (against tens of thousands of tokens): the filter grows by about a tenth.
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
@@ -75,6 +83,64 @@ pub fn for_each_token_hash(text: &[u8], mut f: impl FnMut(u64)) {
     }
 }
 
+/// Number of distinct letter 4-grams: each is a base-26 number below this.
+pub const GRAMS: usize = 26 * 26 * 26 * 26;
+
+/// Calls `f` with the code (below [`GRAMS`]) of every 4-letter window of every run of ASCII
+/// letters in `text`, lowercased.
+#[inline]
+pub fn for_each_gram(text: &[u8], mut f: impl FnMut(u32)) {
+    let mut code: u32 = 0;
+    let mut run = 0;
+    for &b in text {
+        if b.is_ascii_alphabetic() {
+            code = (code * 26 + u32::from((b | 0x20) - b'a')) % GRAMS as u32;
+            run += 1;
+            if run >= 4 {
+                f(code);
+            }
+        } else {
+            run = 0;
+            code = 0;
+        }
+    }
+}
+
+/// Bloom key of a letter 4-gram code (kept apart from token hashes by the high bits).
+#[inline]
+pub fn gram_hash(code: u32) -> u64 {
+    let mut h = u64::from(code) | 0x6772_616d << 32;
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// Bloom keys of the letter 4-grams a message holding `needle` must hold. With
+/// `case_insensitive`, windows holding `k` or `s` are left out (see [`needle_tokens`]).
+pub fn needle_grams(needle: &[u8], case_insensitive: bool) -> Vec<u64> {
+    let mut keys = Vec::new();
+    let (mut code, mut run, mut since_ks) = (0u32, 0usize, usize::MAX);
+    for &b in needle {
+        if b.is_ascii_alphabetic() {
+            let l = b | 0x20;
+            code = (code * 26 + u32::from(l - b'a')) % GRAMS as u32;
+            run += 1;
+            since_ks = if matches!(l, b'k' | b's') { 0 } else { since_ks.saturating_add(1) };
+            if run >= 4 && !(case_insensitive && since_ks < 4) {
+                keys.push(gram_hash(code));
+            }
+        } else {
+            run = 0;
+            code = 0;
+        }
+    }
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
 pub fn tag_hash(tag: &str) -> u64 {
     xxh3_64_with_seed(tag.as_bytes(), TAG_SEED)
 }
@@ -121,11 +187,11 @@ fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b >= 0x80
 }
 
-/// Tokens that every message containing `needle` must contain whole: the runs of `needle` with
-/// a separator on both sides inside the needle. (A run touching either end of the needle may be
-/// part of a longer token in the message.) With `ascii_only`, tokens holding non-ASCII bytes are
-/// left out, for case-insensitive needles whose Unicode case folding the filter does not model.
-pub fn needle_tokens(needle: &[u8], ascii_only: bool) -> Vec<u64> {
+/// Hashes of the tokens a message holding `needle` must hold whole: the runs with a separator
+/// on both sides inside the needle. With `case_insensitive`, only tokens that can match nothing
+/// but their ASCII case variants count: Unicode folds `k` and `s` together with the Kelvin sign
+/// and the long s, which hash differently, so tokens holding them are left out.
+pub fn needle_tokens(needle: &[u8], case_insensitive: bool) -> Vec<u64> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < needle.len() {
@@ -139,7 +205,8 @@ pub fn needle_tokens(needle: &[u8], ascii_only: bool) -> Vec<u64> {
         }
         let bounded = start > 0 && i < needle.len();
         let tok = &needle[start..i];
-        if bounded && (!ascii_only || tok.is_ascii()) {
+        let foldable = |t: &[u8]| t.is_ascii() && !t.iter().any(|b| matches!(b, b'k' | b'K' | b's' | b'S'));
+        if bounded && (!case_insensitive || foldable(tok)) {
             out.push(token_hash(tok));
         }
     }
@@ -170,5 +237,26 @@ mod tests {
             ["got", "exception", "req", "00ab", "x"].iter().map(|t| token_hash(t.as_bytes())).collect();
         assert_eq!(hashes, want);
         assert_eq!(token_hash(b"Exception"), token_hash(b"exception"));
+    }
+
+    #[test]
+    fn grams_of_needles_are_grams_of_matching_messages() {
+        let grams = |t: &[u8]| {
+            let mut v = Vec::new();
+            for_each_gram(t, |c| v.push(gram_hash(c)));
+            v
+        };
+        let msg = b"a superuser logged in; orchid-sentinel2 fired; Kelvin";
+        let have = grams(msg);
+        for needle in [&b"user"[..], b"orchid-sentinel", b"USER", b"uperuse"] {
+            let want = needle_grams(needle, false);
+            assert!(!want.is_empty(), "{needle:?}");
+            assert!(want.iter().all(|k| have.contains(k)), "{needle:?}");
+        }
+        assert!(needle_grams(b"abc-de", false).is_empty(), "runs under four letters give nothing");
+        assert!(!needle_grams(b"missing", false).iter().all(|k| have.contains(k)));
+        // a case-insensitive needle keeps only windows free of k and s
+        assert_eq!(needle_grams(b"kelvin", true), needle_grams(b"elvin", false));
+        assert!(needle_grams(b"sass", true).is_empty());
     }
 }

@@ -7,14 +7,14 @@
 //! remaining source can beat the records already found.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use logpipe_model::Record;
 use rayon::prelude::*;
+use rustc_hash::FxHashMap;
 
 use crate::block::Messages;
-use crate::filter::Filter;
+use crate::filter::{Filter, MessageFilter};
 use crate::memtable::MemChunk;
 use crate::segment::Segment;
 use crate::{Result, StorageError};
@@ -116,6 +116,9 @@ fn cmp_in(order: Order) -> impl Fn(&Record, &Record) -> Ordering + Copy {
 /// Rows of one block that pass every filter, with the columns already decoded.
 struct Matches {
     rows: Vec<u32>,
+    /// Set instead of `rows` when the caller wants only a count and the count came from
+    /// block metadata (tag sets with their row counts).
+    counted: Option<u64>,
     ts: Option<Vec<i64>>,
     msgs: Option<Messages>,
     tags: Option<crate::block::Tags>,
@@ -123,10 +126,11 @@ struct Matches {
 
 fn eval_block(seg: &Segment, idx: usize, f: &Filter, want_ts: bool, want_all: bool) -> Result<Matches> {
     let meta = &seg.meta.blocks[idx];
-    let none = || Matches { rows: Vec::new(), ts: None, msgs: None, tags: None };
+    let none = || Matches { rows: Vec::new(), counted: None, ts: None, msgs: None, tags: None };
     if !f.block_may_match(meta) {
         return Ok(none());
     }
+    // columns are read in order of cost, each only while some row may still match
     let data = seg.read_block(idx)?;
     let covered = f.covers(meta.min_ts, meta.max_ts);
     let ts = if want_ts || want_all || !covered { Some(data.timestamps()?) } else { None };
@@ -137,56 +141,72 @@ fn eval_block(seg: &Segment, idx: usize, f: &Filter, want_ts: bool, want_all: bo
     if lo >= hi {
         return Ok(none());
     }
-    let mut rows: Vec<u32> = (lo as u32..hi as u32).collect();
     let mut tags = None;
-    if f.has_tag_filter() || want_all {
-        let t = data.tags()?;
-        if f.has_tag_filter() {
-            let ok = f.tag_sets_ok(&t);
-            rows.retain(|&r| ok[t.rows[r as usize] as usize]);
+    let mut rows: Vec<u32> = if f.has_tag_filter() {
+        let sets = data.tag_sets()?;
+        let ok = f.tag_sets_ok(&sets);
+        if !ok.contains(&true) {
+            return Ok(none());
         }
+        if !want_ts && !want_all && !f.has_message_filter() && hi - lo == meta.rows as usize {
+            let n = ok.iter().zip(&sets.counts).filter(|(&ok, _)| ok).map(|(_, &c)| u64::from(c)).sum();
+            return Ok(Matches { counted: Some(n), ..none() });
+        }
+        let t = crate::block::Tags { rows: data.tag_rows(&sets)?, sets };
+        let rows = (lo as u32..).zip(&t.rows[lo..hi]).filter(|&(_, &s)| ok[s as usize]).map(|(r, _)| r).collect();
         tags = Some(t);
-    }
+        rows
+    } else {
+        (lo as u32..hi as u32).collect()
+    };
     let mut msgs = None;
-    if (f.has_message_filter() && !rows.is_empty()) || want_all {
+    if f.has_message_filter() && !rows.is_empty() {
         let m = data.messages()?;
-        if f.has_message_filter() {
-            rows = match f.first_contains() {
-                Some(finder) if rows.len() == hi - lo => scan_range(&m, finder, lo, hi),
-                Some(finder) => rows.into_iter().filter(|&r| finder.find(m.get(r as usize)).is_some()).collect(),
-                None => rows,
-            };
-            rows.retain(|&r| f.message_ok_after_first(m.get(r as usize)));
-        }
+        let filters = f.message_filters();
+        let (first, rest) = filters.split_first().expect("a message filter");
+        rows = if first.column_safe() && rows.len() == hi - lo {
+            scan_column(&m, first, lo, hi)
+        } else {
+            rows.into_iter().filter(|&r| first.is_match(m.get(r as usize))).collect()
+        };
+        rows.retain(|&r| rest.iter().all(|c| c.is_match(m.get(r as usize))));
         msgs = Some(m);
     }
-    Ok(Matches { rows, ts, msgs, tags })
+    if rows.is_empty() {
+        return Ok(none());
+    }
+    if want_all {
+        if tags.is_none() {
+            tags = Some(data.tags()?);
+        }
+        if msgs.is_none() {
+            msgs = Some(data.messages()?);
+        }
+    }
+    Ok(Matches { rows, counted: None, ts, msgs, tags })
 }
 
-/// Rows in `lo..hi` whose message contains the needle: one pass over the column, jumping to
-/// the next row after each hit.
-fn scan_range(m: &Messages, finder: &memchr::memmem::Finder<'_>, lo: usize, hi: usize) -> Vec<u32> {
-    let n = finder.needle().len();
-    if n == 0 {
-        return (lo as u32..hi as u32).collect();
-    }
+/// Rows in `lo..hi` whose message matches `cond`: one search over the column's messages laid
+/// end to end, jumping to the next row after each hit. A hit that runs into the next message
+/// proves nothing, so that row alone is checked again.
+fn scan_column(m: &Messages, cond: &MessageFilter, lo: usize, hi: usize) -> Vec<u32> {
     let data = m.data();
     let end = m.row_end(hi - 1);
+    let mut find = cond.finder(data);
     let mut out = Vec::new();
     let mut pos = m.row_start(lo);
     while pos < end {
-        let Some(off) = finder.find(&data[pos..end]) else {
+        let Some((s, e)) = find(pos, end) else {
             break;
         };
-        let p = pos + off;
-        let row = m.row_of(p);
-        if p + n <= m.row_end(row) {
-            out.push(row as u32);
-            pos = m.row_end(row);
-        } else {
-            // the hit straddles two messages: not a match, look again one byte on
-            pos = p + 1;
+        let row = m.row_of(s);
+        if row >= hi {
+            break;
         }
+        if e <= m.row_end(row) || cond.is_match(m.get(row)) {
+            out.push(row as u32);
+        }
+        pos = m.row_end(row);
     }
     out
 }
@@ -243,7 +263,8 @@ pub(crate) fn run(mut sources: Vec<Source>, f: &Filter, req: &Request) -> Result
                             if f.is_time_only() && f.covers(meta.min_ts, meta.max_ts) {
                                 u64::from(meta.rows)
                             } else {
-                                eval_block(seg, *idx, f, false, false)?.rows.len() as u64
+                                let m = eval_block(seg, *idx, f, false, false)?;
+                                m.counted.unwrap_or(m.rows.len() as u64)
                             }
                         }
                         Source::Mem(c) => c.records.iter().filter(|r| f.record_matches(r)).count() as u64,
@@ -254,10 +275,29 @@ pub(crate) fn run(mut sources: Vec<Source>, f: &Filter, req: &Request) -> Result
         }
         Request::Histogram { step } => {
             let bucket = |t: i64| t - t.rem_euclid(step);
+            // rows come in time order, so equal buckets are runs: one map update per run
+            let add_sorted = |h: &mut FxHashMap<i64, u64>, ts: &mut dyn Iterator<Item = i64>| {
+                let mut run: Option<(i64, i64, u64)> = None; // (bucket start, bucket end, count)
+                for t in ts {
+                    match &mut run {
+                        Some((_, end, n)) if t < *end => *n += 1,
+                        _ => {
+                            if let Some((b, _, n)) = run {
+                                *h.entry(b).or_default() += n;
+                            }
+                            let b = bucket(t);
+                            run = Some((b, b.saturating_add(step), 1));
+                        }
+                    }
+                }
+                if let Some((b, _, n)) = run {
+                    *h.entry(b).or_default() += n;
+                }
+            };
             let h = sources
                 .par_iter()
-                .map(|s| -> Result<HashMap<i64, u64>> {
-                    let mut h = HashMap::new();
+                .map(|s| -> Result<FxHashMap<i64, u64>> {
+                    let mut h = FxHashMap::default();
                     match s {
                         Source::Block { seg, idx } => {
                             let meta = &seg.meta.blocks[*idx];
@@ -270,9 +310,7 @@ pub(crate) fn run(mut sources: Vec<Source>, f: &Filter, req: &Request) -> Result
                                 let m = eval_block(seg, *idx, f, true, false)?;
                                 // no timestamps means the block was pruned and no row matched
                                 if let Some(ts) = &m.ts {
-                                    for &r in &m.rows {
-                                        *h.entry(bucket(ts[r as usize])).or_default() += 1;
-                                    }
+                                    add_sorted(&mut h, &mut m.rows.iter().map(|&r| ts[r as usize]));
                                 }
                             }
                         }
@@ -284,7 +322,7 @@ pub(crate) fn run(mut sources: Vec<Source>, f: &Filter, req: &Request) -> Result
                     }
                     Ok(h)
                 })
-                .try_reduce(HashMap::new, |mut a, b| {
+                .try_reduce(FxHashMap::default, |mut a, b| {
                     for (k, v) in b {
                         *a.entry(k).or_default() += v;
                     }

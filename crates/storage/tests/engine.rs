@@ -5,7 +5,8 @@ use logpipe_model::{AppName, Record};
 use logpipe_storage::{Answer, Cursor, Engine, EngineConfig, Order, Query, Request};
 use proptest::prelude::*;
 
-const WORDS: &[&str] = &["alpha", "beta", "Gamma", "delta-9", "req-00ff", "x", "héllo", "10.0.0.1:80"];
+const WORDS: &[&str] =
+    &["alpha", "beta", "Gamma", "delta-9", "req-00ff", "x", "héllo", "10.0.0.1:80", "superuser", "orchid-sentinel"];
 const TAGS: &[&str] = &["level=ERROR", "level=INFO", "env=prod", "canary", "host=node-1"];
 
 fn record_strategy() -> impl Strategy<Value = Record> {
@@ -43,10 +44,22 @@ fn query_strategy() -> impl Strategy<Value = Query> {
             Just("req-00"),
             Just("-9 r"),
             Just("zz"),
-            Just("llo")
+            Just("llo"),
+            // letter 4-grams with no whole token; a needle that only occurs across two messages
+            Just("user"),
+            Just("orchid-sentinel"),
+            Just("9alpha")
         ]),
-        proptest::option::of(prop_oneof![Just("GAMMA"), Just("HÉLLO"), Just("Alpha beta")]),
-        proptest::option::of(prop_oneof![Just(r"\d+\.\d+"), Just("^x"), Just("(?i)gamma$")]),
+        proptest::option::of(prop_oneof![Just("GAMMA"), Just("HÉLLO"), Just("Alpha beta"), Just("PERUS")]),
+        proptest::option::of(prop_oneof![
+            Just(r"\d+\.\d+"),
+            Just("^x"),
+            Just("(?i)gamma$"),
+            Just("9alpha"),
+            Just(r"beta delta-\d"),
+            Just("(?i)USER|zeta"),
+            Just("sent(inel|ry)")
+        ]),
     )
         .prop_map(|(app, from, span, all, any, none, contains, icontains, regex)| {
             let base = 1_735_689_600_000_000_000i64;
@@ -148,6 +161,46 @@ proptest! {
         drop(engine);
         let engine = Engine::open(small_config(tmp.path())).unwrap();
         for q in &queries { check(&engine, &pool, &data, q, "after reopen"); }
+    }
+}
+
+/// Message filters run over a whole column of messages laid end to end; a hit that spans two
+/// messages must not count, from the memtable or from blocks.
+#[test]
+fn matches_never_span_two_messages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let app = AppName::parse("a").unwrap();
+    let msgs = ["x delta-9", "alpha y", "delta-9alpha z", "orchid-", "sentinel", "superuser"];
+    let recs: Vec<Record> = msgs
+        .iter()
+        .enumerate()
+        .map(|(i, m)| Record { app: app.clone(), ts: i as i64, message: m.to_string(), tags: vec![] })
+        .collect();
+    let engine = Engine::open(small_config(tmp.path())).unwrap();
+    engine.ingest(recs).unwrap();
+    let cases: &[(&str, &str, u64)] = &[
+        ("contains", "9alpha", 1),
+        ("regex", "9alpha", 1),
+        ("regex", "9al+pha", 1),
+        ("contains", "orchid-sentinel", 0),
+        ("regex", "(?i)ORCHID-SENT", 0),
+        ("icontains", "ORCHID-SENTINEL", 0),
+        ("contains", "user", 1),
+        ("regex", "y.?delta", 0),
+    ];
+    for stage in ["memtable", "segments"] {
+        for &(kind, pattern, want) in cases {
+            let mut q = Query::default();
+            match kind {
+                "contains" => q.contains.push(pattern.into()),
+                "icontains" => q.icontains.push(pattern.into()),
+                _ => q.regex.push(pattern.into()),
+            }
+            let got = pool.install(|| engine.query(&q, &Request::Count)).unwrap();
+            assert_eq!(got, Answer::Count(want), "{stage}: {kind} {pattern:?}");
+        }
+        engine.flush().unwrap();
     }
 }
 
