@@ -134,6 +134,8 @@ impl BlockMeta {
     }
 }
 
+const RECENT_SLOTS: usize = 4096;
+
 /// Accumulates sorted rows and encodes them as one block.
 pub struct BlockBuilder {
     opts: BlockOptions,
@@ -147,6 +149,9 @@ pub struct BlockBuilder {
     row_sets: Vec<u32>,
     /// Bloom keys of the block (already hashes, so the cheap Fx hash is enough).
     keys: FxHashSet<u64>,
+    /// The key last seen in each slot (indexed by the key's low bits): messages repeat their
+    /// template words, so most tokens are found here without probing `keys`.
+    recent: Vec<u64>,
     /// Letter 4-grams seen in the block: a bitmap over every possible code, and the codes set.
     gram_bits: Vec<u64>,
     grams: Vec<u32>,
@@ -171,6 +176,7 @@ impl BlockBuilder {
             sets: Vec::new(),
             row_sets: Vec::new(),
             keys: FxHashSet::default(),
+            recent: vec![0; RECENT_SLOTS],
             gram_bits: vec![0; bloom::GRAMS.div_ceil(64)],
             grams: Vec::new(),
             set_scratch: Vec::new(),
@@ -195,18 +201,24 @@ impl BlockBuilder {
         self.ts.push(ts);
         self.msg_lens.push(message.len() as u32);
         self.msgs.extend_from_slice(message.as_bytes());
-        let keys = &mut self.keys;
-        bloom::for_each_token_hash(message.as_bytes(), |h| {
-            keys.insert(h);
-        });
-        let (bits, grams) = (&mut self.gram_bits, &mut self.grams);
-        bloom::for_each_gram(message.as_bytes(), |code| {
-            let (w, b) = (code as usize / 64, 1u64 << (code % 64));
-            if bits[w] & b == 0 {
-                bits[w] |= b;
-                grams.push(code);
-            }
-        });
+        let (keys, recent, bits, grams) = (&mut self.keys, &mut self.recent, &mut self.gram_bits, &mut self.grams);
+        bloom::for_each_key(
+            message.as_bytes(),
+            |h| {
+                let slot = &mut recent[h as usize % RECENT_SLOTS];
+                if *slot != h || h == 0 {
+                    *slot = h;
+                    keys.insert(h);
+                }
+            },
+            |code| {
+                let (w, b) = (code as usize / 64, 1u64 << (code % 64));
+                if bits[w] & b == 0 {
+                    bits[w] |= b;
+                    grams.push(code);
+                }
+            },
+        );
         self.set_scratch.clear();
         for t in tags {
             let t = t.as_ref();
@@ -303,6 +315,7 @@ impl BlockBuilder {
         self.sets.clear();
         self.row_sets.clear();
         self.keys.clear();
+        self.recent.fill(0);
         Ok(meta)
     }
 

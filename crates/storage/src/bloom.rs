@@ -9,7 +9,7 @@
 //! are lowercased so one filter serves case-sensitive and case-insensitive search.
 //!
 //! The filter also holds every distinct *letter 4-gram*: each 4-letter window of a run of ASCII
-//! letters, lowercased. Tokens only help needles that hold a whole token (`lockup` in
+//! letters, lowercased, coded in 20 bits. Tokens only help needles that hold a whole token (`lockup` in
 //! `soft lockup - CPU`); a substring such as `user` (which also matches `superuser`) or
 //! `orchid-sentinel` (whose two words touch the needle's ends) has no whole token, but every
 //! 4-letter window of its letter runs must occur in a matching message's letter runs. Logs
@@ -65,44 +65,57 @@ impl TokenHasher {
 
 /// Calls `f` with the hash of every token of `text` (see [`token_hash`]), in one pass.
 #[inline]
-pub fn for_each_token_hash(text: &[u8], mut f: impl FnMut(u64)) {
-    let mut h = TokenHasher::new();
-    let mut in_token = false;
-    for &b in text {
-        if is_token_byte(b) {
-            h.push(b);
-            in_token = true;
-        } else if in_token {
-            f(h.finish());
-            h = TokenHasher::new();
-            in_token = false;
-        }
-    }
-    if in_token {
-        f(h.finish());
-    }
+pub fn for_each_token_hash(text: &[u8], f: impl FnMut(u64)) {
+    for_each_key(text, f, |_| {});
 }
 
-/// Number of distinct letter 4-grams: each is a base-26 number below this.
-pub const GRAMS: usize = 26 * 26 * 26 * 26;
+/// Number of distinct letter 4-gram codes: four letters of 5 bits each.
+pub const GRAMS: usize = 1 << 20;
+
+/// The 5-bit code of an ASCII letter, case folded.
+#[inline]
+fn letter(b: u8) -> u32 {
+    u32::from((b | 0x20) - b'a')
+}
 
 /// Calls `f` with the code (below [`GRAMS`]) of every 4-letter window of every run of ASCII
 /// letters in `text`, lowercased.
 #[inline]
-pub fn for_each_gram(text: &[u8], mut f: impl FnMut(u32)) {
-    let mut code: u32 = 0;
-    let mut run = 0;
+pub fn for_each_gram(text: &[u8], f: impl FnMut(u32)) {
+    for_each_key(text, |_| {}, f);
+}
+
+/// One pass over a message for both kinds of keys: `token` gets every token hash (see
+/// [`token_hash`]) and `gram` every letter 4-gram code (see [`for_each_gram`]).
+#[inline]
+pub fn for_each_key(text: &[u8], mut token: impl FnMut(u64), mut gram: impl FnMut(u32)) {
+    let mut h = TokenHasher::new();
+    let mut in_token = false;
+    let (mut code, mut run) = (0u32, 0u32);
     for &b in text {
         if b.is_ascii_alphabetic() {
-            code = (code * 26 + u32::from((b | 0x20) - b'a')) % GRAMS as u32;
+            h.push(b);
+            in_token = true;
+            code = (code << 5 | letter(b)) & (GRAMS as u32 - 1);
             run += 1;
             if run >= 4 {
-                f(code);
+                gram(code);
             }
+        } else if b.is_ascii_digit() || b >= 0x80 {
+            h.push(b);
+            in_token = true;
+            run = 0;
         } else {
             run = 0;
-            code = 0;
+            if in_token {
+                token(h.finish());
+                h = TokenHasher::new();
+                in_token = false;
+            }
         }
+    }
+    if in_token {
+        token(h.finish());
     }
 }
 
@@ -124,10 +137,9 @@ pub fn needle_grams(needle: &[u8], case_insensitive: bool) -> Vec<u64> {
     let (mut code, mut run, mut since_ks) = (0u32, 0usize, usize::MAX);
     for &b in needle {
         if b.is_ascii_alphabetic() {
-            let l = b | 0x20;
-            code = (code * 26 + u32::from(l - b'a')) % GRAMS as u32;
+            code = (code << 5 | letter(b)) & (GRAMS as u32 - 1);
             run += 1;
-            since_ks = if matches!(l, b'k' | b's') { 0 } else { since_ks.saturating_add(1) };
+            since_ks = if matches!(b | 0x20, b'k' | b's') { 0 } else { since_ks.saturating_add(1) };
             if run >= 4 && !(case_insensitive && since_ks < 4) {
                 keys.push(gram_hash(code));
             }
