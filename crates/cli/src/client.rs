@@ -10,6 +10,9 @@ const DEFAULT_SERVER: &str = "http://127.0.0.1:7171";
 
 #[derive(Args, Debug)]
 pub struct QueryArgs {
+    /// A query in the query language (docs/QUERY.md), ANDed with the filter options; its
+    /// pipes (`| count`, `| count by (key)`, `| histogram 5m` ...) choose what is printed.
+    query: Option<String>,
     /// Server base URL.
     #[arg(long, default_value = DEFAULT_SERVER, env = "LOGPIPE_SERVER")]
     server: String,
@@ -71,6 +74,7 @@ pub fn query(a: QueryArgs) -> Result<()> {
     params.extend(a.contains.iter().map(|v| ("contains", v.clone())));
     params.extend(a.icontains.iter().map(|v| ("icontains", v.clone())));
     params.extend(a.regex.iter().map(|v| ("regex", v.clone())));
+    params.extend(a.query.iter().map(|v| ("q", v.clone())));
     let path = if a.count {
         "/api/v1/count"
     } else if let Some(step) = &a.histogram {
@@ -80,7 +84,11 @@ pub fn query(a: QueryArgs) -> Result<()> {
         params.extend(a.limit.iter().map(|v| ("limit", v.to_string())));
         params.extend(a.order.iter().map(|v| ("order", v.clone())));
         params.extend(a.cursor.iter().map(|v| ("cursor", v.clone())));
-        "/api/v1/logs"
+        if a.query.is_some() {
+            "/api/v1/query"
+        } else {
+            "/api/v1/logs"
+        }
     };
     let mut req = ureq::get(&format!("{}{path}", a.server.trim_end_matches('/')));
     for (k, v) in &params {
@@ -88,21 +96,32 @@ pub fn query(a: QueryArgs) -> Result<()> {
     }
     let resp = req.call().map_err(describe)?;
     let cursor = resp.header("logpipe-next-cursor").map(str::to_owned);
+    let records = resp.content_type() == "application/x-ndjson";
     let body = resp.into_string()?;
     let mut out = std::io::stdout().lock();
     if a.json {
         out.write_all(body.as_bytes())?;
-    } else if a.count {
+    } else if !records {
+        // an aggregate: a count, buckets, or top values
         let v: serde_json::Value = serde_json::from_str(&body)?;
-        writeln!(out, "{}", v["count"])?;
-    } else if a.histogram.is_some() {
-        let v: serde_json::Value = serde_json::from_str(&body)?;
+        if let Some(n) = v.get("count") {
+            writeln!(out, "{n}")?;
+        }
         for b in v["buckets"].as_array().into_iter().flatten() {
             writeln!(out, "{}  {}", b["t"].as_str().unwrap_or(""), b["count"])?;
+        }
+        for x in v["values"].as_array().into_iter().flatten() {
+            let value = x["value"].as_str().map_or_else(|| "(none)".to_string(), |s| format!("{s:?}"));
+            writeln!(out, "{:>12}  {value}", x["count"])?;
         }
     } else {
         for line in body.lines().filter(|l| !l.is_empty()) {
             let r: serde_json::Value = serde_json::from_str(line)?;
+            if r.get("message").is_none() || r.get("timestamp").is_none() {
+                // shaped by `| fields`: print as it came
+                writeln!(out, "{line}")?;
+                continue;
+            }
             let tags: Vec<&str> = r["tags"].as_array().into_iter().flatten().filter_map(|t| t.as_str()).collect();
             writeln!(
                 out,

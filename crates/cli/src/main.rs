@@ -25,7 +25,7 @@ enum Command {
     /// Run the server (embedded single node: WAL and segments in a data directory).
     Serve(Box<serve::ServeArgs>),
     /// Query a server and print the records, a count or a histogram.
-    Query(client::QueryArgs),
+    Query(Box<client::QueryArgs>),
     /// Send NDJSON records or plain text lines from files or stdin to a server.
     Ingest(client::IngestArgs),
     /// Show the partitions, segments, sizes and record counts of a data directory.
@@ -36,7 +36,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let res = match cli.command {
         Command::Serve(a) => serve::run(*a),
-        Command::Query(a) => client::query(a),
+        Command::Query(a) => client::query(*a),
         Command::Ingest(a) => client::ingest(a),
         Command::Inspect(a) => inspect::run(a),
     };

@@ -76,6 +76,20 @@ fn ingest_query_and_inspect() {
     let (ok, _, err) = logpipe(&["query", "--server", &s.base, "--regex", "("], None);
     assert!(!ok);
     assert!(err.contains("400"), "{err}");
+    // the query language as the positional argument, its pipes choosing what is printed
+    let (ok, out, err) = logpipe(&["query", "--server", &s.base, "app:json (n=3 OR n=4) | sort asc"], None);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(out.lines().next().unwrap().ends_with("json [n=3] event 3"), "{out}");
+    let (ok, out, _) = logpipe(&["query", "--server", &s.base, "app:plain | count by (env)"], None);
+    assert!(ok);
+    assert_eq!(out.trim(), "2  \"test\"");
+    let (ok, out, _) = logpipe(&["query", "--server", &s.base, "n=7 | fields message"], None);
+    assert!(ok);
+    assert_eq!(out.trim(), r#"{"message":"event 7"}"#);
+    let (ok, _, err) = logpipe(&["query", "--server", &s.base, "n=7 | sort up"], None);
+    assert!(!ok);
+    assert!(err.contains("column 12"), "{err}");
 
     assert!(s.stop().success());
     let (ok, out, err) = logpipe(&["inspect", "--data-dir", dir.path().join("data").to_str().unwrap(), "--json"], None);

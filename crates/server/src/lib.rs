@@ -75,6 +75,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/logs", post(ingest::ingest).get(query::logs))
         .route("/api/v1/count", get(query::count))
         .route("/api/v1/histogram", get(query::histogram))
+        .route("/api/v1/query", get(query::query))
         .fallback(admin::not_found)
         .with_state(state)
 }

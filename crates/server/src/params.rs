@@ -1,6 +1,7 @@
 //! Query-string parsing for the native API: every parameter known, every value checked.
 
 use logpipe_model::{parse_duration, parse_time, AppName};
+use logpipe_query::Pipe;
 use logpipe_storage::{Cursor, Order, Query};
 
 use crate::ApiError;
@@ -12,22 +13,26 @@ pub struct QueryParams {
     pub order: Option<Order>,
     pub cursor: Option<Cursor>,
     pub step: Option<i64>,
+    /// Pipes of the `q=` query, in order.
+    pub pipes: Vec<Pipe>,
 }
 
-const FILTERS: &[&str] = &["app", "from", "to", "tag", "any", "not", "contains", "icontains", "regex"];
+const FILTERS: &[&str] = &["app", "from", "to", "tag", "any", "not", "contains", "icontains", "regex", "q"];
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
+}
 
 /// Parses `raw` accepting the filters plus `extra` parameter names.
 pub fn parse(raw: Option<&str>, extra: &[&str]) -> Result<QueryParams, ApiError> {
-    let mut p = QueryParams { query: Query::default(), limit: None, order: None, cursor: None, step: None };
+    let mut p =
+        QueryParams { query: Query::default(), limit: None, order: None, cursor: None, step: None, pipes: Vec::new() };
     let bad = |name: &str, msg: String| {
         ApiError::bad_request("bad_parameter", format!("{name}: {msg}")).with("parameter", name.into())
     };
     for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
         let k = k.as_ref();
         if !FILTERS.contains(&k) && !extra.contains(&k) {
-            if k == "q" {
-                return Err(bad(k, "the query language is not supported yet; use the filter parameters".into()));
-            }
             let mut known: Vec<&str> = FILTERS.to_vec();
             known.extend_from_slice(extra);
             return Err(bad(k, format!("unknown parameter; expected one of {}", known.join(", "))));
@@ -47,6 +52,18 @@ pub fn parse(raw: Option<&str>, extra: &[&str]) -> Result<QueryParams, ApiError>
                     _ => &mut q.tags_none,
                 };
                 list.push(v.into_owned());
+            }
+            "q" => {
+                let plan = logpipe_query::parse(&v).map_err(|e| {
+                    ApiError::bad_request("bad_query", format!("q: {e}")).with("column", e.column.into())
+                })?;
+                if let Some(filter) = plan.filter {
+                    q.and_expr(filter, now_ns()).map_err(|e| ApiError::bad_request("bad_query", format!("q: {e}")))?;
+                }
+                if !p.pipes.is_empty() && !plan.pipes.is_empty() {
+                    return Err(bad(k, "pipes may appear in one q only".into()));
+                }
+                p.pipes.extend(plan.pipes);
             }
             "contains" => q.contains.push(v.into_owned()),
             "icontains" => q.icontains.push(v.into_owned()),

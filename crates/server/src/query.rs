@@ -1,4 +1,5 @@
-//! `GET /api/v1/logs`, `/api/v1/count`, `/api/v1/histogram`.
+//! `GET /api/v1/logs`, `/api/v1/count`, `/api/v1/histogram`, and `/api/v1/query`, which
+//! answers in the shape the `q=` pipes ask for (records, a count, top values or buckets).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -7,14 +8,111 @@ use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use logpipe_model::{format_time, Record};
+use logpipe_query::Pipe;
 use logpipe_storage::{Answer, Order, Request};
-use serde_json::json;
+use serde_json::{json, Map, Value};
 
 use crate::config::{DEFAULT_QUERY_LIMIT, MAX_HISTOGRAM_BUCKETS};
 use crate::params::{self, QueryParams};
 use crate::{ApiError, AppState};
 
 pub const NEXT_CURSOR_HEADER: &str = "logpipe-next-cursor";
+
+/// What a request asks for, from its endpoint, parameters and pipes.
+enum Shape {
+    Logs { limit: usize, order: Order, fields: Option<Vec<String>> },
+    Count,
+    CountBy { key: String, limit: usize },
+    Histogram { step: i64 },
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError::bad_request("bad_query", msg.into())
+}
+
+/// Folds the pipes into the shape of the answer; `endpoint` fixes the kind unless it is `query`.
+fn shape(st: &AppState, p: &QueryParams, endpoint: &str) -> Result<Shape, ApiError> {
+    let (mut limit, mut order, mut fields, mut agg) = (p.limit, p.order, None, None);
+    for pipe in &p.pipes {
+        match pipe {
+            Pipe::Limit(n) if limit.is_some() && p.limit.is_some() => {
+                return Err(bad(format!("q: `| limit {n}` and the limit parameter both set a limit")))
+            }
+            Pipe::Limit(n) => limit = Some(*n),
+            Pipe::Sort(o) if p.order.is_some() => {
+                return Err(bad(format!("q: `| {pipe}` and the order parameter both set an order")))
+            }
+            Pipe::Sort(o) => {
+                order = Some(match o {
+                    logpipe_query::Order::Asc => Order::Asc,
+                    logpipe_query::Order::Desc => Order::Desc,
+                })
+            }
+            Pipe::Fields(f) => fields = Some(f.clone()),
+            Pipe::Count | Pipe::CountBy(_) | Pipe::Histogram { .. } => agg = Some(pipe),
+        }
+    }
+    let check_limit = |limit: usize| {
+        if limit > st.cfg.max_query_limit {
+            return Err(ApiError::bad_request(
+                "bad_parameter",
+                format!(
+                    "limit: {limit} is over the maximum of {}; page with the cursor instead",
+                    st.cfg.max_query_limit
+                ),
+            ));
+        }
+        Ok(limit)
+    };
+    let wrong =
+        |what: &str| bad(format!("q: `| {what}` does not fit /api/v1/{endpoint}; use /api/v1/query for any pipe"));
+    let no_record_pipes = |what: &str| {
+        if fields.is_some() || order.is_some() && p.order.is_none() {
+            return Err(bad(format!("q: `| fields` and `| sort` shape records, not {what}")));
+        }
+        Ok(())
+    };
+    match (endpoint, agg) {
+        ("logs" | "query", None) => Ok(Shape::Logs {
+            limit: check_limit(limit.unwrap_or(DEFAULT_QUERY_LIMIT))?,
+            order: order.unwrap_or(Order::Desc),
+            fields,
+        }),
+        ("count" | "query", Some(Pipe::Count)) | ("count", None) => {
+            no_record_pipes("a count")?;
+            if limit.is_some() {
+                return Err(bad("q: `| limit` does not apply to a count"));
+            }
+            Ok(Shape::Count)
+        }
+        ("query", Some(Pipe::CountBy(key))) => {
+            no_record_pipes("top values")?;
+            Ok(Shape::CountBy { key: key.clone(), limit: check_limit(limit.unwrap_or(DEFAULT_QUERY_LIMIT))? })
+        }
+        ("histogram" | "query", Some(Pipe::Histogram { step, by })) => {
+            if by.is_some() {
+                return Err(bad("q: `histogram ... by (key)` is not supported yet; use `count by (key)` per range"));
+            }
+            if p.step.is_some_and(|s| s != *step) {
+                return Err(bad("q: `| histogram` and the step parameter disagree"));
+            }
+            no_record_pipes("buckets")?;
+            if limit.is_some() {
+                return Err(bad("q: `| limit` does not apply to a histogram"));
+            }
+            Ok(Shape::Histogram { step: *step })
+        }
+        ("histogram", None) => {
+            no_record_pipes("buckets")?;
+            let step = p.step.ok_or_else(|| {
+                ApiError::bad_request("bad_parameter", "step: required, e.g. step=5m").with("parameter", "step".into())
+            })?;
+            Ok(Shape::Histogram { step })
+        }
+        (_, Some(agg)) => Err(wrong(&agg.to_string())),
+        (_, None) => unreachable!("every endpoint is handled above"),
+    }
+}
 
 /// Counts a refused request under its endpoint and reason.
 fn counted(st: &AppState, endpoint: &'static str, res: Result<Response, ApiError>) -> Result<Response, ApiError> {
@@ -33,68 +131,65 @@ async fn run(st: &Arc<AppState>, p: QueryParams, req: Request) -> Result<Answer,
     Ok(st.query_pool.run(move || engine.query(&q, &req)).await??)
 }
 
-fn observe(st: &AppState, endpoint: &str, started: Instant) {
-    st.metrics.query_seconds.with_label_values(&[endpoint]).observe(started.elapsed().as_secs_f64());
-}
-
 pub async fn logs(State(st): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
-    counted(&st, "logs", logs_inner(&st, raw).await)
-}
-
-async fn logs_inner(st: &Arc<AppState>, raw: Option<String>) -> Result<Response, ApiError> {
-    let started = Instant::now();
-    let p = params::parse(raw.as_deref(), &["limit", "order", "cursor"])?;
-    let limit = p.limit.unwrap_or(DEFAULT_QUERY_LIMIT);
-    if limit > st.cfg.max_query_limit {
-        return Err(ApiError::bad_request(
-            "bad_parameter",
-            format!("limit: {limit} is over the maximum of {}; page with the cursor instead", st.cfg.max_query_limit),
-        ));
-    }
-    let req = Request::Logs { limit, order: p.order.unwrap_or(Order::Desc), cursor: p.cursor };
-    let Answer::Logs { records, next } = run(st, p, req).await? else { unreachable!("logs request answers with logs") };
-    let mut body = Vec::with_capacity(records.len() * 256);
-    for r in &records {
-        write_record(&mut body, r);
-    }
-    let mut resp = ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response();
-    if let Some(c) = next {
-        if let Ok(v) = HeaderValue::from_str(&c.encode()) {
-            resp.headers_mut().insert(NEXT_CURSOR_HEADER, v);
-        }
-    }
-    observe(st, "logs", started);
-    Ok(resp)
-}
-
-fn write_record(out: &mut Vec<u8>, r: &Record) {
-    let v = json!({"app": r.app.as_str(), "timestamp": format_time(r.ts), "message": r.message, "tags": r.tags});
-    serde_json::to_writer(&mut *out, &v).expect("json to memory");
-    out.push(b'\n');
+    counted(&st, "logs", answer(&st, raw, "logs", &["limit", "order", "cursor"]).await)
 }
 
 pub async fn count(State(st): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
-    counted(&st, "count", count_inner(&st, raw).await)
-}
-
-async fn count_inner(st: &Arc<AppState>, raw: Option<String>) -> Result<Response, ApiError> {
-    let started = Instant::now();
-    let p = params::parse(raw.as_deref(), &[])?;
-    let Answer::Count(n) = run(st, p, Request::Count).await? else { unreachable!("count answers a count") };
-    observe(st, "count", started);
-    Ok(axum::Json(json!({ "count": n })).into_response())
+    counted(&st, "count", answer(&st, raw, "count", &[]).await)
 }
 
 pub async fn histogram(State(st): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
-    counted(&st, "histogram", histogram_inner(&st, raw).await)
+    counted(&st, "histogram", answer(&st, raw, "histogram", &["step"]).await)
 }
 
-async fn histogram_inner(st: &Arc<AppState>, raw: Option<String>) -> Result<Response, ApiError> {
+pub async fn query(State(st): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    counted(&st, "query", answer(&st, raw, "query", &["limit", "order", "cursor", "step"]).await)
+}
+
+async fn answer(
+    st: &Arc<AppState>,
+    raw: Option<String>,
+    endpoint: &'static str,
+    extra: &[&str],
+) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let p = params::parse(raw.as_deref(), &["step"])?;
-    let step = p.step.ok_or_else(|| {
-        ApiError::bad_request("bad_parameter", "step: required, e.g. step=5m").with("parameter", "step".into())
-    })?;
+    let p = params::parse(raw.as_deref(), extra)?;
+    let resp = match shape(st, &p, endpoint)? {
+        Shape::Logs { limit, order, fields } => {
+            let req = Request::Logs { limit, order, cursor: p.cursor };
+            let Answer::Logs { records, next } = run(st, p, req).await? else { unreachable!("logs answer logs") };
+            let mut body = Vec::with_capacity(records.len() * 256);
+            for r in &records {
+                write_record(&mut body, r, fields.as_deref());
+            }
+            let mut resp = ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response();
+            if let Some(c) = next {
+                if let Ok(v) = HeaderValue::from_str(&c.encode()) {
+                    resp.headers_mut().insert(NEXT_CURSOR_HEADER, v);
+                }
+            }
+            resp
+        }
+        Shape::Count => {
+            let Answer::Count(n) = run(st, p, Request::Count).await? else { unreachable!("count answers a count") };
+            axum::Json(json!({ "count": n })).into_response()
+        }
+        Shape::CountBy { key, limit } => {
+            let req = Request::CountBy { key: key.clone(), limit };
+            let Answer::Values { values, total } = run(st, p, req).await? else {
+                unreachable!("count by answers values")
+            };
+            let values: Vec<_> = values.into_iter().map(|(v, n)| json!({"value": v, "count": n})).collect();
+            axum::Json(json!({ "by": key, "values": values, "distinct": total })).into_response()
+        }
+        Shape::Histogram { step } => histogram_answer(st, p, step).await?,
+    };
+    st.metrics.query_seconds.with_label_values(&[endpoint]).observe(started.elapsed().as_secs_f64());
+    Ok(resp)
+}
+
+async fn histogram_answer(st: &Arc<AppState>, p: QueryParams, step: i64) -> Result<Response, ApiError> {
     if let (Some(f), Some(t)) = (p.query.from, p.query.to) {
         if (t - f) / step > MAX_HISTOGRAM_BUCKETS as i64 {
             return Err(ApiError::bad_request(
@@ -113,6 +208,33 @@ async fn histogram_inner(st: &Arc<AppState>, raw: Option<String>) -> Result<Resp
         ));
     }
     let buckets: Vec<_> = buckets.into_iter().map(|(t, n)| json!({"t": format_time(t), "count": n})).collect();
-    observe(st, "histogram", started);
     Ok(axum::Json(json!({ "buckets": buckets })).into_response())
+}
+
+/// One record as a JSON line; with `fields`, only those: `_time`, `app`, `message`, `tags`, or
+/// a tag key (its value, `""` for a bare tag, `null` when absent).
+fn write_record(out: &mut Vec<u8>, r: &Record, fields: Option<&[String]>) {
+    let v = match fields {
+        None => json!({"app": r.app.as_str(), "timestamp": format_time(r.ts), "message": r.message, "tags": r.tags}),
+        Some(fields) => {
+            let mut m = Map::new();
+            for f in fields {
+                let v = match f.as_str() {
+                    "_time" | "timestamp" => Value::from(format_time(r.ts)),
+                    "app" => Value::from(r.app.as_str()),
+                    "message" | "_msg" => Value::from(r.message.as_str()),
+                    "tags" => json!(r.tags),
+                    key => r
+                        .tags
+                        .iter()
+                        .find_map(|t| if t == key { Some("") } else { t.strip_prefix(key)?.strip_prefix('=') })
+                        .map_or(Value::Null, Value::from),
+                };
+                m.insert(f.clone(), v);
+            }
+            Value::Object(m)
+        }
+    };
+    serde_json::to_writer(&mut *out, &v).expect("json to memory");
+    out.push(b'\n');
 }

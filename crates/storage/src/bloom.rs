@@ -195,7 +195,7 @@ fn probes(h: u64, bits: u64) -> impl Iterator<Item = u64> {
 }
 
 #[inline]
-fn is_token_byte(b: u8) -> bool {
+pub(crate) fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b >= 0x80
 }
 

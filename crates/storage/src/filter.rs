@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 
 use logpipe_model::{AppName, Record};
+use logpipe_query::Expr;
 use memchr::memmem;
 use regex::bytes::{Regex, RegexBuilder};
 use regex_syntax::hir::{Class, Hir, HirKind};
@@ -33,6 +34,80 @@ pub struct Query {
     pub icontains: Vec<String>,
     /// Regexes (RE2 syntax) searched anywhere in the message.
     pub regex: Vec<String>,
+    /// What is left of a query-language filter after [`Query::and_expr`] moved the conditions
+    /// above into their fields: ORs, NOTs, words, tag keys and tag regexes.
+    pub expr: Option<Expr>,
+}
+
+impl Query {
+    /// ANDs a query-language filter into this query. Top-level conditions that the fields
+    /// above express move into them, so `q=level=ERROR ~"timeout"` and
+    /// `tag=level=ERROR&contains=timeout` are one plan; `now` resolves `_time:1h`.
+    pub fn and_expr(&mut self, e: Expr, now: i64) -> Result<()> {
+        let parts = match e {
+            Expr::And(parts) => parts,
+            e => vec![e],
+        };
+        let mut rest = Vec::new();
+        for p in parts {
+            match p {
+                Expr::Tag(t) => self.tags_all.push(t),
+                Expr::Not(inner) if matches!(*inner, Expr::Tag(_)) => {
+                    let Expr::Tag(t) = *inner else { unreachable!("matched above") };
+                    self.tags_none.push(t);
+                }
+                Expr::Or(v) if self.tags_any.is_empty() && v.iter().all(|x| matches!(x, Expr::Tag(_))) => {
+                    self.tags_any =
+                        v.into_iter().map(|x| if let Expr::Tag(t) = x { t } else { unreachable!() }).collect();
+                }
+                Expr::Substring { text, case_insensitive: false } => self.contains.push(text),
+                Expr::Substring { text, case_insensitive: true } => self.icontains.push(text),
+                Expr::Regex { pattern, case_insensitive } => {
+                    self.regex.push(if case_insensitive { format!("(?i:{pattern})") } else { pattern })
+                }
+                Expr::App(a) if self.apps.is_empty() => self.apps.push(a),
+                Expr::Or(v) if self.apps.is_empty() && v.iter().all(|x| matches!(x, Expr::App(_))) => {
+                    self.apps = v.into_iter().map(|x| if let Expr::App(a) = x { a } else { unreachable!() }).collect();
+                    self.apps.sort();
+                    self.apps.dedup();
+                }
+                Expr::Time { from, to } => {
+                    if let Some(f) = from {
+                        self.from = Some(self.from.map_or(f, |x| x.max(f)));
+                    }
+                    if let Some(t) = to {
+                        self.to = Some(self.to.map_or(t, |x| x.min(t)));
+                    }
+                }
+                Expr::TimeLast(d) => {
+                    let f = now.saturating_sub(d);
+                    self.from = Some(self.from.map_or(f, |x| x.max(f)));
+                }
+                p => {
+                    if has_time(&p) {
+                        return Err(StorageError::BadQuery(
+                            "_time must apply to the whole query: AND it at the top level, outside OR and NOT".into(),
+                        ));
+                    }
+                    rest.push(p);
+                }
+            }
+        }
+        if !rest.is_empty() {
+            let prev = self.expr.take();
+            self.expr = Some(Expr::and(prev.into_iter().chain(rest).collect()));
+        }
+        Ok(())
+    }
+}
+
+fn has_time(e: &Expr) -> bool {
+    match e {
+        Expr::Time { .. } | Expr::TimeLast(_) => true,
+        Expr::And(v) | Expr::Or(v) => v.iter().any(has_time),
+        Expr::Not(inner) => has_time(inner),
+        _ => false,
+    }
 }
 
 /// A compiled regex, with an ASCII-only twin for ASCII messages.
@@ -156,6 +231,69 @@ pub enum MessageFilter {
     Contains(memmem::Finder<'static>),
     /// Regex (also case-insensitive substrings, compiled to one).
     Regex(Matcher),
+    /// Text with token boundaries at its ends (see [`Word`]).
+    Word(Word),
+}
+
+/// A word or phrase: the text occurs with no token byte (ASCII letter or digit, non-ASCII
+/// byte) right before it or right after it, where the text itself starts or ends with one.
+pub struct Word {
+    text: Vec<u8>,
+    finder: memmem::Finder<'static>,
+    /// Case-insensitive words are found by regex, then checked at the same boundaries.
+    ci: Option<Regex>,
+}
+
+impl Word {
+    fn new(text: &str, case_insensitive: bool, size_limit: usize) -> Result<Word> {
+        let ci = if case_insensitive {
+            let re = RegexBuilder::new(&regex::escape(text))
+                .case_insensitive(true)
+                .size_limit(size_limit)
+                .build()
+                .map_err(|e| StorageError::BadQuery(format!("word {text:?}: {e}")))?;
+            Some(re)
+        } else {
+            None
+        };
+        Ok(Word { text: text.as_bytes().to_vec(), finder: memmem::Finder::new(text.as_bytes()).into_owned(), ci })
+    }
+
+    fn bounded(&self, msg: &[u8], start: usize, end: usize) -> bool {
+        let tok = |b: u8| bloom::is_token_byte(b);
+        let (first, last) = (self.text.first().copied(), self.text.last().copied());
+        (start == 0 || !first.is_some_and(tok) || !tok(msg[start - 1]))
+            && (end == msg.len() || !last.is_some_and(tok) || !tok(msg[end]))
+    }
+
+    pub fn is_match(&self, msg: &[u8]) -> bool {
+        let mut from = 0;
+        while from <= msg.len() {
+            let hit = match &self.ci {
+                Some(re) => re.find_at(msg, from).map(|m| (m.start(), m.end())),
+                None => self.finder.find(&msg[from..]).map(|at| (from + at, from + at + self.text.len())),
+            };
+            let Some((start, end)) = hit else { return false };
+            if self.bounded(msg, start, end) {
+                return true;
+            }
+            // the next occurrence may overlap this one; step past its first character
+            from = start + msg[start..].iter().skip(1).position(|&b| b & 0xc0 != 0x80).map_or(1, |p| p + 1);
+        }
+        false
+    }
+
+    /// Bloom keys: every token of the text is whole (the boundaries are part of the match).
+    fn keys(&self) -> Vec<u64> {
+        let ci = self.ci.is_some();
+        let mut padded = Vec::with_capacity(self.text.len() + 2);
+        padded.push(b' ');
+        padded.extend_from_slice(&self.text);
+        padded.push(b' ');
+        let mut keys = bloom::needle_tokens(&padded, ci);
+        keys.extend(bloom::needle_grams(&self.text, ci));
+        keys
+    }
 }
 
 impl MessageFilter {
@@ -164,6 +302,7 @@ impl MessageFilter {
         match self {
             MessageFilter::Contains(f) => f.find(msg).is_some(),
             MessageFilter::Regex(m) => m.is_match(msg),
+            MessageFilter::Word(w) => w.is_match(msg),
         }
     }
 
@@ -172,6 +311,8 @@ impl MessageFilter {
         match self {
             MessageFilter::Contains(f) => !f.needle().is_empty(),
             MessageFilter::Regex(m) => m.column_safe,
+            // boundaries at a message's edges are not visible in a whole column
+            MessageFilter::Word(_) => false,
         }
     }
 
@@ -179,7 +320,7 @@ impl MessageFilter {
     pub fn finder<'a>(&'a self, text: &'a [u8]) -> impl FnMut(usize, usize) -> Option<(usize, usize)> + 'a {
         let re = match self {
             MessageFilter::Regex(m) => Some(m.for_text(text)),
-            MessageFilter::Contains(_) => None,
+            MessageFilter::Contains(_) | MessageFilter::Word(_) => None,
         };
         move |from: usize, to: usize| match (self, re) {
             (MessageFilter::Contains(f), _) => {
@@ -187,6 +328,138 @@ impl MessageFilter {
             }
             (_, Some(re)) => re.find_at(&text[..to], from).map(|m| (m.start(), m.end())),
             _ => None,
+        }
+    }
+}
+
+/// A compiled query-language expression (what [`Query::and_expr`] left in `expr`).
+enum Node {
+    And(Vec<Node>),
+    Or(Vec<Node>),
+    Not(Box<Node>),
+    Msg {
+        cond: Box<MessageFilter>,
+        keys: Vec<u64>,
+    },
+    App(AppName),
+    Tag {
+        tag: String,
+        key: u64,
+    },
+    /// The bare tag `key`, or any tag `key=...`.
+    TagKey {
+        key: String,
+        prefix: String,
+    },
+    /// A tag `key=value` whose value matches.
+    TagRegex {
+        prefix: String,
+        re: Regex,
+    },
+}
+
+impl Node {
+    fn compile(e: &Expr, size_limit: usize) -> Result<Node> {
+        let all = |v: &[Expr]| v.iter().map(|x| Node::compile(x, size_limit)).collect::<Result<Vec<_>>>();
+        Ok(match e {
+            Expr::And(v) => Node::And(all(v)?),
+            Expr::Or(v) => Node::Or(all(v)?),
+            Expr::Not(inner) => Node::Not(Box::new(Node::compile(inner, size_limit)?)),
+            Expr::Word { text, case_insensitive } => {
+                let w = Word::new(text, *case_insensitive, size_limit)?;
+                Node::Msg { keys: w.keys(), cond: Box::new(MessageFilter::Word(w)) }
+            }
+            Expr::Substring { text, case_insensitive: false } => {
+                let mut keys = bloom::needle_tokens(text.as_bytes(), false);
+                keys.extend(bloom::needle_grams(text.as_bytes(), false));
+                Node::Msg {
+                    cond: Box::new(MessageFilter::Contains(memmem::Finder::new(text.as_bytes()).into_owned())),
+                    keys,
+                }
+            }
+            Expr::Substring { text, case_insensitive: true } => {
+                let mut keys = bloom::needle_tokens(text.as_bytes(), true);
+                keys.extend(bloom::needle_grams(text.as_bytes(), true));
+                Node::Msg {
+                    cond: Box::new(MessageFilter::Regex(Matcher::new(&regex::escape(text), true, size_limit)?)),
+                    keys,
+                }
+            }
+            Expr::Regex { pattern, case_insensitive } => {
+                let m = Matcher::new(pattern, *case_insensitive, size_limit)?;
+                Node::Msg { keys: m.tokens.clone(), cond: Box::new(MessageFilter::Regex(m)) }
+            }
+            Expr::App(a) => Node::App(a.clone()),
+            Expr::Tag(t) => Node::Tag { tag: t.clone(), key: bloom::tag_hash(t) },
+            Expr::TagKey(k) => Node::TagKey { key: k.clone(), prefix: format!("{k}=") },
+            Expr::TagRegex { key, pattern } => {
+                let re = RegexBuilder::new(&format!("^(?:{pattern})$"))
+                    .size_limit(size_limit)
+                    .build()
+                    .map_err(|e| StorageError::BadQuery(format!("regex {pattern:?}: {e}")))?;
+                Node::TagRegex { prefix: format!("{key}="), re }
+            }
+            Expr::Time { .. } | Expr::TimeLast(_) => {
+                return Err(StorageError::BadQuery("_time must apply to the whole query".into()))
+            }
+        })
+    }
+
+    /// False when the block's bloom filter proves no row matches.
+    fn may_block(&self, meta: &BlockMeta) -> bool {
+        match self {
+            Node::And(v) => v.iter().all(|n| n.may_block(meta)),
+            Node::Or(v) => v.iter().any(|n| n.may_block(meta)),
+            Node::Msg { keys, .. } => keys.iter().all(|&k| meta.bloom.may_contain(k)),
+            Node::Tag { key, .. } => meta.bloom.may_contain(*key),
+            Node::Not(_) | Node::App(_) | Node::TagKey { .. } | Node::TagRegex { .. } => true,
+        }
+    }
+
+    /// False when no record of `app` can match.
+    fn may_app(&self, app: &AppName) -> bool {
+        match self {
+            Node::And(v) => v.iter().all(|n| n.may_app(app)),
+            Node::Or(v) => v.iter().any(|n| n.may_app(app)),
+            Node::App(a) => a == app,
+            Node::Not(inner) => match &**inner {
+                Node::App(a) => a != app,
+                _ => true,
+            },
+            _ => true,
+        }
+    }
+
+    fn eval<T: AsRef<str>>(&self, app: &AppName, msg: &[u8], tags: &[T]) -> bool {
+        match self {
+            Node::And(v) => v.iter().all(|n| n.eval(app, msg, tags)),
+            Node::Or(v) => v.iter().any(|n| n.eval(app, msg, tags)),
+            Node::Not(inner) => !inner.eval(app, msg, tags),
+            Node::Msg { cond, .. } => cond.is_match(msg),
+            Node::App(a) => a == app,
+            Node::Tag { tag, .. } => tags.iter().any(|t| t.as_ref() == tag),
+            Node::TagKey { key, prefix } => tags.iter().any(|t| t.as_ref() == key || t.as_ref().starts_with(prefix)),
+            Node::TagRegex { prefix, re } => {
+                tags.iter().any(|t| t.as_ref().strip_prefix(prefix.as_str()).is_some_and(|v| re.is_match(v.as_bytes())))
+            }
+        }
+    }
+
+    fn needs_tags(&self) -> bool {
+        match self {
+            Node::And(v) | Node::Or(v) => v.iter().any(Node::needs_tags),
+            Node::Not(inner) => inner.needs_tags(),
+            Node::Tag { .. } | Node::TagKey { .. } | Node::TagRegex { .. } => true,
+            Node::Msg { .. } | Node::App(_) => false,
+        }
+    }
+
+    fn needs_messages(&self) -> bool {
+        match self {
+            Node::And(v) | Node::Or(v) => v.iter().any(Node::needs_messages),
+            Node::Not(inner) => inner.needs_messages(),
+            Node::Msg { .. } => true,
+            _ => false,
         }
     }
 }
@@ -206,6 +479,8 @@ pub struct Filter {
     must_keys: Vec<u64>,
     /// Bloom keys of which a matching block must hold at least one (empty: no condition).
     any_keys: Vec<u64>,
+    /// The query-language expression, if any, ANDed with the rest.
+    expr: Option<Node>,
 }
 
 impl Filter {
@@ -245,11 +520,12 @@ impl Filter {
             messages,
             must_keys,
             any_keys: q.tags_any.iter().map(|t| bloom::tag_hash(t)).collect(),
+            expr: q.expr.as_ref().map(|e| Node::compile(e, regex_size_limit)).transpose()?,
         })
     }
 
     pub fn app_matches(&self, app: &AppName) -> bool {
-        self.apps.as_ref().is_none_or(|a| a.contains(app))
+        self.apps.as_ref().is_none_or(|a| a.contains(app)) && self.expr.as_ref().is_none_or(|n| n.may_app(app))
     }
 
     pub fn has_tag_filter(&self) -> bool {
@@ -261,7 +537,21 @@ impl Filter {
     }
 
     pub fn is_time_only(&self) -> bool {
-        !self.has_tag_filter() && !self.has_message_filter()
+        !self.has_tag_filter() && !self.has_message_filter() && self.expr.is_none()
+    }
+
+    /// Whether a query-language expression is left to evaluate row by row (after the rest).
+    pub fn has_expr(&self) -> bool {
+        self.expr.is_some()
+    }
+
+    pub fn expr_needs(&self) -> (bool, bool) {
+        self.expr.as_ref().map_or((false, false), |n| (n.needs_messages(), n.needs_tags()))
+    }
+
+    /// The query-language expression on one row (true without one).
+    pub fn expr_ok<T: AsRef<str>>(&self, app: &AppName, msg: &[u8], tags: &[T]) -> bool {
+        self.expr.as_ref().is_none_or(|n| n.eval(app, msg, tags))
     }
 
     pub fn overlaps(&self, min_ts: i64, max_ts: i64) -> bool {
@@ -277,6 +567,7 @@ impl Filter {
         self.overlaps(meta.min_ts, meta.max_ts)
             && self.must_keys.iter().all(|&k| meta.bloom.may_contain(k))
             && (self.any_keys.is_empty() || self.any_keys.iter().any(|&k| meta.bloom.may_contain(k)))
+            && self.expr.as_ref().is_none_or(|n| n.may_block(meta))
     }
 
     /// Tag conditions against a tag set given as a membership test.
@@ -331,6 +622,7 @@ impl Filter {
             && self.app_matches(&r.app)
             && self.tags_ok(|t| r.tags.binary_search_by(|x| x.as_str().cmp(t)).is_ok())
             && self.message_ok(r.message.as_bytes())
+            && self.expr_ok(&r.app, r.message.as_bytes(), &r.tags)
     }
 }
 

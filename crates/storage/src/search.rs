@@ -62,6 +62,11 @@ pub enum Request {
     Histogram {
         step: i64,
     },
+    /// The `limit` most frequent values of tag key `key` among the matches.
+    CountBy {
+        key: String,
+        limit: usize,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +79,17 @@ pub enum Answer {
     Count(u64),
     /// Non-empty buckets `(start, count)`, ascending.
     Histogram(Vec<(i64, u64)>),
+    /// `(value, count)`, most frequent first (ties by value); `None` counts the matches
+    /// without the key. `total` is the number of distinct values before the limit.
+    Values {
+        values: Vec<(Option<String>, u64)>,
+        total: usize,
+    },
+}
+
+/// The value of tag key `key` in one record's tags: `key=value`, or `""` for a bare `key`.
+fn value_of<'t>(tags: impl IntoIterator<Item = &'t str>, key: &str) -> Option<&'t str> {
+    tags.into_iter().find_map(|t| if t == key { Some("") } else { t.strip_prefix(key)?.strip_prefix('=') })
 }
 
 /// One unit of parallel work.
@@ -124,7 +140,21 @@ struct Matches {
     tags: Option<crate::block::Tags>,
 }
 
-fn eval_block(seg: &Segment, idx: usize, f: &Filter, want_ts: bool, want_all: bool) -> Result<Matches> {
+/// Which columns the caller needs decoded for the matching rows.
+#[derive(Clone, Copy)]
+enum Want {
+    /// Only which rows match (or how many).
+    Rows,
+    /// Timestamps too (histograms).
+    Times,
+    /// Tags too (counts by tag value).
+    Tags,
+    /// Every column (records).
+    All,
+}
+
+fn eval_block(seg: &Segment, idx: usize, f: &Filter, want: Want) -> Result<Matches> {
+    let want_ts = matches!(want, Want::Times | Want::All);
     let meta = &seg.meta.blocks[idx];
     let none = || Matches { rows: Vec::new(), counted: None, ts: None, msgs: None, tags: None };
     if !f.block_may_match(meta) {
@@ -133,7 +163,7 @@ fn eval_block(seg: &Segment, idx: usize, f: &Filter, want_ts: bool, want_all: bo
     // columns are read in order of cost, each only while some row may still match
     let data = seg.read_block(idx)?;
     let covered = f.covers(meta.min_ts, meta.max_ts);
-    let ts = if want_ts || want_all || !covered { Some(data.timestamps()?) } else { None };
+    let ts = if want_ts || !covered { Some(data.timestamps()?) } else { None };
     let (lo, hi) = match &ts {
         Some(ts) if !covered => (ts.partition_point(|&t| t < f.from), ts.partition_point(|&t| t < f.to)),
         _ => (0, meta.rows as usize),
@@ -148,7 +178,7 @@ fn eval_block(seg: &Segment, idx: usize, f: &Filter, want_ts: bool, want_all: bo
         if !ok.contains(&true) {
             return Ok(none());
         }
-        if !want_ts && !want_all && !f.has_message_filter() && hi - lo == meta.rows as usize {
+        if matches!(want, Want::Rows) && !f.has_message_filter() && !f.has_expr() && hi - lo == meta.rows as usize {
             let n = ok.iter().zip(&sets.counts).filter(|(&ok, _)| ok).map(|(_, &c)| u64::from(c)).sum();
             return Ok(Matches { counted: Some(n), ..none() });
         }
@@ -172,16 +202,31 @@ fn eval_block(seg: &Segment, idx: usize, f: &Filter, want_ts: bool, want_all: bo
         rows.retain(|&r| rest.iter().all(|c| c.is_match(m.get(r as usize))));
         msgs = Some(m);
     }
+    if f.has_expr() && !rows.is_empty() {
+        let (need_msgs, need_tags) = f.expr_needs();
+        if need_msgs && msgs.is_none() {
+            msgs = Some(data.messages()?);
+        }
+        if need_tags && tags.is_none() {
+            tags = Some(data.tags()?);
+        }
+        let app = &seg.meta.app;
+        rows.retain(|&r| {
+            let msg = msgs.as_ref().map_or(&[][..], |m| m.get(r as usize));
+            match &tags {
+                Some(t) => f.expr_ok(app, msg, &t.row_refs(r as usize)),
+                None => f.expr_ok::<&str>(app, msg, &[]),
+            }
+        });
+    }
     if rows.is_empty() {
         return Ok(none());
     }
-    if want_all {
-        if tags.is_none() {
-            tags = Some(data.tags()?);
-        }
-        if msgs.is_none() {
-            msgs = Some(data.messages()?);
-        }
+    if matches!(want, Want::Tags | Want::All) && tags.is_none() {
+        tags = Some(data.tags()?);
+    }
+    if matches!(want, Want::All) && msgs.is_none() {
+        msgs = Some(data.messages()?);
     }
     Ok(Matches { rows, counted: None, ts, msgs, tags })
 }
@@ -232,7 +277,7 @@ fn block_records(seg: &Segment, m: &Matches, rows: impl Iterator<Item = u32>) ->
 fn top_of(src: &Source, f: &Filter, order: Order, k: usize) -> Result<Vec<Record>> {
     match src {
         Source::Block { seg, idx } => {
-            let m = eval_block(seg, *idx, f, true, true)?;
+            let m = eval_block(seg, *idx, f, Want::All)?;
             if m.rows.is_empty() {
                 return Ok(Vec::new());
             }
@@ -263,7 +308,7 @@ pub(crate) fn run(mut sources: Vec<Source>, f: &Filter, req: &Request) -> Result
                             if f.is_time_only() && f.covers(meta.min_ts, meta.max_ts) {
                                 u64::from(meta.rows)
                             } else {
-                                let m = eval_block(seg, *idx, f, false, false)?;
+                                let m = eval_block(seg, *idx, f, Want::Rows)?;
                                 m.counted.unwrap_or(m.rows.len() as u64)
                             }
                         }
@@ -307,7 +352,7 @@ pub(crate) fn run(mut sources: Vec<Source>, f: &Filter, req: &Request) -> Result
                             {
                                 *h.entry(bucket(meta.min_ts)).or_default() += u64::from(meta.rows);
                             } else {
-                                let m = eval_block(seg, *idx, f, true, false)?;
+                                let m = eval_block(seg, *idx, f, Want::Times)?;
                                 // no timestamps means the block was pruned and no row matched
                                 if let Some(ts) = &m.ts {
                                     add_sorted(&mut h, &mut m.rows.iter().map(|&r| ts[r as usize]));
@@ -331,6 +376,48 @@ pub(crate) fn run(mut sources: Vec<Source>, f: &Filter, req: &Request) -> Result
             let mut buckets: Vec<(i64, u64)> = h.into_iter().collect();
             buckets.sort_unstable();
             Ok(Answer::Histogram(buckets))
+        }
+        Request::CountBy { ref key, limit } => {
+            let counts = sources
+                .par_iter()
+                .map(|s| -> Result<FxHashMap<Option<String>, u64>> {
+                    let mut h: FxHashMap<Option<String>, u64> = FxHashMap::default();
+                    match s {
+                        Source::Block { seg, idx } => {
+                            let m = eval_block(seg, *idx, f, Want::Tags)?;
+                            if let Some(tags) = &m.tags {
+                                // one lookup per distinct tag set, then a count per row
+                                let mut per_set: FxHashMap<u32, u64> = FxHashMap::default();
+                                for &r in &m.rows {
+                                    *per_set.entry(tags.rows[r as usize]).or_default() += 1;
+                                }
+                                for (set, n) in per_set {
+                                    let ids = tags.sets.set(set as usize);
+                                    let strings = ids.iter().map(|&id| tags.sets.strings[id as usize].as_str());
+                                    *h.entry(value_of(strings, key).map(str::to_owned)).or_default() += n;
+                                }
+                            }
+                        }
+                        Source::Mem(c) => {
+                            for r in c.records.iter().filter(|r| f.record_matches(r)) {
+                                let v = value_of(r.tags.iter().map(String::as_str), key);
+                                *h.entry(v.map(str::to_owned)).or_default() += 1;
+                            }
+                        }
+                    }
+                    Ok(h)
+                })
+                .try_reduce(FxHashMap::default, |mut a, b| {
+                    for (k, v) in b {
+                        *a.entry(k).or_default() += v;
+                    }
+                    Ok(a)
+                })?;
+            let total = counts.len();
+            let mut values: Vec<(Option<String>, u64)> = counts.into_iter().collect();
+            values.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            values.truncate(limit);
+            Ok(Answer::Values { values, total })
         }
         Request::Logs { limit, order, cursor } => {
             let skip = cursor.map_or(0, |c| c.skip as usize);

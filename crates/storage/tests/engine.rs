@@ -2,6 +2,7 @@
 //! flush, after merges and after reopening the data directory.
 
 use logpipe_model::{AppName, Record};
+use logpipe_query::Expr;
 use logpipe_storage::{Answer, Cursor, Engine, EngineConfig, Order, Query, Request};
 use proptest::prelude::*;
 
@@ -30,7 +31,68 @@ fn record_strategy() -> impl Strategy<Value = Record> {
         })
 }
 
-fn query_strategy() -> impl Strategy<Value = Query> {
+/// Query-language filters, ANDed to the generated parameters: they exercise hoisting into the
+/// parameters (tags, substrings, apps, time) and the expression left over (OR, NOT, words...).
+const EXPRS: &[&str] = &[
+    "alpha OR tag:canary",
+    r#"-~"req" beta"#,
+    r#""delta-9""#,
+    "host=*",
+    r#"level=~"ERR.*""#,
+    "app:a OR NOT gamma",
+    r#"i"GAMMA" level!=INFO"#,
+    "x",
+    "user",
+    r#""alpha beta""#,
+    "app:(a b) _time:[1735689600000000000, 1735776000000000000)",
+    "(alpha OR beta) NOT (tag:canary OR level=ERROR)",
+    "/9 [a-z]/ OR env=prod",
+    "level=ERROR OR level=INFO",
+    r#"i~"ORCHID" OR sentinel"#,
+];
+
+fn query_strategy() -> impl Strategy<Value = (Query, Option<Expr>)> {
+    (base_query_strategy(), proptest::option::of(0usize..EXPRS.len())).prop_map(|(q, e)| {
+        (q, e.and_then(|i| logpipe_query::parse(EXPRS[i]).unwrap_or_else(|err| panic!("{}: {err}", EXPRS[i])).filter))
+    })
+}
+
+/// An independent reading of each query-language filter, by brute force.
+fn model_expr(e: &Expr, r: &Record) -> bool {
+    let tok = |b: u8| b.is_ascii_alphanumeric() || b >= 0x80;
+    let msg = r.message.as_bytes();
+    match e {
+        Expr::And(v) => v.iter().all(|x| model_expr(x, r)),
+        Expr::Or(v) => v.iter().any(|x| model_expr(x, r)),
+        Expr::Not(x) => !model_expr(x, r),
+        Expr::Word { text, case_insensitive } => {
+            let t = text.as_bytes();
+            (0..=msg.len().saturating_sub(t.len())).any(|i| {
+                let end = i + t.len();
+                end <= msg.len()
+                    && if *case_insensitive { msg[i..end].eq_ignore_ascii_case(t) } else { &msg[i..end] == t }
+                    && (i == 0 || !tok(t[0]) || !tok(msg[i - 1]))
+                    && (end == msg.len() || !tok(t[t.len() - 1]) || !tok(msg[end]))
+            })
+        }
+        Expr::Substring { text, case_insensitive: false } => r.message.contains(text.as_str()),
+        Expr::Substring { text, case_insensitive: true } => r.message.to_lowercase().contains(&text.to_lowercase()),
+        Expr::Regex { pattern, case_insensitive } => {
+            regex::RegexBuilder::new(pattern).case_insensitive(*case_insensitive).build().unwrap().is_match(&r.message)
+        }
+        Expr::App(a) => &r.app == a,
+        Expr::Tag(t) => r.tags.contains(t),
+        Expr::TagKey(k) => r.tags.iter().any(|t| t == k || t.starts_with(&format!("{k}="))),
+        Expr::TagRegex { key, pattern } => {
+            let re = regex::Regex::new(&format!("^(?:{pattern})$")).unwrap();
+            r.tags.iter().any(|t| t.strip_prefix(&format!("{key}=")).is_some_and(|v| re.is_match(v)))
+        }
+        Expr::Time { from, to } => from.is_none_or(|f| r.ts >= f) && to.is_none_or(|t| r.ts < t),
+        Expr::TimeLast(_) => unreachable!("not generated"),
+    }
+}
+
+fn base_query_strategy() -> impl Strategy<Value = Query> {
     (
         proptest::option::of(0usize..3),
         proptest::option::of(0i64..(3 * 86_400)),
@@ -74,6 +136,7 @@ fn query_strategy() -> impl Strategy<Value = Query> {
                 contains: contains.map(|c| vec![c.to_string()]).unwrap_or_default(),
                 icontains: icontains.map(|c| vec![c.to_string()]).unwrap_or_default(),
                 regex: regex.map(|c| vec![c.to_string()]).unwrap_or_default(),
+                expr: None,
             }
         })
 }
@@ -95,8 +158,15 @@ fn key(r: &Record) -> (i64, String, String, Vec<String>) {
     (r.ts, r.message.clone(), r.app.to_string(), r.tags.clone())
 }
 
-fn check(engine: &Engine, pool: &rayon::ThreadPool, data: &[Record], q: &Query, stage: &str) {
-    let mut expected: Vec<&Record> = data.iter().filter(|r| model_matches(q, r)).collect();
+fn check(engine: &Engine, pool: &rayon::ThreadPool, data: &[Record], qe: &(Query, Option<Expr>), stage: &str) {
+    let (base, e) = qe;
+    let mut expected: Vec<&Record> =
+        data.iter().filter(|r| model_matches(base, r) && e.as_ref().is_none_or(|e| model_expr(e, r))).collect();
+    let mut q = base.clone();
+    if let Some(e) = e {
+        q.and_expr(e.clone(), 0).unwrap();
+    }
+    let q = &q;
     expected.sort_by_key(|r| key(r));
     let run = |req: &Request| pool.install(|| engine.query(q, req)).unwrap();
     assert_eq!(run(&Request::Count), Answer::Count(expected.len() as u64), "{stage}: count of {q:?}");
@@ -107,6 +177,27 @@ fn check(engine: &Engine, pool: &rayon::ThreadPool, data: &[Record], q: &Query, 
         *hist.entry(r.ts - r.ts.rem_euclid(step)).or_insert(0u64) += 1;
     }
     assert_eq!(run(&Request::Histogram { step }), Answer::Histogram(hist.into_iter().collect()), "{stage}: histogram");
+
+    // count by: the value of `level=` (or the bare tag `canary`, whose value is empty), None without
+    for key in ["level", "canary"] {
+        let mut by: std::collections::HashMap<Option<String>, u64> = Default::default();
+        for r in &expected {
+            let v = r.tags.iter().find_map(|t| {
+                if t == key {
+                    Some(String::new())
+                } else {
+                    t.strip_prefix(&format!("{key}=")).map(str::to_owned)
+                }
+            });
+            *by.entry(v).or_default() += 1;
+        }
+        let mut want: Vec<(Option<String>, u64)> = by.into_iter().collect();
+        want.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let total = want.len();
+        want.truncate(2);
+        let got = run(&Request::CountBy { key: key.into(), limit: 2 });
+        assert_eq!(got, Answer::Values { values: want, total }, "{stage}: count by {key}");
+    }
 
     for order in [Order::Asc, Order::Desc] {
         let want: Vec<(i64, String, String, Vec<String>)> = match order {
@@ -164,14 +255,11 @@ proptest! {
     }
 }
 
-/// Message filters run over a whole column of messages laid end to end; a hit that spans two
-/// messages must not count, from the memtable or from blocks.
-#[test]
-fn matches_never_span_two_messages() {
+/// An engine holding one record per message (app `a`, timestamps 0, 1, ...), not yet flushed.
+fn engine_with_messages(msgs: &[&str]) -> (tempfile::TempDir, rayon::ThreadPool, Engine) {
     let tmp = tempfile::tempdir().unwrap();
     let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
     let app = AppName::parse("a").unwrap();
-    let msgs = ["x delta-9", "alpha y", "delta-9alpha z", "orchid-", "sentinel", "superuser"];
     let recs: Vec<Record> = msgs
         .iter()
         .enumerate()
@@ -179,6 +267,15 @@ fn matches_never_span_two_messages() {
         .collect();
     let engine = Engine::open(small_config(tmp.path())).unwrap();
     engine.ingest(recs).unwrap();
+    (tmp, pool, engine)
+}
+
+/// Message filters run over a whole column of messages laid end to end; a hit that spans two
+/// messages must not count, from the memtable or from blocks.
+#[test]
+fn matches_never_span_two_messages() {
+    let (_tmp, pool, engine) =
+        engine_with_messages(&["x delta-9", "alpha y", "delta-9alpha z", "orchid-", "sentinel", "superuser"]);
     let cases: &[(&str, &str, u64)] = &[
         ("contains", "9alpha", 1),
         ("regex", "9alpha", 1),
@@ -199,6 +296,23 @@ fn matches_never_span_two_messages() {
             }
             let got = pool.install(|| engine.query(&q, &Request::Count)).unwrap();
             assert_eq!(got, Answer::Count(want), "{stage}: {kind} {pattern:?}");
+        }
+        engine.flush().unwrap();
+    }
+}
+
+/// Words match whole tokens only, from the memtable and from blocks alike.
+#[test]
+fn words_respect_token_boundaries() {
+    let (_tmp, pool, engine) = engine_with_messages(&["superuser", "a user.", "users", "user-42", "re-user", "x_user"]);
+    let cases: &[(&str, u64)] =
+        &[("user", 4), ("i\"USER\"", 4), ("\"user-42\"", 1), ("\"-user\"", 1), ("er", 0), ("~\"user\"", 6)];
+    for stage in ["memtable", "segments"] {
+        for &(text, want) in cases {
+            let mut q = Query::default();
+            q.and_expr(logpipe_query::parse(text).unwrap().filter.unwrap(), 0).unwrap();
+            let got = pool.install(|| engine.query(&q, &Request::Count)).unwrap();
+            assert_eq!(got, Answer::Count(want), "{stage}: {text}");
         }
         engine.flush().unwrap();
     }
