@@ -111,3 +111,46 @@ fn mistakes_get_a_400_that_points_at_the_column() {
         }
     }
 }
+
+#[test]
+fn every_answer_carries_its_cost_and_explain_shows_the_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    assert_eq!(ingest(&s.base, &ndjson(&sample(300))).0, 200);
+    // from the memtable first
+    let (status, _, cost) = get_header(&s.base, "/api/v1/count?q=timeout", "logpipe-cost");
+    assert_eq!(status, 200);
+    let cost = cost.expect("a cost header");
+    assert!(cost.contains("memtable_records_scanned=300"), "{cost}");
+    assert!(cost.contains(" ms="), "{cost}");
+    // then from segments: a restart flushes everything
+    assert!(s.stop().success());
+    let s = Server::start(dir.path(), &[]);
+
+    let e = get_json(&s.base, &format!("/api/v1/explain?app=web&q={}", q("level=ERROR (timeout OR ok) | limit 3")));
+    let plan = &e["plan"];
+    assert_eq!(plan["apps"], json!(["web"]));
+    assert_eq!(plan["tags_all"], json!(["level=ERROR"]));
+    assert_eq!(plan["expr"], "timeout OR ok");
+    assert_eq!(plan["answer"], json!({"kind": "logs", "limit": 3, "order": "desc", "fields": null}));
+    assert_eq!(e["result"], json!({"records": 3}));
+    let c = &e["cost"];
+    assert_eq!(c["partitions"], 2);
+    assert_eq!(c["partitions_pruned"], 1, "db is not looked at: {e}");
+    assert!(c["blocks_read"].as_u64().unwrap() >= 1, "{e}");
+    assert!(c["bytes_read"].as_u64().unwrap() > 0 && c["bytes_decompressed"].as_u64().unwrap() > 0, "{e}");
+    assert!(c["rows_scanned"].as_u64().unwrap() > 0, "{e}");
+    assert_eq!(c["memtable_records_scanned"], 0);
+
+    // a word no block holds: every block skipped by its bloom filter, nothing read
+    let e = get_json(&s.base, &format!("/api/v1/explain?q={}", q("nosuchword | count")));
+    let c = &e["cost"];
+    assert_eq!(e["result"], json!({"count": 0}));
+    assert!(c["blocks"].as_u64().unwrap() >= 2, "{e}");
+    assert_eq!(c["blocks_pruned_bloom"], c["blocks"], "{e}");
+    assert_eq!(c["blocks_read"], 0);
+    assert_eq!(c["bytes_read"], 0);
+    // a time range before every record: skipped by time, from the block metadata alone
+    let e = get_json(&s.base, &format!("/api/v1/explain?q={}", q("_time:[*, 2024-01-01T00:00:00Z)")));
+    assert_eq!(e["cost"]["partitions_pruned"], 2, "{e}");
+}

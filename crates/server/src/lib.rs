@@ -76,6 +76,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/count", get(query::count))
         .route("/api/v1/histogram", get(query::histogram))
         .route("/api/v1/query", get(query::query))
+        .route("/api/v1/explain", get(query::explain))
         .fallback(admin::not_found)
         .with_state(state)
 }

@@ -9,7 +9,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use logpipe_model::{format_time, Record};
 use logpipe_query::Pipe;
-use logpipe_storage::{Answer, Order, Request};
+use logpipe_storage::{Answer, Cost, CostSummary, Order, Request};
 use serde_json::{json, Map, Value};
 
 use crate::config::{DEFAULT_QUERY_LIMIT, MAX_HISTOGRAM_BUCKETS};
@@ -122,13 +122,61 @@ fn counted(st: &AppState, endpoint: &'static str, res: Result<Response, ApiError
     res
 }
 
-async fn run(st: &Arc<AppState>, p: QueryParams, req: Request) -> Result<Answer, ApiError> {
+/// What a query cost, set on every answer as a header.
+pub const COST_HEADER: &str = "logpipe-cost";
+
+async fn run(st: &Arc<AppState>, p: QueryParams, req: Request) -> Result<(Answer, CostSummary), ApiError> {
     let engine = st.engine()?.clone();
     // the query (regexes included) compiles on the pool: compiling a large regex is CPU work
     // that must not run on the async runtime
     let _place = st.query_pool.admit(StatusCode::SERVICE_UNAVAILABLE)?;
     let q = p.query;
-    Ok(st.query_pool.run(move || engine.query(&q, &req)).await??)
+    Ok(st
+        .query_pool
+        .run(move || {
+            let cost = Cost::default();
+            engine.query_with_cost(&q, &req, &cost).map(|a| (a, cost.summary()))
+        })
+        .await??)
+}
+
+fn cost_header(c: &CostSummary, started: Instant) -> String {
+    let mut out: Vec<String> = c.fields().iter().map(|(k, v)| format!("{k}={v}")).collect();
+    out.push(format!("ms={:.3}", started.elapsed().as_secs_f64() * 1e3));
+    out.join(" ")
+}
+
+fn cost_json(c: &CostSummary, started: Instant) -> Value {
+    let mut m: Map<String, Value> = c.fields().iter().map(|&(k, v)| (k.to_string(), Value::from(v))).collect();
+    m.insert("ms".into(), Value::from(started.elapsed().as_secs_f64() * 1e3));
+    Value::Object(m)
+}
+
+/// The plan a request runs, after `q=` and the parameters are merged.
+fn plan_json(p: &QueryParams, shape: &Shape) -> Value {
+    let q = &p.query;
+    let t = |x: Option<i64>| x.map(format_time);
+    let answer = match shape {
+        Shape::Logs { limit, order, fields } => {
+            json!({"kind": "logs", "limit": limit, "order": format!("{order:?}").to_lowercase(), "fields": fields})
+        }
+        Shape::Count => json!({"kind": "count"}),
+        Shape::CountBy { key, limit } => json!({"kind": "count_by", "key": key, "limit": limit}),
+        Shape::Histogram { step } => json!({"kind": "histogram", "step_ns": step}),
+    };
+    json!({
+        "apps": q.apps.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
+        "from": t(q.from),
+        "to": t(q.to),
+        "tags_all": q.tags_all,
+        "tags_any": q.tags_any,
+        "tags_none": q.tags_none,
+        "contains": q.contains,
+        "icontains": q.icontains,
+        "regex": q.regex,
+        "expr": q.expr.as_ref().map(|e| e.to_string()),
+        "answer": answer,
+    })
 }
 
 pub async fn logs(State(st): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
@@ -147,6 +195,35 @@ pub async fn query(State(st): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> 
     counted(&st, "query", answer(&st, raw, "query", &["limit", "order", "cursor", "step"]).await)
 }
 
+/// `GET /api/v1/explain`: runs the query as `/api/v1/query` would and answers with the plan
+/// (filters after merging `q=` with the parameters, the expression left to evaluate per row,
+/// the kind of answer) and what it cost, instead of the records.
+pub async fn explain(State(st): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    counted(&st, "explain", explain_inner(&st, raw).await)
+}
+
+async fn explain_inner(st: &Arc<AppState>, raw: Option<String>) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let p = params::parse(raw.as_deref(), &["limit", "order", "cursor", "step"])?;
+    let shape = shape(st, &p, "query")?;
+    let plan = plan_json(&p, &shape);
+    let req = match shape {
+        Shape::Logs { limit, order, .. } => Request::Logs { limit, order, cursor: p.cursor },
+        Shape::Count => Request::Count,
+        Shape::CountBy { key, limit } => Request::CountBy { key, limit },
+        Shape::Histogram { step } => Request::Histogram { step },
+    };
+    let (answer, cost) = run(st, p, req).await?;
+    let matched = match answer {
+        Answer::Logs { records, .. } => json!({"records": records.len()}),
+        Answer::Count(n) => json!({"count": n}),
+        Answer::Values { total, .. } => json!({"distinct": total}),
+        Answer::Histogram(b) => json!({"buckets": b.len()}),
+    };
+    st.metrics.query_seconds.with_label_values(&["explain"]).observe(started.elapsed().as_secs_f64());
+    Ok(axum::Json(json!({"plan": plan, "result": matched, "cost": cost_json(&cost, started)})).into_response())
+}
+
 async fn answer(
     st: &Arc<AppState>,
     raw: Option<String>,
@@ -155,10 +232,14 @@ async fn answer(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let p = params::parse(raw.as_deref(), extra)?;
+    let spent: CostSummary;
     let resp = match shape(st, &p, endpoint)? {
         Shape::Logs { limit, order, fields } => {
             let req = Request::Logs { limit, order, cursor: p.cursor };
-            let Answer::Logs { records, next } = run(st, p, req).await? else { unreachable!("logs answer logs") };
+            let (Answer::Logs { records, next }, cost) = run(st, p, req).await? else {
+                unreachable!("logs answer logs")
+            };
+            spent = cost;
             let mut body = Vec::with_capacity(records.len() * 256);
             for r in &records {
                 write_record(&mut body, r, fields.as_deref());
@@ -172,24 +253,36 @@ async fn answer(
             resp
         }
         Shape::Count => {
-            let Answer::Count(n) = run(st, p, Request::Count).await? else { unreachable!("count answers a count") };
+            let (Answer::Count(n), cost) = run(st, p, Request::Count).await? else {
+                unreachable!("count answers a count")
+            };
+            spent = cost;
             axum::Json(json!({ "count": n })).into_response()
         }
         Shape::CountBy { key, limit } => {
             let req = Request::CountBy { key: key.clone(), limit };
-            let Answer::Values { values, total } = run(st, p, req).await? else {
+            let (Answer::Values { values, total }, cost) = run(st, p, req).await? else {
                 unreachable!("count by answers values")
             };
+            spent = cost;
             let values: Vec<_> = values.into_iter().map(|(v, n)| json!({"value": v, "count": n})).collect();
             axum::Json(json!({ "by": key, "values": values, "distinct": total })).into_response()
         }
-        Shape::Histogram { step } => histogram_answer(st, p, step).await?,
+        Shape::Histogram { step } => {
+            let (resp, cost) = histogram_answer(st, p, step).await?;
+            spent = cost;
+            resp
+        }
     };
+    let mut resp = resp;
+    if let Ok(v) = HeaderValue::from_str(&cost_header(&spent, started)) {
+        resp.headers_mut().insert(COST_HEADER, v);
+    }
     st.metrics.query_seconds.with_label_values(&[endpoint]).observe(started.elapsed().as_secs_f64());
     Ok(resp)
 }
 
-async fn histogram_answer(st: &Arc<AppState>, p: QueryParams, step: i64) -> Result<Response, ApiError> {
+async fn histogram_answer(st: &Arc<AppState>, p: QueryParams, step: i64) -> Result<(Response, CostSummary), ApiError> {
     if let (Some(f), Some(t)) = (p.query.from, p.query.to) {
         if (t - f) / step > MAX_HISTOGRAM_BUCKETS as i64 {
             return Err(ApiError::bad_request(
@@ -198,7 +291,7 @@ async fn histogram_answer(st: &Arc<AppState>, p: QueryParams, step: i64) -> Resu
             ));
         }
     }
-    let Answer::Histogram(buckets) = run(st, p, Request::Histogram { step }).await? else {
+    let (Answer::Histogram(buckets), cost) = run(st, p, Request::Histogram { step }).await? else {
         unreachable!("histogram answers buckets")
     };
     if buckets.len() > MAX_HISTOGRAM_BUCKETS {
@@ -208,7 +301,7 @@ async fn histogram_answer(st: &Arc<AppState>, p: QueryParams, step: i64) -> Resu
         ));
     }
     let buckets: Vec<_> = buckets.into_iter().map(|(t, n)| json!({"t": format_time(t), "count": n})).collect();
-    Ok(axum::Json(json!({ "buckets": buckets })).into_response())
+    Ok((axum::Json(json!({ "buckets": buckets })).into_response(), cost))
 }
 
 /// One record as a JSON line; with `fields`, only those: `_time`, `app`, `message`, `tags`, or

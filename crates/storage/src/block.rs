@@ -447,6 +447,8 @@ pub struct BlockData<'m> {
     pub meta: &'m BlockMeta,
     pub file: &'m File,
     pub corrupt: Corruption,
+    /// Where the bytes read and decompressed are counted, for a query's cost.
+    pub cost: Option<&'m crate::Cost>,
 }
 
 impl BlockData<'_> {
@@ -465,6 +467,10 @@ impl BlockData<'_> {
         let raw = decompress(&src, c.raw_len as usize).map_err(|_| corrupt.err("column does not decompress"))?;
         if raw.len() != c.raw_len as usize {
             return Err(corrupt.err("column has the wrong length"));
+        }
+        if let Some(cost) = self.cost {
+            crate::Cost::add(&cost.bytes_read, src.len() as u64);
+            crate::Cost::add(&cost.bytes_decompressed, raw.len() as u64);
         }
         Ok(raw)
     }

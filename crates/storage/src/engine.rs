@@ -26,6 +26,7 @@ use logpipe_wal::Wal;
 use parking_lot::{Mutex, RwLock};
 
 use crate::block::BlockOptions;
+use crate::cost::Cost;
 use crate::filter::{Filter, Query};
 use crate::memtable::{Frozen, Memtable};
 use crate::metrics::EngineMetrics;
@@ -376,6 +377,12 @@ impl Engine {
 
     /// Runs a query on the current rayon pool.
     pub fn query(&self, q: &Query, req: &Request) -> Result<Answer> {
+        self.query_with_cost(q, req, &Cost::default())
+    }
+
+    /// Runs a query on the current rayon pool, counting what it costs into `cost` (which
+    /// holds what was counted so far if the query fails).
+    pub fn query_with_cost(&self, q: &Query, req: &Request, cost: &Cost) -> Result<Answer> {
         let mut q = q.clone();
         if let Request::Logs { cursor: Some(c), order, .. } = req {
             match order {
@@ -384,21 +391,30 @@ impl Engine {
             }
         }
         let f = Filter::compile(&q, self.inner.cfg.regex_size_limit)?;
-        let sources = self.snapshot(&f);
-        search::run(sources, &f, req)
+        let sources = self.snapshot(&f, cost);
+        search::run(sources, &f, req, cost)
     }
 
-    fn snapshot(&self, f: &Filter) -> Vec<Source> {
+    fn snapshot(&self, f: &Filter, cost: &Cost) -> Vec<Source> {
         let st = self.inner.state.read();
         let mut out = Vec::new();
         for (key, segs) in &st.partitions {
+            Cost::add(&cost.partitions, 1);
             if !f.app_matches(&key.app) || !f.overlaps(key.start(), key.end() - 1) {
+                Cost::add(&cost.partitions_pruned, 1);
                 continue;
             }
             for seg in segs {
-                for idx in seg.blocks_in(f.from, f.to) {
+                Cost::add(&cost.segments, 1);
+                let n = seg.meta.blocks.len();
+                let range = seg.blocks_in(f.from, f.to);
+                Cost::add(&cost.blocks, n as u64);
+                Cost::add(&cost.blocks_pruned_time, (n - range.len()) as u64);
+                for idx in range {
                     if f.block_may_match(&seg.meta.blocks[idx]) {
                         out.push(Source::Block { seg: seg.clone(), idx });
+                    } else {
+                        Cost::add(&cost.blocks_pruned_bloom, 1);
                     }
                 }
             }

@@ -21,6 +21,7 @@
 pub mod batch;
 pub mod block;
 pub mod bloom;
+mod cost;
 mod engine;
 mod error;
 mod filter;
@@ -32,6 +33,7 @@ mod search;
 pub mod segment;
 pub mod varint;
 
+pub use cost::{Cost, CostSummary};
 pub use engine::{Engine, EngineConfig, EngineStats, FsyncMode, IngestError, IngestTicket, DEFAULT_COLD_LEVEL};
 pub use error::{Corruption, Result, StorageError};
 pub use filter::{Query, DEFAULT_REGEX_SIZE_LIMIT};

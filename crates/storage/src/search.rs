@@ -14,6 +14,7 @@ use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
 use crate::block::Messages;
+use crate::cost::Cost;
 use crate::filter::{Filter, MessageFilter};
 use crate::memtable::MemChunk;
 use crate::segment::Segment;
@@ -153,7 +154,7 @@ enum Want {
     All,
 }
 
-fn eval_block(seg: &Segment, idx: usize, f: &Filter, want: Want) -> Result<Matches> {
+fn eval_block(seg: &Segment, idx: usize, f: &Filter, want: Want, cost: &Cost) -> Result<Matches> {
     let want_ts = matches!(want, Want::Times | Want::All);
     let meta = &seg.meta.blocks[idx];
     let none = || Matches { rows: Vec::new(), counted: None, ts: None, msgs: None, tags: None };
@@ -161,7 +162,9 @@ fn eval_block(seg: &Segment, idx: usize, f: &Filter, want: Want) -> Result<Match
         return Ok(none());
     }
     // columns are read in order of cost, each only while some row may still match
-    let data = seg.read_block(idx)?;
+    let mut data = seg.read_block(idx)?;
+    data.cost = Some(cost);
+    Cost::add(&cost.blocks_read, 1);
     let covered = f.covers(meta.min_ts, meta.max_ts);
     let ts = if want_ts || !covered { Some(data.timestamps()?) } else { None };
     let (lo, hi) = match &ts {
@@ -171,6 +174,7 @@ fn eval_block(seg: &Segment, idx: usize, f: &Filter, want: Want) -> Result<Match
     if lo >= hi {
         return Ok(none());
     }
+    Cost::add(&cost.rows_scanned, (hi - lo) as u64);
     let mut tags = None;
     let mut rows: Vec<u32> = if f.has_tag_filter() {
         let sets = data.tag_sets()?;
@@ -274,10 +278,10 @@ fn block_records(seg: &Segment, m: &Matches, rows: impl Iterator<Item = u32>) ->
 }
 
 /// The best `k` matches of one source, best first.
-fn top_of(src: &Source, f: &Filter, order: Order, k: usize) -> Result<Vec<Record>> {
+fn top_of(src: &Source, f: &Filter, order: Order, k: usize, cost: &Cost) -> Result<Vec<Record>> {
     match src {
         Source::Block { seg, idx } => {
-            let m = eval_block(seg, *idx, f, Want::All)?;
+            let m = eval_block(seg, *idx, f, Want::All, cost)?;
             if m.rows.is_empty() {
                 return Ok(Vec::new());
             }
@@ -288,6 +292,7 @@ fn top_of(src: &Source, f: &Filter, order: Order, k: usize) -> Result<Vec<Record
             }
         }
         Source::Mem(chunk) => {
+            Cost::add(&cost.memtable_records_scanned, chunk.records.len() as u64);
             let mut hits: Vec<Record> = chunk.records.iter().filter(|r| f.record_matches(r)).cloned().collect();
             hits.sort_unstable_by(cmp_in(order));
             hits.truncate(k);
@@ -296,7 +301,7 @@ fn top_of(src: &Source, f: &Filter, order: Order, k: usize) -> Result<Vec<Record
     }
 }
 
-pub(crate) fn run(mut sources: Vec<Source>, f: &Filter, req: &Request) -> Result<Answer> {
+pub(crate) fn run(mut sources: Vec<Source>, f: &Filter, req: &Request, cost: &Cost) -> Result<Answer> {
     match *req {
         Request::Count => {
             let n = sources
@@ -308,11 +313,14 @@ pub(crate) fn run(mut sources: Vec<Source>, f: &Filter, req: &Request) -> Result
                             if f.is_time_only() && f.covers(meta.min_ts, meta.max_ts) {
                                 u64::from(meta.rows)
                             } else {
-                                let m = eval_block(seg, *idx, f, Want::Rows)?;
+                                let m = eval_block(seg, *idx, f, Want::Rows, cost)?;
                                 m.counted.unwrap_or(m.rows.len() as u64)
                             }
                         }
-                        Source::Mem(c) => c.records.iter().filter(|r| f.record_matches(r)).count() as u64,
+                        Source::Mem(c) => {
+                            Cost::add(&cost.memtable_records_scanned, c.records.len() as u64);
+                            c.records.iter().filter(|r| f.record_matches(r)).count() as u64
+                        }
                     })
                 })
                 .try_reduce(|| 0, |a, b| Ok(a + b))?;
@@ -352,7 +360,7 @@ pub(crate) fn run(mut sources: Vec<Source>, f: &Filter, req: &Request) -> Result
                             {
                                 *h.entry(bucket(meta.min_ts)).or_default() += u64::from(meta.rows);
                             } else {
-                                let m = eval_block(seg, *idx, f, Want::Times)?;
+                                let m = eval_block(seg, *idx, f, Want::Times, cost)?;
                                 // no timestamps means the block was pruned and no row matched
                                 if let Some(ts) = &m.ts {
                                     add_sorted(&mut h, &mut m.rows.iter().map(|&r| ts[r as usize]));
@@ -360,6 +368,7 @@ pub(crate) fn run(mut sources: Vec<Source>, f: &Filter, req: &Request) -> Result
                             }
                         }
                         Source::Mem(c) => {
+                            Cost::add(&cost.memtable_records_scanned, c.records.len() as u64);
                             for r in c.records.iter().filter(|r| f.record_matches(r)) {
                                 *h.entry(bucket(r.ts)).or_default() += 1;
                             }
@@ -384,7 +393,7 @@ pub(crate) fn run(mut sources: Vec<Source>, f: &Filter, req: &Request) -> Result
                     let mut h: FxHashMap<Option<String>, u64> = FxHashMap::default();
                     match s {
                         Source::Block { seg, idx } => {
-                            let m = eval_block(seg, *idx, f, Want::Tags)?;
+                            let m = eval_block(seg, *idx, f, Want::Tags, cost)?;
                             if let Some(tags) = &m.tags {
                                 // one lookup per distinct tag set, then a count per row
                                 let mut per_set: FxHashMap<u32, u64> = FxHashMap::default();
@@ -399,6 +408,7 @@ pub(crate) fn run(mut sources: Vec<Source>, f: &Filter, req: &Request) -> Result
                             }
                         }
                         Source::Mem(c) => {
+                            Cost::add(&cost.memtable_records_scanned, c.records.len() as u64);
                             for r in c.records.iter().filter(|r| f.record_matches(r)) {
                                 let v = value_of(r.tags.iter().map(String::as_str), key);
                                 *h.entry(v.map(str::to_owned)).or_default() += 1;
@@ -447,7 +457,7 @@ pub(crate) fn run(mut sources: Vec<Source>, f: &Filter, req: &Request) -> Result
                 }
                 let end = (i + wave).min(sources.len());
                 let found: Vec<Vec<Record>> =
-                    sources[i..end].par_iter().map(|s| top_of(s, f, order, k)).collect::<Result<_>>()?;
+                    sources[i..end].par_iter().map(|s| top_of(s, f, order, k, cost)).collect::<Result<_>>()?;
                 for v in found {
                     best.extend(v);
                 }

@@ -299,7 +299,8 @@ impl Segment {
     /// Block `idx`; its columns are read, checked and decompressed when asked for.
     pub fn read_block(&self, idx: usize) -> Result<BlockData<'_>> {
         let meta = &self.meta.blocks[idx];
-        Ok(BlockData { meta, file: &self.file, corrupt: Corruption { path: self.path.clone(), offset: meta.offset } })
+        let corrupt = Corruption { path: self.path.clone(), offset: meta.offset };
+        Ok(BlockData { meta, file: &self.file, corrupt, cost: None })
     }
 
     /// Indices of the blocks that may hold timestamps in `[from, to)`.

@@ -91,6 +91,11 @@ pub fn get(base: &str, path: &str) -> (u16, String, Option<String>) {
     finish(agent().get(&format!("{base}{path}")).call())
 }
 
+/// GET `path`: status, body and the value of `header`.
+pub fn get_header(base: &str, path: &str, header: &str) -> (u16, String, Option<String>) {
+    finish_with(agent().get(&format!("{base}{path}")).call(), header)
+}
+
 pub fn get_json(base: &str, path: &str) -> serde_json::Value {
     let (status, body, _) = get(base, path);
     assert_eq!(status, 200, "GET {path}: {body}");

@@ -1,0 +1,85 @@
+//! What a query cost: how much of the store it looked at, skipped, read and scanned.
+//!
+//! Counters are atomics because blocks are evaluated in parallel; [`Cost::summary`] takes a
+//! plain copy for the response.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+#[derive(Debug, Default)]
+pub struct Cost {
+    pub partitions: AtomicU64,
+    pub partitions_pruned: AtomicU64,
+    pub segments: AtomicU64,
+    pub blocks: AtomicU64,
+    pub blocks_pruned_time: AtomicU64,
+    pub blocks_pruned_bloom: AtomicU64,
+    pub blocks_read: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub bytes_decompressed: AtomicU64,
+    pub rows_scanned: AtomicU64,
+    pub memtable_records_scanned: AtomicU64,
+}
+
+/// A copy of [`Cost`] once the query is done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CostSummary {
+    /// Application-day partitions looked at, and those skipped by application or time range.
+    pub partitions: u64,
+    pub partitions_pruned: u64,
+    /// Segments of the partitions looked at.
+    pub segments: u64,
+    /// Blocks of those segments; skipped by time range; skipped by bloom filter (or by what
+    /// the filter rules out from the metadata); read (at least one column).
+    pub blocks: u64,
+    pub blocks_pruned_time: u64,
+    pub blocks_pruned_bloom: u64,
+    pub blocks_read: u64,
+    /// Compressed bytes read from segment files, and what they decompressed to.
+    pub bytes_read: u64,
+    pub bytes_decompressed: u64,
+    /// Rows of read blocks that filters were evaluated on, and records of the memtable.
+    pub rows_scanned: u64,
+    pub memtable_records_scanned: u64,
+}
+
+impl Cost {
+    pub(crate) fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Relaxed);
+    }
+
+    pub fn summary(&self) -> CostSummary {
+        let g = |c: &AtomicU64| c.load(Relaxed);
+        CostSummary {
+            partitions: g(&self.partitions),
+            partitions_pruned: g(&self.partitions_pruned),
+            segments: g(&self.segments),
+            blocks: g(&self.blocks),
+            blocks_pruned_time: g(&self.blocks_pruned_time),
+            blocks_pruned_bloom: g(&self.blocks_pruned_bloom),
+            blocks_read: g(&self.blocks_read),
+            bytes_read: g(&self.bytes_read),
+            bytes_decompressed: g(&self.bytes_decompressed),
+            rows_scanned: g(&self.rows_scanned),
+            memtable_records_scanned: g(&self.memtable_records_scanned),
+        }
+    }
+}
+
+impl CostSummary {
+    /// `name=value` pairs, in a fixed order, for headers and logs.
+    pub fn fields(&self) -> [(&'static str, u64); 11] {
+        [
+            ("partitions", self.partitions),
+            ("partitions_pruned", self.partitions_pruned),
+            ("segments", self.segments),
+            ("blocks", self.blocks),
+            ("blocks_pruned_time", self.blocks_pruned_time),
+            ("blocks_pruned_bloom", self.blocks_pruned_bloom),
+            ("blocks_read", self.blocks_read),
+            ("bytes_read", self.bytes_read),
+            ("bytes_decompressed", self.bytes_decompressed),
+            ("rows_scanned", self.rows_scanned),
+            ("memtable_records_scanned", self.memtable_records_scanned),
+        ]
+    }
+}
