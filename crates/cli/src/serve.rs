@@ -75,6 +75,9 @@ pub struct ServeArgs {
     /// Largest `limit` of one query page [default: 10000].
     #[arg(long)]
     max_query_limit: Option<usize>,
+    /// Stop a query that runs longer than this and answer 504 [default: 30s].
+    #[arg(long)]
+    query_timeout: Option<String>,
     /// Flush the memtable into segments at this size, bytes [default: 32 MiB].
     #[arg(long)]
     memtable_flush_bytes: Option<usize>,
@@ -128,6 +131,7 @@ impl ServeArgs {
             max_tags,
             max_tag_bytes,
             max_query_limit,
+            query_timeout,
             memtable_flush_bytes,
             memtable_flush_interval,
             max_memtable_bytes,
@@ -200,6 +204,11 @@ impl ServeArgs {
             max_tag_bytes => limits.max_tag_bytes,
             max_query_limit => max_query_limit
         );
+        if let Some(v) = &self.query_timeout {
+            let ns = parse_duration(v).context("--query-timeout")?;
+            anyhow::ensure!(ns > 0, "--query-timeout must be positive");
+            cfg.query_timeout = Duration::from_nanos(ns as u64);
+        }
         Ok((self.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_string()), cfg))
     }
 }

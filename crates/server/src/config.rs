@@ -16,6 +16,8 @@ pub const DEFAULT_QUERY_LIMIT: usize = 100;
 pub const DEFAULT_MAX_QUERY_LIMIT: usize = 10_000;
 /// Histogram buckets one answer may hold.
 pub const MAX_HISTOGRAM_BUCKETS: usize = 100_000;
+/// How long a query may run before it is stopped and answered with `504`.
+pub const DEFAULT_QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -28,6 +30,7 @@ pub struct ServerConfig {
     pub query_workers: usize,
     pub query_queue: usize,
     pub max_query_limit: usize,
+    pub query_timeout: std::time::Duration,
 }
 
 impl ServerConfig {
@@ -43,6 +46,7 @@ impl ServerConfig {
             query_workers: cores,
             query_queue: DEFAULT_QUERY_QUEUE,
             max_query_limit: DEFAULT_MAX_QUERY_LIMIT,
+            query_timeout: DEFAULT_QUERY_TIMEOUT,
         }
     }
 }

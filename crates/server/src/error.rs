@@ -74,6 +74,8 @@ impl From<StorageError> for ApiError {
         match e {
             StorageError::BadQuery(m) => ApiError::bad_request("bad_query", m),
             StorageError::Closed => ApiError::unavailable("shutting_down", e.to_string()),
+            // only the server cancels, and it answers for itself (504, or nobody is listening)
+            StorageError::Cancelled => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "query_cancelled", e.to_string()),
             other => {
                 tracing::error!(error = %other, "storage error");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", other.to_string())

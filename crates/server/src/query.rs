@@ -125,19 +125,47 @@ fn counted(st: &AppState, endpoint: &'static str, res: Result<Response, ApiError
 /// What a query cost, set on every answer as a header.
 pub const COST_HEADER: &str = "logpipe-cost";
 
+/// Cancels the query when dropped: when the handler's future is dropped because the client
+/// went away, the work on the pool stops at its next block.
+struct CancelOnDrop(Arc<Cost>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
 async fn run(st: &Arc<AppState>, p: QueryParams, req: Request) -> Result<(Answer, CostSummary), ApiError> {
+    let started = Instant::now();
     let engine = st.engine()?.clone();
-    // the query (regexes included) compiles on the pool: compiling a large regex is CPU work
-    // that must not run on the async runtime
-    let _place = st.query_pool.admit(StatusCode::SERVICE_UNAVAILABLE)?;
+    let place = st.query_pool.admit(StatusCode::SERVICE_UNAVAILABLE)?;
+    let cost = Arc::new(Cost::default());
+    let _cancel = CancelOnDrop(cost.clone());
     let q = p.query;
-    Ok(st
-        .query_pool
-        .run(move || {
-            let cost = Cost::default();
-            engine.query_with_cost(&q, &req, &cost).map(|a| (a, cost.summary()))
-        })
-        .await??)
+    let work_cost = cost.clone();
+    // the query (regexes included) compiles on the pool: compiling a large regex is CPU work
+    // that must not run on the async runtime. The pool place goes with the work, so a timed
+    // out query keeps it until it has really stopped.
+    let work = st.query_pool.run(move || {
+        let _place = place;
+        engine.query_with_cost(&q, &req, &work_cost)
+    });
+    match tokio::time::timeout(st.cfg.query_timeout, work).await {
+        Ok(answer) => Ok((answer??, cost.summary())),
+        Err(_) => {
+            cost.cancel();
+            Err(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "query_timeout",
+                format!(
+                    "the query ran longer than {:?} and was stopped; narrow it (time range, apps, tags) \
+                     or raise --query-timeout",
+                    st.cfg.query_timeout
+                ),
+            )
+            .with("cost", cost_json(&cost.summary(), started)))
+        }
+    }
 }
 
 fn cost_header(c: &CostSummary, started: Instant) -> String {

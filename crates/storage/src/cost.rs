@@ -1,9 +1,11 @@
-//! What a query cost: how much of the store it looked at, skipped, read and scanned.
+//! What a query cost: how much of the store it looked at, skipped, read and scanned; and the
+//! flag that stops it.
 //!
 //! Counters are atomics because blocks are evaluated in parallel; [`Cost::summary`] takes a
-//! plain copy for the response.
+//! plain copy for the response. [`Cost::cancel`] makes the query fail with
+//! [`StorageError::Cancelled`](crate::StorageError::Cancelled) before its next block or chunk.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 #[derive(Debug, Default)]
 pub struct Cost {
@@ -18,6 +20,7 @@ pub struct Cost {
     pub bytes_decompressed: AtomicU64,
     pub rows_scanned: AtomicU64,
     pub memtable_records_scanned: AtomicU64,
+    cancelled: AtomicBool,
 }
 
 /// A copy of [`Cost`] once the query is done.
@@ -45,6 +48,18 @@ pub struct CostSummary {
 impl Cost {
     pub(crate) fn add(c: &AtomicU64, n: u64) {
         c.fetch_add(n, Relaxed);
+    }
+
+    /// Stops the query at its next block (a timeout, or a client that went away).
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Relaxed);
+    }
+
+    pub(crate) fn check(&self) -> crate::Result<()> {
+        if self.cancelled.load(Relaxed) {
+            return Err(crate::StorageError::Cancelled);
+        }
+        Ok(())
     }
 
     pub fn summary(&self) -> CostSummary {

@@ -21,6 +21,8 @@ pub enum StorageError {
     BadQuery(String),
     #[error("the engine is shut down")]
     Closed,
+    #[error("the query was cancelled")]
+    Cancelled,
 }
 
 pub type Result<T> = std::result::Result<T, StorageError>;

@@ -162,6 +162,7 @@ fn eval_block(seg: &Segment, idx: usize, f: &Filter, want: Want, cost: &Cost) ->
         return Ok(none());
     }
     // columns are read in order of cost, each only while some row may still match
+    cost.check()?;
     let mut data = seg.read_block(idx)?;
     data.cost = Some(cost);
     Cost::add(&cost.blocks_read, 1);
@@ -198,12 +199,14 @@ fn eval_block(seg: &Segment, idx: usize, f: &Filter, want: Want, cost: &Cost) ->
         let m = data.messages()?;
         let filters = f.message_filters();
         let (first, rest) = filters.split_first().expect("a message filter");
-        rows = if first.column_safe() && rows.len() == hi - lo {
-            scan_column(&m, first, lo, hi)
+        if first.column_safe() && rows.len() == hi - lo {
+            rows = scan_column(&m, first, lo, hi, cost)?;
         } else {
-            rows.into_iter().filter(|&r| first.is_match(m.get(r as usize))).collect()
-        };
-        rows.retain(|&r| rest.iter().all(|c| c.is_match(m.get(r as usize))));
+            retain_checked(&mut rows, cost, |r| first.is_match(m.get(r as usize)))?;
+        }
+        if !rest.is_empty() {
+            retain_checked(&mut rows, cost, |r| rest.iter().all(|c| c.is_match(m.get(r as usize))))?;
+        }
         msgs = Some(m);
     }
     if f.has_expr() && !rows.is_empty() {
@@ -215,13 +218,13 @@ fn eval_block(seg: &Segment, idx: usize, f: &Filter, want: Want, cost: &Cost) ->
             tags = Some(data.tags()?);
         }
         let app = &seg.meta.app;
-        rows.retain(|&r| {
+        retain_checked(&mut rows, cost, |r| {
             let msg = msgs.as_ref().map_or(&[][..], |m| m.get(r as usize));
             match &tags {
                 Some(t) => f.expr_ok(app, msg, &t.row_refs(r as usize)),
                 None => f.expr_ok::<&str>(app, msg, &[]),
             }
-        });
+        })?;
     }
     if rows.is_empty() {
         return Ok(none());
@@ -235,29 +238,49 @@ fn eval_block(seg: &Segment, idx: usize, f: &Filter, want: Want, cost: &Cost) ->
     Ok(Matches { rows, counted: None, ts, msgs, tags })
 }
 
+/// Rows scanned between two checks for cancellation: a slow regex runs at a few MB/s, so
+/// this bounds how long a cancelled query goes on to a few milliseconds.
+const CHECK_EVERY_ROWS: usize = 32;
+
+/// Keeps the rows for which `keep` holds, checking for cancellation as it goes.
+fn retain_checked(rows: &mut Vec<u32>, cost: &Cost, mut keep: impl FnMut(u32) -> bool) -> Result<()> {
+    let mut out = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(CHECK_EVERY_ROWS) {
+        cost.check()?;
+        out.extend(chunk.iter().copied().filter(|&r| keep(r)));
+    }
+    *rows = out;
+    Ok(())
+}
+
 /// Rows in `lo..hi` whose message matches `cond`: one search over the column's messages laid
 /// end to end, jumping to the next row after each hit. A hit that runs into the next message
-/// proves nothing, so that row alone is checked again.
-fn scan_column(m: &Messages, cond: &MessageFilter, lo: usize, hi: usize) -> Vec<u32> {
+/// proves nothing, so that row alone is checked again. The search goes a few dozen rows at a
+/// time (ending at a row's end, so no match inside a row is cut), checking for cancellation.
+fn scan_column(m: &Messages, cond: &MessageFilter, lo: usize, hi: usize, cost: &Cost) -> Result<Vec<u32>> {
     let data = m.data();
-    let end = m.row_end(hi - 1);
     let mut find = cond.finder(data);
     let mut out = Vec::new();
     let mut pos = m.row_start(lo);
-    while pos < end {
-        let Some((s, e)) = find(pos, end) else {
-            break;
-        };
-        let row = m.row_of(s);
-        if row >= hi {
-            break;
+    let mut chunk_lo = lo;
+    while chunk_lo < hi {
+        cost.check()?;
+        let chunk_hi = (chunk_lo + CHECK_EVERY_ROWS).min(hi);
+        let end = m.row_end(chunk_hi - 1);
+        while pos < end {
+            let Some((s, e)) = find(pos, end) else {
+                break;
+            };
+            let row = m.row_of(s);
+            if e <= m.row_end(row) || cond.is_match(m.get(row)) {
+                out.push(row as u32);
+            }
+            pos = m.row_end(row);
         }
-        if e <= m.row_end(row) || cond.is_match(m.get(row)) {
-            out.push(row as u32);
-        }
-        pos = m.row_end(row);
+        pos = pos.max(end);
+        chunk_lo = chunk_hi;
     }
-    out
+    Ok(out)
 }
 
 fn block_records(seg: &Segment, m: &Matches, rows: impl Iterator<Item = u32>) -> Result<Vec<Record>> {
@@ -292,6 +315,7 @@ fn top_of(src: &Source, f: &Filter, order: Order, k: usize, cost: &Cost) -> Resu
             }
         }
         Source::Mem(chunk) => {
+            cost.check()?;
             Cost::add(&cost.memtable_records_scanned, chunk.records.len() as u64);
             let mut hits: Vec<Record> = chunk.records.iter().filter(|r| f.record_matches(r)).cloned().collect();
             hits.sort_unstable_by(cmp_in(order));
@@ -318,6 +342,7 @@ pub(crate) fn run(mut sources: Vec<Source>, f: &Filter, req: &Request, cost: &Co
                             }
                         }
                         Source::Mem(c) => {
+                            cost.check()?;
                             Cost::add(&cost.memtable_records_scanned, c.records.len() as u64);
                             c.records.iter().filter(|r| f.record_matches(r)).count() as u64
                         }
@@ -368,6 +393,8 @@ pub(crate) fn run(mut sources: Vec<Source>, f: &Filter, req: &Request, cost: &Co
                             }
                         }
                         Source::Mem(c) => {
+                            cost.check()?;
+                            cost.check()?;
                             Cost::add(&cost.memtable_records_scanned, c.records.len() as u64);
                             for r in c.records.iter().filter(|r| f.record_matches(r)) {
                                 *h.entry(bucket(r.ts)).or_default() += 1;
@@ -408,6 +435,8 @@ pub(crate) fn run(mut sources: Vec<Source>, f: &Filter, req: &Request, cost: &Co
                             }
                         }
                         Source::Mem(c) => {
+                            cost.check()?;
+                            cost.check()?;
                             Cost::add(&cost.memtable_records_scanned, c.records.len() as u64);
                             for r in c.records.iter().filter(|r| f.record_matches(r)) {
                                 let v = value_of(r.tags.iter().map(String::as_str), key);

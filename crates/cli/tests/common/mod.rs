@@ -44,6 +44,19 @@ impl Server {
         assert_eq!(rc, 0);
     }
 
+    /// CPU time the server process has used so far (user + system), from /proc.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        // fields after the parenthesised command name; utime and stime are the 14th and 15th
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split(' ').collect();
+        let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+        // SAFETY: sysconf has no preconditions.
+        #[allow(unsafe_code)]
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        Duration::from_millis(ticks * 1000 / hz)
+    }
+
     /// SIGKILL: no flush, no goodbye.
     pub fn crash(mut self) {
         self.signal(libc::SIGKILL);
