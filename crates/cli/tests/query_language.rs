@@ -85,6 +85,13 @@ fn the_language_answers_like_the_parameters() {
     // the histogram endpoint takes its step from the pipe
     let h = get_json(&s.base, &format!("/api/v1/histogram?q={}", q("app:web | histogram 2m")));
     assert_eq!(h["buckets"].as_array().unwrap().len(), 3);
+    // empty buckets zero-filled on request, over the whole range asked for
+    let path = "/api/v1/histogram?step=1m&from=2024-12-31T23:58:00Z&to=2025-01-01T00:07:00Z&fill=zero";
+    let h = get_json(&s.base, path);
+    let counts: Vec<u64> = h["buckets"].as_array().unwrap().iter().map(|b| b["count"].as_u64().unwrap()).collect();
+    assert_eq!(counts, [0, 0, 60, 60, 60, 60, 60, 0, 0]);
+    assert_eq!(h["buckets"][0]["t"], "2024-12-31T23:58:00.000000000Z");
+    assert_eq!(get(&s.base, "/api/v1/histogram?step=1m&fill=zero").0, 400, "zero-filling needs a range");
 }
 
 #[test]

@@ -15,6 +15,8 @@ pub struct QueryParams {
     pub step: Option<i64>,
     /// Pipes of the `q=` query, in order.
     pub pipes: Vec<Pipe>,
+    /// Histograms: list empty buckets too (`fill=zero`).
+    pub fill_zero: bool,
 }
 
 const FILTERS: &[&str] = &["app", "from", "to", "tag", "any", "not", "contains", "icontains", "regex", "q"];
@@ -25,8 +27,15 @@ fn now_ns() -> i64 {
 
 /// Parses `raw` accepting the filters plus `extra` parameter names.
 pub fn parse(raw: Option<&str>, extra: &[&str]) -> Result<QueryParams, ApiError> {
-    let mut p =
-        QueryParams { query: Query::default(), limit: None, order: None, cursor: None, step: None, pipes: Vec::new() };
+    let mut p = QueryParams {
+        query: Query::default(),
+        limit: None,
+        order: None,
+        cursor: None,
+        step: None,
+        pipes: Vec::new(),
+        fill_zero: false,
+    };
     let bad = |name: &str, msg: String| {
         ApiError::bad_request("bad_parameter", format!("{name}: {msg}")).with("parameter", name.into())
     };
@@ -75,6 +84,13 @@ pub fn parse(raw: Option<&str>, extra: &[&str]) -> Result<QueryParams, ApiError>
                     "desc" => Order::Desc,
                     _ => return Err(bad(k, format!("{v:?}: expected asc or desc"))),
                 })
+            }
+            "fill" => {
+                p.fill_zero = match v.as_ref() {
+                    "zero" => true,
+                    "none" => false,
+                    _ => return Err(bad(k, format!("{v:?}: expected zero or none"))),
+                }
             }
             "cursor" => p.cursor = Some(Cursor::decode(&v).ok_or_else(|| bad(k, "malformed cursor".into()))?),
             "step" => {

@@ -216,11 +216,11 @@ pub async fn count(State(st): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> 
 }
 
 pub async fn histogram(State(st): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
-    counted(&st, "histogram", answer(&st, raw, "histogram", &["step"]).await)
+    counted(&st, "histogram", answer(&st, raw, "histogram", &["step", "fill"]).await)
 }
 
 pub async fn query(State(st): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
-    counted(&st, "query", answer(&st, raw, "query", &["limit", "order", "cursor", "step"]).await)
+    counted(&st, "query", answer(&st, raw, "query", &["limit", "order", "cursor", "step", "fill"]).await)
 }
 
 /// `GET /api/v1/explain`: runs the query as `/api/v1/query` would and answers with the plan
@@ -232,7 +232,7 @@ pub async fn explain(State(st): State<Arc<AppState>>, RawQuery(raw): RawQuery) -
 
 async fn explain_inner(st: &Arc<AppState>, raw: Option<String>) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let p = params::parse(raw.as_deref(), &["limit", "order", "cursor", "step"])?;
+    let p = params::parse(raw.as_deref(), &["limit", "order", "cursor", "step", "fill"])?;
     let shape = shape(st, &p, "query")?;
     let plan = plan_json(&p, &shape);
     let req = match shape {
@@ -311,7 +311,12 @@ async fn answer(
 }
 
 async fn histogram_answer(st: &Arc<AppState>, p: QueryParams, step: i64) -> Result<(Response, CostSummary), ApiError> {
-    if let (Some(f), Some(t)) = (p.query.from, p.query.to) {
+    let range = (p.query.from, p.query.to);
+    let fill = p.fill_zero;
+    if fill && (range.0.is_none() || range.1.is_none()) {
+        return Err(ApiError::bad_request("bad_parameter", "fill: zero-filling needs both ends of the time range"));
+    }
+    if let (Some(f), Some(t)) = range {
         if (t - f) / step > MAX_HISTOGRAM_BUCKETS as i64 {
             return Err(ApiError::bad_request(
                 "bad_parameter",
@@ -328,8 +333,31 @@ async fn histogram_answer(st: &Arc<AppState>, p: QueryParams, step: i64) -> Resu
             format!("step: more than {MAX_HISTOGRAM_BUCKETS} non-empty buckets; use a larger step or a time range"),
         ));
     }
+    let buckets = match range {
+        (Some(from), Some(to)) if fill => zero_filled(&buckets, from, to, step),
+        _ => buckets,
+    };
     let buckets: Vec<_> = buckets.into_iter().map(|(t, n)| json!({"t": format_time(t), "count": n})).collect();
     Ok((axum::Json(json!({ "buckets": buckets })).into_response(), cost))
+}
+
+/// Every bucket overlapping `[from, to)`, with 0 where nothing matched.
+fn zero_filled(buckets: &[(i64, u64)], from: i64, to: i64, step: i64) -> Vec<(i64, u64)> {
+    let mut out = Vec::new();
+    let mut found = buckets.iter().peekable();
+    let mut t = from - from.rem_euclid(step);
+    while t < to {
+        let n = match found.peek() {
+            Some(&&(b, n)) if b == t => {
+                found.next();
+                n
+            }
+            _ => 0,
+        };
+        out.push((t, n));
+        t = t.saturating_add(step);
+    }
+    out
 }
 
 /// One record as a JSON line; with `fields`, only those: `_time`, `app`, `message`, `tags`, or
