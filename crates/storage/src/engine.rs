@@ -756,7 +756,9 @@ fn load_partition(dir: &Path, metrics: &EngineMetrics, max_id: &mut SegmentId) -
         *max_id = (*max_id).max(id);
         match Segment::open(&path) {
             Ok(s) => segs.push(s),
-            Err(e @ (StorageError::Corrupt { .. } | StorageError::UnsupportedVersion { .. })) => {
+            // a segment of another format version is not damage: refuse to start rather than set
+            // aside data this build cannot read
+            Err(e @ StorageError::Corrupt { .. }) => {
                 tracing::error!(error = %e, "setting aside unreadable segment");
                 metrics.corrupt_files.inc();
                 let aside = path.with_extension("seg.corrupt");

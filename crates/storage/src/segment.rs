@@ -255,8 +255,12 @@ impl Segment {
         if &header[..8] != MAGIC {
             return Err(corrupt(0, "bad magic"));
         }
-        if header[8..12] != VERSION.to_le_bytes() || header[12..] != [0u8; 4] {
-            return Err(corrupt(8, "bad header"));
+        let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+        if version != VERSION {
+            return Err(StorageError::UnsupportedVersion { path: path.to_path_buf(), version });
+        }
+        if header[12..] != [0u8; 4] {
+            return Err(corrupt(12, "bad header"));
         }
         let mut footer = [0u8; FOOTER_LEN as usize];
         let footer_at = file_len - FOOTER_LEN;

@@ -450,6 +450,28 @@ fn a_corrupt_segment_is_set_aside_and_the_rest_served() {
     assert_eq!(engine.metrics().corrupt_files.get(), 1);
 }
 
+/// A segment of another format version is not damage: the engine refuses to start and moves
+/// nothing.
+#[test]
+fn a_segment_of_another_format_version_is_refused_not_set_aside() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let engine = Engine::open(small_config(tmp.path())).unwrap();
+        engine.ingest(vec![rec("a", 1, "in a")]).unwrap();
+        engine.close().unwrap();
+    }
+    let dir = tmp.path().join("partitions/a/1970-01-01");
+    let seg = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let n = bytes.len();
+    bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+    bytes[n - 12..n - 8].copy_from_slice(&1u32.to_le_bytes());
+    std::fs::write(&seg, bytes).unwrap();
+    let err = Engine::open(small_config(tmp.path())).err().expect("refused");
+    assert!(err.to_string().contains("format version 1"), "{err}");
+    assert!(seg.exists(), "the segment stays where it was");
+}
+
 #[test]
 fn a_second_engine_on_the_same_directory_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
