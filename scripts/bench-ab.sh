@@ -11,27 +11,17 @@ cd "$(dirname "$0")/.."
 a=$1 b=$2 records=${3:-5000000} work=${4:-/tmp/logpipe-bench}
 bench=${LOGPIPE_BENCH:-$(cd .. && pwd)/shared/bench}
 [ -f "$work/expected-$records.json" ] || { echo "run scripts/bench.sh $records $work first" >&2; exit 1; }
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
 pid=
 trap '[ -n "$pid" ] && kill $pid 2>/dev/null; wait 2>/dev/null' EXIT
 for side in a b; do
   bin=${!side}
   dir="$work/ab-$side"
-  rm -rf "$dir"; mkdir -p "$dir"
-  "$bin" serve --listen 127.0.0.1:0 --data-dir "$dir/data" >"$dir/stdout" 2>"$dir/stderr" &
-  pid=$!
-  url=
-  for _ in $(seq 1 300); do
-    url=$(sed -n 's/^logpipe listening on //p' "$dir/stdout")
-    [ -n "$url" ] && curl -sf "$url/ready" >/dev/null 2>&1 && break
-    sleep 0.1
-  done
+  start_server "$bin" "$dir"
   echo "== $side: $bin"
   python3 "$bench/load.py" "$work/native-$records" "$url/api/v1/logs" | tail -n 1
-  for _ in $(seq 1 120); do
-    sleep 5
-    settled=$(curl -s "$url/metrics" | awk '/^logpipe_segments /{s=$2} /^logpipe_partitions /{p=$2} /^logpipe_memtable_records /{m=$2} END {print (s==p && m==0 && p>0) ? "yes" : "no"}')
-    [ "$settled" = yes ] && break
-  done
+  wait_settled
   "$bin" inspect --data-dir "$dir/data" | tail -n 2 | head -n 1
   python3 "$bench/run_queries.py" --adapter native --url "$url" --expected "$work/expected-$records.json" \
     --runs 5 --json "$work/ab-$side.json" | tail -n 1

@@ -22,17 +22,9 @@ if [ ! -f "$work/expected-$records.json" ]; then
 fi
 pid=
 trap '[ -n "$pid" ] && kill $pid 2>/dev/null; wait 2>/dev/null' EXIT
-start() {
-  rm -rf "$work/data"
-  "$bin" serve --listen 127.0.0.1:0 --data-dir "$work/data" >"$work/stdout" 2>"$work/stderr" &
-  pid=$!
-  for _ in $(seq 1 300); do
-    url=$(sed -n 's/^logpipe listening on //p' "$work/stdout")
-    [ -n "$url" ] && curl -sf "$url/ready" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  echo "server did not start" >&2; exit 1
-}
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
+start() { start_server "$bin" "$work"; }
 cpu_ticks() { awk '{print $14+$15}' /proc/$pid/stat; }
 peak_rss_mib() { awk '/VmHWM/ {printf "%.0f", $2/1024}' /proc/$pid/status; }
 
@@ -41,11 +33,7 @@ start
 python3 "$bench/load.py" "$work/native-$records" "$url/api/v1/logs"
 echo "peak RSS during load: $(peak_rss_mib) MiB"
 echo "== waiting for merges to settle (one segment per partition, nothing in memory)"
-for _ in $(seq 1 120); do
-  sleep 5
-  settled=$(curl -s "$url/metrics" | awk '/^logpipe_segments /{s=$2} /^logpipe_partitions /{p=$2} /^logpipe_memtable_records /{m=$2} END {print (s==p && m==0 && p>0) ? "yes" : "no"}')
-  [ "$settled" = yes ] && break
-done
+wait_settled
 "$bin" inspect --data-dir "$work/data" | tail -n 2 | head -n 1
 echo "== queries (run_queries.py --runs 5)"
 python3 "$bench/run_queries.py" --adapter native --url "$url" --expected "$work/expected-$records.json" --runs 5 --json "$work/queries.json" | tail -n 32

@@ -251,17 +251,19 @@ impl BlockBuilder {
         assert!(!self.ts.is_empty(), "empty block");
         let mut raw = std::mem::take(&mut self.raw);
         let mut ints = std::mem::take(&mut self.ints);
+        // appends `values` to `raw` as a byte-plane array, through the reused `ints`
+        let planes = |raw: &mut Vec<u8>, ints: &mut Vec<u64>, values: &mut dyn Iterator<Item = u64>| {
+            ints.clear();
+            ints.extend(values);
+            varint::put_planes(raw, ints);
+        };
         raw.clear();
         varint::put_i64(&mut raw, self.ts[0]);
-        ints.clear();
-        ints.extend(self.ts.windows(2).map(|w| (w[1] - w[0]) as u64));
-        varint::put_planes(&mut raw, &ints);
+        planes(&mut raw, &mut ints, &mut self.ts.windows(2).map(|w| (w[1] - w[0]) as u64));
         let c_ts = self.compress(&raw, out)?;
 
         raw.clear();
-        ints.clear();
-        ints.extend(self.msg_lens.iter().map(|&l| u64::from(l)));
-        varint::put_planes(&mut raw, &ints);
+        planes(&mut raw, &mut ints, &mut self.msg_lens.iter().map(|&l| u64::from(l)));
         raw.extend_from_slice(&self.msgs);
         let c_msg = self.compress(&raw, out)?;
 
@@ -271,12 +273,8 @@ impl BlockBuilder {
             varint::put_bytes(&mut raw, t.as_bytes());
         }
         varint::put_u64(&mut raw, self.sets.len() as u64);
-        ints.clear();
-        ints.extend(self.sets.iter().map(|s| s.len() as u64));
-        varint::put_planes(&mut raw, &ints);
-        ints.clear();
-        ints.extend(self.sets.iter().flatten().map(|&id| u64::from(id)));
-        varint::put_planes(&mut raw, &ints);
+        planes(&mut raw, &mut ints, &mut self.sets.iter().map(|s| s.len() as u64));
+        planes(&mut raw, &mut ints, &mut self.sets.iter().flatten().map(|&id| u64::from(id)));
         let mut counts = vec![0u64; self.sets.len()];
         for &s in &self.row_sets {
             counts[s as usize] += 1;
@@ -285,9 +283,7 @@ impl BlockBuilder {
         let c_sets = self.compress(&raw, out)?;
 
         raw.clear();
-        ints.clear();
-        ints.extend(self.row_sets.iter().map(|&s| u64::from(s)));
-        varint::put_planes(&mut raw, &ints);
+        planes(&mut raw, &mut ints, &mut self.row_sets.iter().map(|&s| u64::from(s)));
         let c_rows = self.compress(&raw, out)?;
         self.ints = ints;
         self.raw = raw;

@@ -1,0 +1,26 @@
+# Shared by scripts/bench.sh and scripts/bench-ab.sh (sourced, not run).
+
+# start BIN DIR: a fresh server on 127.0.0.1:0 with data in DIR/data; sets $pid and $url.
+start_server() {
+  local bin=$1 dir=$2
+  rm -rf "$dir/data"
+  mkdir -p "$dir"
+  "$bin" serve --listen 127.0.0.1:0 --data-dir "$dir/data" >"$dir/stdout" 2>"$dir/stderr" &
+  pid=$!
+  for _ in $(seq 1 300); do
+    url=$(sed -n 's/^logpipe listening on //p' "$dir/stdout")
+    [ -n "$url" ] && curl -sf "$url/ready" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "server did not start" >&2
+  exit 1
+}
+
+# wait_settled: until every partition is one segment and nothing is in memory (at most 10 min).
+wait_settled() {
+  for _ in $(seq 1 120); do
+    sleep 5
+    settled=$(curl -s "$url/metrics" | awk '/^logpipe_segments /{s=$2} /^logpipe_partitions /{p=$2} /^logpipe_memtable_records /{m=$2} END {print (s==p && m==0 && p>0) ? "yes" : "no"}')
+    [ "$settled" = yes ] && return 0
+  done
+}
