@@ -35,11 +35,11 @@ fn shape(st: &AppState, p: &QueryParams, endpoint: &str) -> Result<Shape, ApiErr
     let (mut limit, mut order, mut fields, mut agg) = (p.limit, p.order, None, None);
     for pipe in &p.pipes {
         match pipe {
-            Pipe::Limit(n) if limit.is_some() && p.limit.is_some() => {
+            Pipe::Limit(n) if p.limit.is_some() => {
                 return Err(bad(format!("q: `| limit {n}` and the limit parameter both set a limit")))
             }
             Pipe::Limit(n) => limit = Some(*n),
-            Pipe::Sort(o) if p.order.is_some() => {
+            Pipe::Sort(_) if p.order.is_some() => {
                 return Err(bad(format!("q: `| {pipe}` and the order parameter both set an order")))
             }
             Pipe::Sort(o) => {
