@@ -8,10 +8,10 @@ use clap::Args;
 
 const DEFAULT_SERVER: &str = "http://127.0.0.1:7171";
 
+/// The filters shared by `logpipe query` and `logpipe tail`.
 #[derive(Args, Debug)]
-pub struct QueryArgs {
-    /// A query in the query language (docs/QUERY.md), ANDed with the filter options; its
-    /// pipes (`| count`, `| count by (key)`, `| histogram 5m` ...) choose what is printed.
+pub struct FilterArgs {
+    /// A query in the query language (docs/QUERY.md), ANDed with the filter options.
     query: Option<String>,
     /// Server base URL.
     #[arg(long, default_value = DEFAULT_SERVER, env = "LOGPIPE_SERVER")]
@@ -43,6 +43,39 @@ pub struct QueryArgs {
     /// Regex searched in the message.
     #[arg(long)]
     regex: Option<String>,
+}
+
+impl FilterArgs {
+    fn params(&self) -> Vec<(&'static str, String)> {
+        let mut params: Vec<(&str, String)> = Vec::new();
+        params.extend(self.app.iter().map(|v| ("app", v.clone())));
+        params.extend(self.from.iter().map(|v| ("from", v.clone())));
+        params.extend(self.to.iter().map(|v| ("to", v.clone())));
+        params.extend(self.tag.iter().map(|v| ("tag", v.clone())));
+        params.extend(self.any.iter().map(|v| ("any", v.clone())));
+        params.extend(self.not.iter().map(|v| ("not", v.clone())));
+        params.extend(self.contains.iter().map(|v| ("contains", v.clone())));
+        params.extend(self.icontains.iter().map(|v| ("icontains", v.clone())));
+        params.extend(self.regex.iter().map(|v| ("regex", v.clone())));
+        params.extend(self.query.iter().map(|v| ("q", v.clone())));
+        params
+    }
+
+    fn get(&self, agent: &ureq::Agent, path: &str, params: &[(&str, String)]) -> ureq::Request {
+        let mut req = agent.get(&format!("{}{path}", self.server.trim_end_matches('/')));
+        for (k, v) in params {
+            req = req.query(k, v);
+        }
+        req
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct QueryArgs {
+    /// Filters; the pipes of the query (`| count`, `| count by (key)`, `| histogram 5m` ...)
+    /// choose what is printed.
+    #[command(flatten)]
+    filters: FilterArgs,
     /// Records per page.
     #[arg(long)]
     limit: Option<usize>,
@@ -64,17 +97,7 @@ pub struct QueryArgs {
 }
 
 pub fn query(a: QueryArgs) -> Result<()> {
-    let mut params: Vec<(&str, String)> = Vec::new();
-    params.extend(a.app.iter().map(|v| ("app", v.clone())));
-    params.extend(a.from.iter().map(|v| ("from", v.clone())));
-    params.extend(a.to.iter().map(|v| ("to", v.clone())));
-    params.extend(a.tag.iter().map(|v| ("tag", v.clone())));
-    params.extend(a.any.iter().map(|v| ("any", v.clone())));
-    params.extend(a.not.iter().map(|v| ("not", v.clone())));
-    params.extend(a.contains.iter().map(|v| ("contains", v.clone())));
-    params.extend(a.icontains.iter().map(|v| ("icontains", v.clone())));
-    params.extend(a.regex.iter().map(|v| ("regex", v.clone())));
-    params.extend(a.query.iter().map(|v| ("q", v.clone())));
+    let mut params = a.filters.params();
     let path = if a.count {
         "/api/v1/count"
     } else if let Some(step) = &a.histogram {
@@ -84,17 +107,13 @@ pub fn query(a: QueryArgs) -> Result<()> {
         params.extend(a.limit.iter().map(|v| ("limit", v.to_string())));
         params.extend(a.order.iter().map(|v| ("order", v.clone())));
         params.extend(a.cursor.iter().map(|v| ("cursor", v.clone())));
-        if a.query.is_some() {
+        if a.filters.query.is_some() {
             "/api/v1/query"
         } else {
             "/api/v1/logs"
         }
     };
-    let mut req = ureq::get(&format!("{}{path}", a.server.trim_end_matches('/')));
-    for (k, v) in &params {
-        req = req.query(k, v);
-    }
-    let resp = req.call().map_err(describe)?;
+    let resp = a.filters.get(&ureq::agent(), path, &params).call().map_err(describe)?;
     let cursor = resp.header("logpipe-next-cursor").map(str::to_owned);
     let records = resp.content_type() == "application/x-ndjson";
     let body = resp.into_string()?;
@@ -116,25 +135,79 @@ pub fn query(a: QueryArgs) -> Result<()> {
         }
     } else {
         for line in body.lines().filter(|l| !l.is_empty()) {
-            let r: serde_json::Value = serde_json::from_str(line)?;
-            if r.get("message").is_none() || r.get("timestamp").is_none() {
-                // shaped by `| fields`: print as it came
-                writeln!(out, "{line}")?;
-                continue;
-            }
-            let tags: Vec<&str> = r["tags"].as_array().into_iter().flatten().filter_map(|t| t.as_str()).collect();
-            writeln!(
-                out,
-                "{} {} [{}] {}",
-                r["timestamp"].as_str().unwrap_or(""),
-                r["app"].as_str().unwrap_or(""),
-                tags.join(" "),
-                r["message"].as_str().unwrap_or("")
-            )?;
+            print_record(&mut out, line)?;
         }
     }
     if let Some(c) = cursor {
         eprintln!("more: --cursor {c}");
+    }
+    Ok(())
+}
+
+/// One record of the server's JSON as `time app [tags] message`; records shaped by
+/// `| fields` as they came.
+fn print_record(out: &mut impl Write, line: &str) -> Result<()> {
+    let r: serde_json::Value = serde_json::from_str(line)?;
+    if r.get("message").is_none() || r.get("timestamp").is_none() {
+        writeln!(out, "{line}")?;
+        return Ok(());
+    }
+    let tags: Vec<&str> = r["tags"].as_array().into_iter().flatten().filter_map(|t| t.as_str()).collect();
+    writeln!(
+        out,
+        "{} {} [{}] {}",
+        r["timestamp"].as_str().unwrap_or(""),
+        r["app"].as_str().unwrap_or(""),
+        tags.join(" "),
+        r["message"].as_str().unwrap_or("")
+    )?;
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct TailArgs {
+    /// Filters; `| limit N` stops after N records, `| fields ...` shapes them.
+    #[command(flatten)]
+    filters: FilterArgs,
+    /// Print the server's events as JSON lines (records, and `{"skipped": ...}` notices).
+    #[arg(long)]
+    json: bool,
+}
+
+/// Follows `GET /api/v1/tail` and prints records as they are acknowledged, until the server
+/// ends the stream (shutdown, `| limit`) or the process is stopped.
+pub fn tail(a: TailArgs) -> Result<()> {
+    let params = a.filters.params();
+    // no overall timeout: the stream is meant to stay open; the server sends a keep-alive
+    // comment every 10 s, so a read that waits far longer means the connection is gone
+    let agent = ureq::AgentBuilder::new().timeout_read(Duration::from_secs(60)).build();
+    let resp = a.filters.get(&agent, "/api/v1/tail", &params).call().map_err(describe)?;
+    let reader = std::io::BufReader::new(resp.into_reader());
+    let mut out = std::io::stdout().lock();
+    let (mut event, mut data) = (String::new(), String::new());
+    for line in reader.lines() {
+        let line = line.context("reading the tail stream")?;
+        if let Some(v) = line.strip_prefix("event:") {
+            event = v.trim_start().to_string();
+        } else if let Some(v) = line.strip_prefix("data:") {
+            data.push_str(v.strip_prefix(' ').unwrap_or(v));
+        } else if line.is_empty() && !data.is_empty() {
+            match (event.as_str(), a.json) {
+                ("skipped", true) => writeln!(out, "{{\"skipped\":{data}}}")?,
+                ("skipped", false) => {
+                    let v: serde_json::Value = serde_json::from_str(&data)?;
+                    eprintln!(
+                        "logpipe: this reader fell behind: {} matching records skipped, {} records not examined",
+                        v["records"], v["unexamined"]
+                    );
+                }
+                (_, true) => writeln!(out, "{data}")?,
+                (_, false) => print_record(&mut out, &data)?,
+            }
+            out.flush()?;
+            event.clear();
+            data.clear();
+        }
     }
     Ok(())
 }

@@ -26,6 +26,8 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Query a server and print the records, a count or a histogram.
     Query(Box<client::QueryArgs>),
+    /// Follow new records that match a query as they are acknowledged.
+    Tail(Box<client::TailArgs>),
     /// Send NDJSON records or plain text lines from files or stdin to a server.
     Ingest(client::IngestArgs),
     /// Show the partitions, segments, sizes and record counts of a data directory.
@@ -37,6 +39,7 @@ fn main() -> std::process::ExitCode {
     let res = match cli.command {
         Command::Serve(a) => serve::run(*a),
         Command::Query(a) => client::query(*a),
+        Command::Tail(a) => client::tail(*a),
         Command::Ingest(a) => client::ingest(a),
         Command::Inspect(a) => inspect::run(a),
     };

@@ -78,6 +78,13 @@ pub struct ServeArgs {
     /// Stop a query that runs longer than this and answer 504 [default: 30s].
     #[arg(long)]
     query_timeout: Option<String>,
+    /// Live tails open at once; past it, 429 [default: 64].
+    #[arg(long)]
+    max_tails: Option<usize>,
+    /// Matching records one live tail holds for a slow reader before it skips, bytes
+    /// [default: 8 MiB].
+    #[arg(long)]
+    tail_buffer_bytes: Option<usize>,
     /// Flush the memtable into segments at this size, bytes [default: 32 MiB].
     #[arg(long)]
     memtable_flush_bytes: Option<usize>,
@@ -132,6 +139,8 @@ impl ServeArgs {
             max_tag_bytes,
             max_query_limit,
             query_timeout,
+            max_tails,
+            tail_buffer_bytes,
             memtable_flush_bytes,
             memtable_flush_interval,
             max_memtable_bytes,
@@ -202,7 +211,9 @@ impl ServeArgs {
             max_message_bytes => limits.max_message_bytes,
             max_tags => limits.max_tags,
             max_tag_bytes => limits.max_tag_bytes,
-            max_query_limit => max_query_limit
+            max_query_limit => max_query_limit,
+            max_tails => max_tails,
+            tail_buffer_bytes => tail_buffer_bytes
         );
         if let Some(v) = &self.query_timeout {
             let ns = parse_duration(v).context("--query-timeout")?;

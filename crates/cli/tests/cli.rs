@@ -99,3 +99,40 @@ fn ingest_query_and_inspect() {
     assert_eq!(parts.iter().map(|p| p["records"].as_u64().unwrap()).sum::<u64>(), 27);
     assert!(parts.iter().any(|p| p["app"] == "json" && p["day"] == "2025-01-01" && p["records"] == 25));
 }
+
+/// The value of an unlabelled gauge or counter on `/metrics`.
+fn metric(base: &str, name: &str) -> Option<u64> {
+    let text = get(base, "/metrics").1;
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn tail_prints_new_records_until_its_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let child = Command::new(env!("CARGO_BIN_EXE_logpipe"))
+        .args(["tail", "--server", &s.base, "app:web level=ERROR | limit 2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while metric(&s.base, "logpipe_tails") != Some(1) {
+        assert!(std::time::Instant::now() < deadline, "the tail never subscribed");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let lines = [
+        r#"{"app":"web","timestamp":"2025-01-01T00:00:01Z","message":"first","tags":["level=ERROR"]}"#,
+        r#"{"app":"web","timestamp":"2025-01-01T00:00:02Z","message":"quiet","tags":["level=INFO"]}"#,
+        r#"{"app":"db","timestamp":"2025-01-01T00:00:03Z","message":"elsewhere","tags":["level=ERROR"]}"#,
+        r#"{"app":"web","timestamp":"2025-01-01T00:00:04Z","message":"second","tags":["level=ERROR"]}"#,
+    ];
+    assert_eq!(ingest(&s.base, &(lines.join("\n") + "\n")).0, 200);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "2025-01-01T00:00:01.000000000Z web [level=ERROR] first\n\
+         2025-01-01T00:00:04.000000000Z web [level=ERROR] second\n"
+    );
+}

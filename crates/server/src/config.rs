@@ -16,6 +16,10 @@ pub const DEFAULT_QUERY_LIMIT: usize = 100;
 pub const DEFAULT_MAX_QUERY_LIMIT: usize = 10_000;
 /// Histogram buckets one answer may hold.
 pub const MAX_HISTOGRAM_BUCKETS: usize = 100_000;
+/// Live tails open at once.
+pub const DEFAULT_MAX_TAILS: usize = 64;
+/// Matching records one live tail may hold for a slow reader (by their in-memory size).
+pub const DEFAULT_TAIL_BUFFER_BYTES: usize = 8 << 20;
 /// How long a query may run before it is stopped and answered with `504`.
 pub const DEFAULT_QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -31,6 +35,8 @@ pub struct ServerConfig {
     pub query_queue: usize,
     pub max_query_limit: usize,
     pub query_timeout: std::time::Duration,
+    pub max_tails: usize,
+    pub tail_buffer_bytes: usize,
 }
 
 impl ServerConfig {
@@ -47,6 +53,8 @@ impl ServerConfig {
             query_queue: DEFAULT_QUERY_QUEUE,
             max_query_limit: DEFAULT_MAX_QUERY_LIMIT,
             query_timeout: DEFAULT_QUERY_TIMEOUT,
+            max_tails: DEFAULT_MAX_TAILS,
+            tail_buffer_bytes: DEFAULT_TAIL_BUFFER_BYTES,
         }
     }
 }

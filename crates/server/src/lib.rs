@@ -16,6 +16,7 @@ mod ingest;
 mod metrics;
 mod params;
 mod query;
+mod tail;
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -41,6 +42,10 @@ pub(crate) struct AppState {
     pub query_pool: Pool,
     /// Bytes of ingest bodies held in memory, in KiB permits.
     pub ingest_memory: Arc<tokio::sync::Semaphore>,
+    /// Places for live tails.
+    pub tails: Arc<tokio::sync::Semaphore>,
+    /// Set when shutdown begins: live tails end so the server can finish its requests.
+    pub stopping: tokio::sync::watch::Sender<bool>,
     pub metrics: ServerMetrics,
     pub registry: prometheus::Registry,
 }
@@ -77,6 +82,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/histogram", get(query::histogram))
         .route("/api/v1/query", get(query::query))
         .route("/api/v1/explain", get(query::explain))
+        .route("/api/v1/tail", get(tail::tail))
         .fallback(admin::not_found)
         .with_state(state)
 }
@@ -97,6 +103,8 @@ pub async fn serve(
         ingest_pool: Pool::new("ingest", cfg.ingest_workers, cfg.ingest_queue, metrics.clone())?,
         query_pool: Pool::new("query", cfg.query_workers, cfg.query_queue, metrics.clone())?,
         ingest_memory: Arc::new(tokio::sync::Semaphore::new(cfg.ingest_memory_bytes / 1024)),
+        tails: Arc::new(tokio::sync::Semaphore::new(cfg.max_tails)),
+        stopping: tokio::sync::watch::channel(false).0,
         engine: OnceLock::new(),
         startup_error: OnceLock::new(),
         metrics,
@@ -125,12 +133,15 @@ pub async fn serve(
 
     let app = router(state.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopping = state.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let mut stop_rx = stop_rx;
         tokio::select! {
             _ = shutdown => {}
             _ = stop_rx.wait_for(|s| *s) => {}
         }
+        // live tails never end by themselves; graceful shutdown waits for every response
+        stopping.stopping.send_replace(true);
     });
     let server = tokio::spawn(async move { server.await });
 

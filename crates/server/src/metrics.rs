@@ -1,6 +1,6 @@
 //! HTTP-level metrics; storage registers its own next to the code that counts them.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 #[derive(Clone)]
 pub struct ServerMetrics {
@@ -9,6 +9,8 @@ pub struct ServerMetrics {
     pub rejected: IntCounterVec,
     pub query_seconds: HistogramVec,
     pub inflight: IntGaugeVec,
+    pub tails: IntGauge,
+    pub tail_skipped: IntCounter,
 }
 
 impl ServerMetrics {
@@ -35,12 +37,19 @@ impl ServerMetrics {
                 Opts::new("logpipe_pool_admitted", "Requests admitted to a worker pool (running or queued)."),
                 &["pool"],
             )?,
+            tails: IntGauge::new("logpipe_tails", "Live tails open.")?,
+            tail_skipped: IntCounter::new(
+                "logpipe_tail_skipped_records_total",
+                "Records live tails skipped because their reader fell behind.",
+            )?,
         };
         r.register(Box::new(m.records_ingested.clone()))?;
         r.register(Box::new(m.bytes_ingested.clone()))?;
         r.register(Box::new(m.rejected.clone()))?;
         r.register(Box::new(m.query_seconds.clone()))?;
         r.register(Box::new(m.inflight.clone()))?;
+        r.register(Box::new(m.tails.clone()))?;
+        r.register(Box::new(m.tail_skipped.clone()))?;
         Ok(m)
     }
 }

@@ -362,7 +362,7 @@ fn zero_filled(buckets: &[(i64, u64)], from: i64, to: i64, step: i64) -> Vec<(i6
 
 /// One record as a JSON line; with `fields`, only those: `_time`, `app`, `message`, `tags`, or
 /// a tag key (its value, `""` for a bare tag, `null` when absent).
-fn write_record(out: &mut Vec<u8>, r: &Record, fields: Option<&[String]>) {
+pub(crate) fn write_record(out: &mut Vec<u8>, r: &Record, fields: Option<&[String]>) {
     let v = match fields {
         None => json!({"app": r.app.as_str(), "timestamp": format_time(r.ts), "message": r.message, "tags": r.tags}),
         Some(fields) => {

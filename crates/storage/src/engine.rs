@@ -172,6 +172,12 @@ pub(crate) struct Inner {
     /// publish and, after a crash, leave two segments holding the same rows.
     pub maintenance_lock: Mutex<()>,
     pub opened: Instant,
+    /// Acknowledged batches for live tails; sent to only while someone listens.
+    tail: tokio::sync::broadcast::Sender<Arc<Acked>>,
+    /// Records sent to `tail` so far: the number of the next one.
+    tail_seq: AtomicU64,
+    /// Bytes of records in groups not yet seen by every tail.
+    tail_held: Arc<AtomicUsize>,
 }
 
 impl Inner {
@@ -190,6 +196,46 @@ impl Inner {
 }
 
 type Reply = tokio::sync::oneshot::Sender<std::result::Result<(), IngestError>>;
+
+/// Acknowledged records, in the order they were acknowledged, as live tails receive them.
+#[derive(Debug)]
+pub struct Acked {
+    /// Number of the first record among all records acknowledged while a tail listened: a
+    /// tail that finds a gap between the end of one group and the start of the next knows how
+    /// many it missed.
+    pub first: u64,
+    /// Records acknowledged in this group...
+    pub count: u64,
+    /// ...and the records themselves, or none when the tails' backlog was full.
+    pub records: Vec<Record>,
+    _held: HeldBytes,
+}
+
+impl Acked {
+    pub fn new(first: u64, count: u64, records: Vec<Record>) -> Acked {
+        Acked { first, count, records, _held: HeldBytes::default() }
+    }
+}
+
+/// Bytes of acknowledged records waiting for live tails, given back when the last tail is done.
+#[derive(Debug, Default)]
+struct HeldBytes {
+    bytes: usize,
+    counter: Option<Arc<AtomicUsize>>,
+}
+
+impl Drop for HeldBytes {
+    fn drop(&mut self) {
+        if let Some(c) = &self.counter {
+            c.fetch_sub(self.bytes, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Acknowledged groups live tails may fall behind by before they miss some...
+pub const TAIL_BACKLOG_GROUPS: usize = 1024;
+/// ...and the records' bytes (in memory) those groups may hold.
+pub const TAIL_BACKLOG_BYTES: usize = 64 << 20;
 
 /// Resolves once a submitted batch is durable (per the fsync mode) and queryable, or refused.
 pub type IngestTicket = tokio::sync::oneshot::Receiver<std::result::Result<(), IngestError>>;
@@ -263,6 +309,9 @@ impl Engine {
             flushed_lock: Mutex::new(()),
             maintenance_lock: Mutex::new(()),
             opened: Instant::now(),
+            tail: tokio::sync::broadcast::channel(TAIL_BACKLOG_GROUPS).0,
+            tail_seq: AtomicU64::new(0),
+            tail_held: Arc::new(AtomicUsize::new(0)),
             flush_pool: rayon::ThreadPoolBuilder::new()
                 .num_threads(cfg.flush_threads.max(1))
                 .thread_name(|i| format!("logpipe-flush-{i}"))
@@ -432,6 +481,21 @@ impl Engine {
             }
         }
         out
+    }
+
+    /// Compiles `q` the way queries do, to test single records with [`Filter::record_matches`].
+    pub fn compile(&self, q: &Query) -> Result<Filter> {
+        Filter::compile(q, self.inner.cfg.regex_size_limit)
+    }
+
+    /// Every batch acknowledged from now on, in acknowledgement order. A receiver that falls
+    /// more than [`TAIL_BACKLOG_GROUPS`] groups behind misses the oldest (and can count them
+    /// from [`Acked::first`]); ingest never waits for a receiver. Also returns the number the
+    /// next record will have, so that records missed before the first one received count too.
+    pub fn subscribe(&self) -> (tokio::sync::broadcast::Receiver<Arc<Acked>>, u64) {
+        let rx = self.inner.tail.subscribe();
+        // read after subscribing: a batch numbered before this is either received or older
+        (rx, self.inner.tail_seq.load(Ordering::Relaxed))
     }
 
     /// Writes everything in memory into segments; returns once they are published.
@@ -610,6 +674,17 @@ fn writer_loop(inner: Arc<Inner>, mut wal: Wal, rx: Receiver<WriterMsg>, flush_t
             }
             match res {
                 Ok(()) => {
+                    // copies for live tails only while one listens, and only while those not
+                    // yet seen by every tail fit the backlog
+                    let tailed = (inner.tail.receiver_count() > 0).then(|| {
+                        let count: usize = appends.iter().map(|(_, records, ..)| records.len()).sum();
+                        let bytes: usize = appends.iter().map(|(.., bytes, _)| *bytes).sum();
+                        if inner.tail_held.load(Ordering::Relaxed) + bytes > TAIL_BACKLOG_BYTES {
+                            return (count, 0, Vec::new());
+                        }
+                        let records = appends.iter().flat_map(|(_, records, ..)| records.iter().cloned()).collect();
+                        (count, bytes, records)
+                    });
                     let mut st = inner.state.write();
                     let mut replies = Vec::with_capacity(appends.len());
                     for (_, records, bytes, reply) in appends {
@@ -619,6 +694,12 @@ fn writer_loop(inner: Arc<Inner>, mut wal: Wal, rx: Receiver<WriterMsg>, flush_t
                     drop(st);
                     for r in replies {
                         let _ = r.send(Ok(()));
+                    }
+                    if let Some((count, bytes, records)) = tailed {
+                        let first = inner.tail_seq.fetch_add(count as u64, Ordering::Relaxed);
+                        inner.tail_held.fetch_add(bytes, Ordering::Relaxed);
+                        let held = HeldBytes { bytes, counter: Some(inner.tail_held.clone()) };
+                        let _ = inner.tail.send(Arc::new(Acked { first, count: count as u64, records, _held: held }));
                     }
                 }
                 Err(e) => {

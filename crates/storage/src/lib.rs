@@ -34,9 +34,12 @@ pub mod segment;
 pub mod varint;
 
 pub use cost::{Cost, CostSummary};
-pub use engine::{Engine, EngineConfig, EngineStats, FsyncMode, IngestError, IngestTicket, DEFAULT_COLD_LEVEL};
+pub use engine::{
+    Acked, Engine, EngineConfig, EngineStats, FsyncMode, IngestError, IngestTicket, DEFAULT_COLD_LEVEL,
+    TAIL_BACKLOG_BYTES, TAIL_BACKLOG_GROUPS,
+};
 pub use error::{Corruption, Result, StorageError};
-pub use filter::{Query, DEFAULT_REGEX_SIZE_LIMIT};
+pub use filter::{Filter, Query, DEFAULT_REGEX_SIZE_LIMIT};
 pub use metrics::EngineMetrics;
 pub use search::{Answer, Cursor, Order, Request};
 
