@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The bench kit's correctness check: generate records, load them into a fresh server, and
 # require all 30 queries to match the oracle -- once while the data is fresh (memtable and
-# first segments) and again after a restart (segments only, after merges).
+# first segments) and again after a restart (segments only, after merges) -- and, on the
+# fresh data, `count by` and `histogram by` to match it too (scripts/aggregations-check.py).
 #
 #   scripts/bench-check.sh [RECORDS]        (default 200000)
 #
@@ -40,6 +41,8 @@ echo "--- queries on fresh data"
 python3 "$bench/run_queries.py" --adapter native --url "$url" --expected "$work/expected.json" --runs 1 --warmup 0 | tail -n 1
 stop
 start
+echo "--- count by and histogram by, against the oracle"
+python3 scripts/aggregations-check.py "$bench" "$work/native" "$url"
 echo "--- queries after restart (segments only)"
 python3 "$bench/run_queries.py" --adapter native --url "$url" --expected "$work/expected.json" --runs 1 --warmup 0
 stop

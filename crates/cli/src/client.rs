@@ -129,9 +129,18 @@ pub fn query(a: QueryArgs) -> Result<()> {
         for b in v["buckets"].as_array().into_iter().flatten() {
             writeln!(out, "{}  {}", b["t"].as_str().unwrap_or(""), b["count"])?;
         }
+        let value =
+            |x: &serde_json::Value| x["value"].as_str().map_or_else(|| "(none)".to_string(), |s| format!("{s:?}"));
         for x in v["values"].as_array().into_iter().flatten() {
-            let value = x["value"].as_str().map_or_else(|| "(none)".to_string(), |s| format!("{s:?}"));
-            writeln!(out, "{:>12}  {value}", x["count"])?;
+            writeln!(out, "{:>12}  {}", x["count"], value(x))?;
+        }
+        // histogram by (key): one line per bucket and value
+        let other = v.get("other").map(|o| (o, "(other)".to_string()));
+        let series = v["series"].as_array().into_iter().flatten().map(|x| (x, value(x)));
+        for (x, value) in series.chain(other) {
+            for b in x["buckets"].as_array().into_iter().flatten() {
+                writeln!(out, "{}  {}  {value}", b["t"].as_str().unwrap_or(""), b["count"])?;
+            }
         }
     } else {
         for line in body.lines().filter(|l| !l.is_empty()) {

@@ -78,6 +78,10 @@ pub struct ServeArgs {
     /// Stop a query that runs longer than this and answer 504 [default: 30s].
     #[arg(long)]
     query_timeout: Option<String>,
+    /// Bytes of results in progress one query may hold (a page's records, histogram buckets,
+    /// distinct values); past it the query fails with 422 [default: 256 MiB].
+    #[arg(long)]
+    query_memory_bytes: Option<usize>,
     /// Live tails open at once; past it, 429 [default: 64].
     #[arg(long)]
     max_tails: Option<usize>,
@@ -139,6 +143,7 @@ impl ServeArgs {
             max_tag_bytes,
             max_query_limit,
             query_timeout,
+            query_memory_bytes,
             max_tails,
             tail_buffer_bytes,
             memtable_flush_bytes,
@@ -212,6 +217,7 @@ impl ServeArgs {
             max_tags => limits.max_tags,
             max_tag_bytes => limits.max_tag_bytes,
             max_query_limit => max_query_limit,
+            query_memory_bytes => query_memory_bytes,
             max_tails => max_tails,
             tail_buffer_bytes => tail_buffer_bytes
         );

@@ -84,6 +84,20 @@ fn ingest_query_and_inspect() {
     let (ok, out, _) = logpipe(&["query", "--server", &s.base, "app:plain | count by (env)"], None);
     assert!(ok);
     assert_eq!(out.trim(), "2  \"test\"");
+    // histogram by: a line per bucket and value; values past the limit summed as (other)
+    let (ok, out, err) = logpipe(
+        &["query", "--server", &s.base, "app:json (n=1 OR n=2 OR n=12) | histogram 10s by (n) | limit 2"],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "2025-01-01T00:00:00.000000000Z  1  \"1\"",
+            "2025-01-01T00:00:10.000000000Z  1  \"12\"",
+            "2025-01-01T00:00:00.000000000Z  1  (other)"
+        ]
+    );
     let (ok, out, _) = logpipe(&["query", "--server", &s.base, "n=7 | fields message"], None);
     assert!(ok);
     assert_eq!(out.trim(), r#"{"message":"event 7"}"#);

@@ -89,3 +89,48 @@ fn a_client_that_goes_away_stops_its_query() {
     assert!(after < Duration::from_millis(200), "the query kept running without its client: {after:?} of CPU in 1 s");
     assert_eq!(count(&s.base, "app=slow"), 20_000);
 }
+
+/// Queries that need more than 1 MiB of results in progress fail with 422; the others answer.
+fn check_memory_budget(base: &str, stage: &str) {
+    for over in ["* | count by (req) | limit 10", "* | histogram 1s", "* | histogram 1s by (level)", "* | limit 20000"]
+    {
+        let (status, body, _) = get(base, &format!("/api/v1/query?q={}", q(over)));
+        assert_eq!(status, 422, "{stage}: {over}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"]["code"], "query_memory_exceeded", "{body}");
+        assert!(v["error"]["message"].as_str().unwrap().contains("1048576 bytes"), "{body}");
+    }
+    // within the budget: answered, with the most it held in the cost
+    let (status, body, cost) =
+        get_header(base, &format!("/api/v1/query?q={}", q("* | count by (level)")), "logpipe-cost");
+    assert_eq!(status, 200, "{stage}: {body}");
+    assert!(body.contains(r#""distinct":3"#), "{body}");
+    let peak: u64 = cost.unwrap().split(' ').find_map(|f| f.strip_prefix("peak_memory=")?.parse().ok()).unwrap();
+    assert!(peak > 0 && peak < 1 << 20, "{peak}");
+    let (status, body, _) = get(base, &format!("/api/v1/query?q={}", q("* | limit 1000")));
+    assert_eq!(status, 200, "{stage}: {body}");
+    assert_eq!(body.lines().count(), 1000);
+    let (status, body, _) = get(base, &format!("/api/v1/query?q={}", q("* | histogram 1h by (level)")));
+    assert_eq!(status, 200, "{stage}: {body}");
+}
+
+#[test]
+fn a_query_over_its_memory_budget_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    // 1 MiB: room for a page of 1,000 of these records or a few distinct values, not for
+    // 40,000 distinct values, 40,000 one-second buckets or 20,000 records
+    let flags = ["--query-memory-bytes", "1048576", "--max-query-limit", "20000"];
+    let s = Server::start(dir.path(), &flags);
+    let lines: Vec<serde_json::Value> = (0..40_000u64)
+        .map(|i| {
+            json!({"app": "mem", "timestamp": 1_735_689_600_000_000_000u64 + i * 1_000_000_000,
+                   "message": format!("request {i} {}", "x".repeat(100)),
+                   "tags": [format!("req={i}"), format!("level={}", ["INFO", "WARN", "ERROR"][(i % 3) as usize])]})
+        })
+        .collect();
+    assert_eq!(ingest(&s.base, &ndjson(&lines)).0, 200);
+    check_memory_budget(&s.base, "memtable");
+    assert!(s.stop().success());
+    let s = Server::start(dir.path(), &flags);
+    check_memory_budget(&s.base, "segments");
+}

@@ -16,6 +16,10 @@ pub const DEFAULT_QUERY_LIMIT: usize = 100;
 pub const DEFAULT_MAX_QUERY_LIMIT: usize = 10_000;
 /// Histogram buckets one answer may hold.
 pub const MAX_HISTOGRAM_BUCKETS: usize = 100_000;
+/// Bytes of results in progress one query may hold (records of a page, buckets, values).
+pub const DEFAULT_QUERY_MEMORY_BYTES: usize = 256 << 20;
+/// Series of `histogram ... by (key)` when no `| limit` says otherwise.
+pub const DEFAULT_SERIES_LIMIT: usize = 10;
 /// Live tails open at once.
 pub const DEFAULT_MAX_TAILS: usize = 64;
 /// Matching records one live tail may hold for a slow reader (by their in-memory size).
@@ -35,6 +39,7 @@ pub struct ServerConfig {
     pub query_queue: usize,
     pub max_query_limit: usize,
     pub query_timeout: std::time::Duration,
+    pub query_memory_bytes: usize,
     pub max_tails: usize,
     pub tail_buffer_bytes: usize,
 }
@@ -53,6 +58,7 @@ impl ServerConfig {
             query_queue: DEFAULT_QUERY_QUEUE,
             max_query_limit: DEFAULT_MAX_QUERY_LIMIT,
             query_timeout: DEFAULT_QUERY_TIMEOUT,
+            query_memory_bytes: DEFAULT_QUERY_MEMORY_BYTES,
             max_tails: DEFAULT_MAX_TAILS,
             tail_buffer_bytes: DEFAULT_TAIL_BUFFER_BYTES,
         }

@@ -76,6 +76,9 @@ impl From<StorageError> for ApiError {
             StorageError::Closed => ApiError::unavailable("shutting_down", e.to_string()),
             // only the server cancels, and it answers for itself (504, or nobody is listening)
             StorageError::Cancelled => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "query_cancelled", e.to_string()),
+            StorageError::OverBudget { .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "query_memory_exceeded", e.to_string())
+            }
             other => {
                 tracing::error!(error = %other, "storage error");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", other.to_string())

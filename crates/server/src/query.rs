@@ -12,7 +12,7 @@ use logpipe_query::Pipe;
 use logpipe_storage::{Answer, Cost, CostSummary, Order, Request};
 use serde_json::{json, Map, Value};
 
-use crate::config::{DEFAULT_QUERY_LIMIT, MAX_HISTOGRAM_BUCKETS};
+use crate::config::{DEFAULT_QUERY_LIMIT, DEFAULT_SERIES_LIMIT, MAX_HISTOGRAM_BUCKETS};
 use crate::params::{self, QueryParams};
 use crate::{ApiError, AppState};
 
@@ -24,6 +24,7 @@ enum Shape {
     Count,
     CountBy { key: String, limit: usize },
     Histogram { step: i64 },
+    HistogramBy { step: i64, key: String, limit: usize },
 }
 
 fn bad(msg: impl Into<String>) -> ApiError {
@@ -90,17 +91,19 @@ fn shape(st: &AppState, p: &QueryParams, endpoint: &str) -> Result<Shape, ApiErr
             Ok(Shape::CountBy { key: key.clone(), limit: check_limit(limit.unwrap_or(DEFAULT_QUERY_LIMIT))? })
         }
         ("histogram" | "query", Some(Pipe::Histogram { step, by })) => {
-            if by.is_some() {
-                return Err(bad("q: `histogram ... by (key)` is not supported yet; use `count by (key)` per range"));
-            }
             if p.step.is_some_and(|s| s != *step) {
                 return Err(bad("q: `| histogram` and the step parameter disagree"));
             }
             no_record_pipes("buckets")?;
-            if limit.is_some() {
-                return Err(bad("q: `| limit` does not apply to a histogram"));
+            match by {
+                Some(key) => Ok(Shape::HistogramBy {
+                    step: *step,
+                    key: key.clone(),
+                    limit: check_limit(limit.unwrap_or(DEFAULT_SERIES_LIMIT))?,
+                }),
+                None if limit.is_some() => Err(bad("q: `| limit` applies to `histogram ... by (key)` only")),
+                None => Ok(Shape::Histogram { step: *step }),
             }
-            Ok(Shape::Histogram { step: *step })
         }
         ("histogram", None) => {
             no_record_pipes("buckets")?;
@@ -139,7 +142,7 @@ async fn run(st: &Arc<AppState>, p: QueryParams, req: Request) -> Result<(Answer
     let started = Instant::now();
     let engine = st.engine()?.clone();
     let place = st.query_pool.admit(StatusCode::SERVICE_UNAVAILABLE)?;
-    let cost = Arc::new(Cost::default());
+    let cost = Arc::new(Cost::with_memory_limit(st.cfg.query_memory_bytes as u64));
     let _cancel = CancelOnDrop(cost.clone());
     let q = p.query;
     let work_cost = cost.clone();
@@ -191,6 +194,9 @@ fn plan_json(p: &QueryParams, shape: &Shape) -> Value {
         Shape::Count => json!({"kind": "count"}),
         Shape::CountBy { key, limit } => json!({"kind": "count_by", "key": key, "limit": limit}),
         Shape::Histogram { step } => json!({"kind": "histogram", "step_ns": step}),
+        Shape::HistogramBy { step, key, limit } => {
+            json!({"kind": "histogram_by", "step_ns": step, "key": key, "limit": limit})
+        }
     };
     json!({
         "apps": q.apps.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
@@ -240,6 +246,7 @@ async fn explain_inner(st: &Arc<AppState>, raw: Option<String>) -> Result<Respon
         Shape::Count => Request::Count,
         Shape::CountBy { key, limit } => Request::CountBy { key, limit },
         Shape::Histogram { step } => Request::Histogram { step },
+        Shape::HistogramBy { step, key, limit } => Request::HistogramBy { step, key, limit },
     };
     let (answer, cost) = run(st, p, req).await?;
     let matched = match answer {
@@ -247,6 +254,7 @@ async fn explain_inner(st: &Arc<AppState>, raw: Option<String>) -> Result<Respon
         Answer::Count(n) => json!({"count": n}),
         Answer::Values { total, .. } => json!({"distinct": total}),
         Answer::Histogram(b) => json!({"buckets": b.len()}),
+        Answer::Series { series, total, .. } => json!({"series": series.len(), "distinct": total}),
     };
     st.metrics.query_seconds.with_label_values(&["explain"]).observe(started.elapsed().as_secs_f64());
     Ok(axum::Json(json!({"plan": plan, "result": matched, "cost": cost_json(&cost, started)})).into_response())
@@ -297,7 +305,12 @@ async fn answer(
             axum::Json(json!({ "by": key, "values": values, "distinct": total })).into_response()
         }
         Shape::Histogram { step } => {
-            let (resp, cost) = histogram_answer(st, p, step).await?;
+            let (resp, cost) = histogram_answer(st, p, step, None).await?;
+            spent = cost;
+            resp
+        }
+        Shape::HistogramBy { step, key, limit } => {
+            let (resp, cost) = histogram_answer(st, p, step, Some((key, limit))).await?;
             spent = cost;
             resp
         }
@@ -310,35 +323,65 @@ async fn answer(
     Ok(resp)
 }
 
-async fn histogram_answer(st: &Arc<AppState>, p: QueryParams, step: i64) -> Result<(Response, CostSummary), ApiError> {
+/// Buckets, or with `by` (key, series limit) buckets per value of a tag key.
+async fn histogram_answer(
+    st: &Arc<AppState>,
+    p: QueryParams,
+    step: i64,
+    by: Option<(String, usize)>,
+) -> Result<(Response, CostSummary), ApiError> {
     let range = (p.query.from, p.query.to);
     let fill = p.fill_zero;
+    let too_many = |what: &str| {
+        ApiError::bad_request(
+            "bad_parameter",
+            format!("step: more than {MAX_HISTOGRAM_BUCKETS} {what}; use a larger step or a narrower time range"),
+        )
+    };
     if fill && (range.0.is_none() || range.1.is_none()) {
         return Err(ApiError::bad_request("bad_parameter", "fill: zero-filling needs both ends of the time range"));
     }
     if let (Some(f), Some(t)) = range {
-        if (t - f) / step > MAX_HISTOGRAM_BUCKETS as i64 {
-            return Err(ApiError::bad_request(
-                "bad_parameter",
-                format!("step: more than {MAX_HISTOGRAM_BUCKETS} buckets in the time range; use a larger step"),
-            ));
+        let n = (t - f) / step;
+        if n > MAX_HISTOGRAM_BUCKETS as i64 {
+            return Err(too_many("buckets in the time range"));
+        }
+        let series = by.as_ref().map_or(1, |(_, limit)| *limit as i64 + 1);
+        if fill && n.saturating_mul(series) > MAX_HISTOGRAM_BUCKETS as i64 {
+            return Err(too_many("zero-filled buckets over all series"));
         }
     }
-    let (Answer::Histogram(buckets), cost) = run(st, p, Request::Histogram { step }).await? else {
-        unreachable!("histogram answers buckets")
+    let filled = |buckets: Vec<(i64, u64)>| {
+        let buckets = match range {
+            (Some(from), Some(to)) if fill => zero_filled(&buckets, from, to, step),
+            _ => buckets,
+        };
+        buckets.into_iter().map(|(t, n)| json!({"t": format_time(t), "count": n})).collect::<Vec<_>>()
     };
-    if buckets.len() > MAX_HISTOGRAM_BUCKETS {
-        return Err(ApiError::bad_request(
-            "bad_parameter",
-            format!("step: more than {MAX_HISTOGRAM_BUCKETS} non-empty buckets; use a larger step or a time range"),
-        ));
+    let Some((key, limit)) = by else {
+        let (Answer::Histogram(buckets), cost) = run(st, p, Request::Histogram { step }).await? else {
+            unreachable!("histogram answers buckets")
+        };
+        if buckets.len() > MAX_HISTOGRAM_BUCKETS {
+            return Err(too_many("non-empty buckets"));
+        }
+        return Ok((axum::Json(json!({ "buckets": filled(buckets) })).into_response(), cost));
+    };
+    let req = Request::HistogramBy { step, key: key.clone(), limit };
+    let (Answer::Series { series, other, total }, cost) = run(st, p, req).await? else {
+        unreachable!("histogram by answers series")
+    };
+    if series.iter().map(|s| s.2.len()).sum::<usize>() + other.len() > MAX_HISTOGRAM_BUCKETS {
+        return Err(too_many("non-empty buckets over all series"));
     }
-    let buckets = match range {
-        (Some(from), Some(to)) if fill => zero_filled(&buckets, from, to, step),
-        _ => buckets,
-    };
-    let buckets: Vec<_> = buckets.into_iter().map(|(t, n)| json!({"t": format_time(t), "count": n})).collect();
-    Ok((axum::Json(json!({ "buckets": buckets })).into_response(), cost))
+    let series: Vec<_> =
+        series.into_iter().map(|(v, n, buckets)| json!({"value": v, "count": n, "buckets": filled(buckets)})).collect();
+    let mut body = json!({"by": key, "distinct": total, "series": series});
+    if total > limit {
+        let n: u64 = other.iter().map(|b| b.1).sum();
+        body["other"] = json!({"values": total - limit, "count": n, "buckets": filled(other)});
+    }
+    Ok((axum::Json(body).into_response(), cost))
 }
 
 /// Every bucket overlapping `[from, to)`, with 0 where nothing matched.

@@ -4,6 +4,12 @@
 //! Counters are atomics because blocks are evaluated in parallel; [`Cost::summary`] takes a
 //! plain copy for the response. [`Cost::cancel`] makes the query fail with
 //! [`StorageError::Cancelled`](crate::StorageError::Cancelled) before its next block or chunk.
+//!
+//! The cost also holds the query's memory budget: what a query keeps while it runs and that
+//! grows with the data (records of a page, buckets, distinct values) is counted in
+//! [`Cost::hold`] and given back in [`Cost::release`]; a query over its budget fails with
+//! [`StorageError::OverBudget`](crate::StorageError::OverBudget). What is bounded by
+//! construction (one decoded block per worker, a regex's capped automata) is not counted.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
@@ -21,6 +27,10 @@ pub struct Cost {
     pub rows_scanned: AtomicU64,
     pub memtable_records_scanned: AtomicU64,
     cancelled: AtomicBool,
+    /// Bytes held now, the most held at once, and the budget (0: none).
+    held: AtomicU64,
+    peak: AtomicU64,
+    memory_limit: u64,
 }
 
 /// A copy of [`Cost`] once the query is done.
@@ -43,9 +53,31 @@ pub struct CostSummary {
     /// Rows of read blocks that filters were evaluated on, and records of the memtable.
     pub rows_scanned: u64,
     pub memtable_records_scanned: u64,
+    /// The most bytes of results in progress the query held at once (estimated).
+    pub peak_memory: u64,
 }
 
 impl Cost {
+    /// A cost whose query may hold at most `bytes` of results in progress (0: no limit).
+    pub fn with_memory_limit(bytes: u64) -> Cost {
+        Cost { memory_limit: bytes, ..Cost::default() }
+    }
+
+    /// Counts `bytes` more held by the query, failing once it is over its budget (`what`
+    /// names what grew, for the error).
+    pub(crate) fn hold(&self, bytes: u64, what: &'static str) -> crate::Result<()> {
+        let now = self.held.fetch_add(bytes, Relaxed) + bytes;
+        self.peak.fetch_max(now, Relaxed);
+        if self.memory_limit > 0 && now > self.memory_limit {
+            return Err(crate::StorageError::OverBudget { limit: self.memory_limit, what });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn release(&self, bytes: u64) {
+        self.held.fetch_sub(bytes, Relaxed);
+    }
+
     pub(crate) fn add(c: &AtomicU64, n: u64) {
         c.fetch_add(n, Relaxed);
     }
@@ -76,13 +108,14 @@ impl Cost {
             bytes_decompressed: g(&self.bytes_decompressed),
             rows_scanned: g(&self.rows_scanned),
             memtable_records_scanned: g(&self.memtable_records_scanned),
+            peak_memory: g(&self.peak),
         }
     }
 }
 
 impl CostSummary {
     /// `name=value` pairs, in a fixed order, for headers and logs.
-    pub fn fields(&self) -> [(&'static str, u64); 11] {
+    pub fn fields(&self) -> [(&'static str, u64); 12] {
         [
             ("partitions", self.partitions),
             ("partitions_pruned", self.partitions_pruned),
@@ -95,6 +128,7 @@ impl CostSummary {
             ("bytes_decompressed", self.bytes_decompressed),
             ("rows_scanned", self.rows_scanned),
             ("memtable_records_scanned", self.memtable_records_scanned),
+            ("peak_memory", self.peak_memory),
         ]
     }
 }

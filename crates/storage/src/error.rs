@@ -23,6 +23,11 @@ pub enum StorageError {
     Closed,
     #[error("the query was cancelled")]
     Cancelled,
+    #[error(
+        "the query needs more than its memory budget of {limit} bytes for {what}; narrow it \
+         (time range, apps, filters, a smaller limit or a larger step)"
+    )]
+    OverBudget { limit: u64, what: &'static str },
 }
 
 pub type Result<T> = std::result::Result<T, StorageError>;

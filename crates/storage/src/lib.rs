@@ -41,7 +41,7 @@ pub use engine::{
 pub use error::{Corruption, Result, StorageError};
 pub use filter::{Filter, Query, DEFAULT_REGEX_SIZE_LIMIT};
 pub use metrics::EngineMetrics;
-pub use search::{Answer, Cursor, Order, Request};
+pub use search::{Answer, Cursor, Order, Request, Series};
 
 /// Identifies a segment file; unique within a data directory, never reused.
 pub type SegmentId = u64;

@@ -68,6 +68,13 @@ pub enum Request {
         key: String,
         limit: usize,
     },
+    /// Buckets of `step` ns per value of tag key `key`, for the `limit` values with the most
+    /// matches; the other values' buckets summed.
+    HistogramBy {
+        step: i64,
+        key: String,
+        limit: usize,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,11 +93,117 @@ pub enum Answer {
         values: Vec<(Option<String>, u64)>,
         total: usize,
     },
+    /// Per value (as in `Values`, most matches first): its number of matches and non-empty
+    /// buckets, ascending; `other` sums the buckets of the values past the limit; `total` is
+    /// the number of distinct values.
+    Series {
+        series: Vec<Series>,
+        other: Vec<(i64, u64)>,
+        total: usize,
+    },
+}
+
+/// One value of a tag key (`None`: without the key), its number of matches and its non-empty
+/// buckets `(start, count)`, ascending.
+pub type Series = (Option<String>, u64, Vec<(i64, u64)>);
+
+/// Estimated bytes of one entry of a tally keyed by a bucket, and by a tag value (plus its
+/// text): the key, the count, and the hash table's slot overhead.
+const BUCKET_ENTRY_BYTES: u64 = 32;
+const VALUE_ENTRY_BYTES: u64 = 64;
+
+fn value_bytes(v: &Option<String>) -> u64 {
+    VALUE_ENTRY_BYTES + v.as_ref().map_or(0, |s| s.len() as u64)
+}
+
+/// Counts keys over all sources in parallel: `each` reports `(key, n)` pairs for one source.
+/// Every distinct key of every partial tally is held against the query's memory budget;
+/// merging partial tallies gives back the duplicates.
+fn tally<K, Each>(
+    sources: &[Source],
+    cost: &Cost,
+    what: &'static str,
+    size: fn(&K) -> u64,
+    each: Each,
+) -> Result<FxHashMap<K, u64>>
+where
+    K: Eq + std::hash::Hash + Send,
+    Each: Fn(&Source, &mut dyn FnMut(K, u64)) -> Result<()> + Sync,
+{
+    use std::collections::hash_map::Entry;
+    sources
+        .par_iter()
+        .try_fold(FxHashMap::default, |mut acc: FxHashMap<K, u64>, src| {
+            let mut over = Ok(());
+            each(src, &mut |k, n| match acc.entry(k) {
+                Entry::Occupied(mut e) => *e.get_mut() += n,
+                Entry::Vacant(e) => {
+                    if over.is_ok() {
+                        over = cost.hold(size(e.key()), what);
+                    }
+                    e.insert(n);
+                }
+            })?;
+            over.map(|()| acc)
+        })
+        .try_reduce(FxHashMap::default, |mut a, b| {
+            let (mut a, b) = if a.len() >= b.len() { (a, b) } else { (b, std::mem::take(&mut a)) };
+            for (k, n) in b {
+                match a.entry(k) {
+                    Entry::Occupied(mut e) => {
+                        cost.release(size(e.key()));
+                        *e.get_mut() += n;
+                    }
+                    Entry::Vacant(e) => {
+                        e.insert(n);
+                    }
+                }
+            }
+            Ok(a)
+        })
+}
+
+/// Reports runs of equal buckets of sorted timestamps: one report per run, not per row.
+fn bucket_runs(step: i64, ts: impl Iterator<Item = i64>, emit: &mut dyn FnMut(i64, u64)) {
+    let mut run: Option<(i64, i64, u64)> = None; // (bucket start, bucket end, count)
+    for t in ts {
+        match &mut run {
+            Some((_, end, n)) if t < *end => *n += 1,
+            _ => {
+                if let Some((b, _, n)) = run {
+                    emit(b, n);
+                }
+                let b = t - t.rem_euclid(step);
+                run = Some((b, b.saturating_add(step), 1));
+            }
+        }
+    }
+    if let Some((b, _, n)) = run {
+        emit(b, n);
+    }
+}
+
+/// Sorts values by count, most first (ties by value).
+fn by_count<T: Ord>(v: &mut [(T, u64)]) {
+    v.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
 }
 
 /// The value of tag key `key` in one record's tags: `key=value`, or `""` for a bare `key`.
 fn value_of<'t>(tags: impl IntoIterator<Item = &'t str>, key: &str) -> Option<&'t str> {
     tags.into_iter().find_map(|t| if t == key { Some("") } else { t.strip_prefix(key)?.strip_prefix('=') })
+}
+
+/// The value of tag key `key` in tag set `set` of a block.
+fn set_value(tags: &crate::block::Tags, set: u32, key: &str) -> Option<String> {
+    let ids = tags.sets.set(set as usize);
+    value_of(ids.iter().map(|&id| tags.sets.strings[id as usize].as_str()), key).map(str::to_owned)
+}
+
+/// The records of a memtable chunk that match, counted as scanned.
+fn mem_matches<'c>(c: &'c MemChunk, f: &'c Filter, cost: &Cost) -> Result<impl Iterator<Item = &'c Record>> {
+    cost.check()?;
+    Cost::add(&cost.memtable_records_scanned, c.records.len() as u64);
+    Ok(c.records.iter().filter(move |r| f.record_matches(r)))
 }
 
 /// One unit of parallel work.
@@ -150,12 +263,14 @@ enum Want {
     Times,
     /// Tags too (counts by tag value).
     Tags,
+    /// Timestamps and tags (histograms by tag value).
+    TimesTags,
     /// Every column (records).
     All,
 }
 
 fn eval_block(seg: &Segment, idx: usize, f: &Filter, want: Want, cost: &Cost) -> Result<Matches> {
-    let want_ts = matches!(want, Want::Times | Want::All);
+    let want_ts = matches!(want, Want::Times | Want::TimesTags | Want::All);
     let meta = &seg.meta.blocks[idx];
     let none = || Matches { rows: Vec::new(), counted: None, ts: None, msgs: None, tags: None };
     if !f.block_may_match(meta) {
@@ -229,7 +344,7 @@ fn eval_block(seg: &Segment, idx: usize, f: &Filter, want: Want, cost: &Cost) ->
     if rows.is_empty() {
         return Ok(none());
     }
-    if matches!(want, Want::Tags | Want::All) && tags.is_none() {
+    if matches!(want, Want::Tags | Want::TimesTags | Want::All) && tags.is_none() {
         tags = Some(data.tags()?);
     }
     if matches!(want, Want::All) && msgs.is_none() {
@@ -301,8 +416,9 @@ fn block_records(seg: &Segment, m: &Matches, rows: impl Iterator<Item = u32>) ->
 }
 
 /// The best `k` matches of one source, best first.
+/// What it returns is held against the query's memory budget.
 fn top_of(src: &Source, f: &Filter, order: Order, k: usize, cost: &Cost) -> Result<Vec<Record>> {
-    match src {
+    let found = match src {
         Source::Block { seg, idx } => {
             let m = eval_block(seg, *idx, f, Want::All, cost)?;
             if m.rows.is_empty() {
@@ -315,14 +431,18 @@ fn top_of(src: &Source, f: &Filter, order: Order, k: usize, cost: &Cost) -> Resu
             }
         }
         Source::Mem(chunk) => {
-            cost.check()?;
-            Cost::add(&cost.memtable_records_scanned, chunk.records.len() as u64);
-            let mut hits: Vec<Record> = chunk.records.iter().filter(|r| f.record_matches(r)).cloned().collect();
+            let mut hits: Vec<Record> = mem_matches(chunk, f, cost)?.cloned().collect();
             hits.sort_unstable_by(cmp_in(order));
             hits.truncate(k);
             Ok(hits)
         }
-    }
+    }?;
+    cost.hold(records_bytes(&found), "records")?;
+    Ok(found)
+}
+
+fn records_bytes(records: &[Record]) -> u64 {
+    records.iter().map(|r| r.mem_size() as u64).sum()
 }
 
 pub(crate) fn run(mut sources: Vec<Source>, f: &Filter, req: &Request, cost: &Cost) -> Result<Answer> {
@@ -341,11 +461,7 @@ pub(crate) fn run(mut sources: Vec<Source>, f: &Filter, req: &Request, cost: &Co
                                 m.counted.unwrap_or(m.rows.len() as u64)
                             }
                         }
-                        Source::Mem(c) => {
-                            cost.check()?;
-                            Cost::add(&cost.memtable_records_scanned, c.records.len() as u64);
-                            c.records.iter().filter(|r| f.record_matches(r)).count() as u64
-                        }
+                        Source::Mem(c) => mem_matches(c, f, cost)?.count() as u64,
                     })
                 })
                 .try_reduce(|| 0, |a, b| Ok(a + b))?;
@@ -353,29 +469,12 @@ pub(crate) fn run(mut sources: Vec<Source>, f: &Filter, req: &Request, cost: &Co
         }
         Request::Histogram { step } => {
             let bucket = |t: i64| t - t.rem_euclid(step);
-            // rows come in time order, so equal buckets are runs: one map update per run
-            let add_sorted = |h: &mut FxHashMap<i64, u64>, ts: &mut dyn Iterator<Item = i64>| {
-                let mut run: Option<(i64, i64, u64)> = None; // (bucket start, bucket end, count)
-                for t in ts {
-                    match &mut run {
-                        Some((_, end, n)) if t < *end => *n += 1,
-                        _ => {
-                            if let Some((b, _, n)) = run {
-                                *h.entry(b).or_default() += n;
-                            }
-                            let b = bucket(t);
-                            run = Some((b, b.saturating_add(step), 1));
-                        }
-                    }
-                }
-                if let Some((b, _, n)) = run {
-                    *h.entry(b).or_default() += n;
-                }
-            };
-            let h = sources
-                .par_iter()
-                .map(|s| -> Result<FxHashMap<i64, u64>> {
-                    let mut h = FxHashMap::default();
+            let h = tally(
+                &sources,
+                cost,
+                "histogram buckets",
+                |_| BUCKET_ENTRY_BYTES,
+                |s, emit| {
                     match s {
                         Source::Block { seg, idx } => {
                             let meta = &seg.meta.blocks[*idx];
@@ -383,80 +482,123 @@ pub(crate) fn run(mut sources: Vec<Source>, f: &Filter, req: &Request, cost: &Co
                                 && f.covers(meta.min_ts, meta.max_ts)
                                 && bucket(meta.min_ts) == bucket(meta.max_ts)
                             {
-                                *h.entry(bucket(meta.min_ts)).or_default() += u64::from(meta.rows);
+                                emit(bucket(meta.min_ts), u64::from(meta.rows));
                             } else {
                                 let m = eval_block(seg, *idx, f, Want::Times, cost)?;
                                 // no timestamps means the block was pruned and no row matched
                                 if let Some(ts) = &m.ts {
-                                    add_sorted(&mut h, &mut m.rows.iter().map(|&r| ts[r as usize]));
+                                    bucket_runs(step, m.rows.iter().map(|&r| ts[r as usize]), emit);
                                 }
                             }
                         }
                         Source::Mem(c) => {
-                            cost.check()?;
-                            cost.check()?;
-                            Cost::add(&cost.memtable_records_scanned, c.records.len() as u64);
-                            for r in c.records.iter().filter(|r| f.record_matches(r)) {
-                                *h.entry(bucket(r.ts)).or_default() += 1;
+                            for r in mem_matches(c, f, cost)? {
+                                emit(bucket(r.ts), 1);
                             }
                         }
                     }
-                    Ok(h)
-                })
-                .try_reduce(FxHashMap::default, |mut a, b| {
-                    for (k, v) in b {
-                        *a.entry(k).or_default() += v;
-                    }
-                    Ok(a)
-                })?;
+                    Ok(())
+                },
+            )?;
             let mut buckets: Vec<(i64, u64)> = h.into_iter().collect();
             buckets.sort_unstable();
             Ok(Answer::Histogram(buckets))
         }
         Request::CountBy { ref key, limit } => {
-            let counts = sources
-                .par_iter()
-                .map(|s| -> Result<FxHashMap<Option<String>, u64>> {
-                    let mut h: FxHashMap<Option<String>, u64> = FxHashMap::default();
-                    match s {
-                        Source::Block { seg, idx } => {
-                            let m = eval_block(seg, *idx, f, Want::Tags, cost)?;
-                            if let Some(tags) = &m.tags {
-                                // one lookup per distinct tag set, then a count per row
-                                let mut per_set: FxHashMap<u32, u64> = FxHashMap::default();
-                                for &r in &m.rows {
-                                    *per_set.entry(tags.rows[r as usize]).or_default() += 1;
-                                }
-                                for (set, n) in per_set {
-                                    let ids = tags.sets.set(set as usize);
-                                    let strings = ids.iter().map(|&id| tags.sets.strings[id as usize].as_str());
-                                    *h.entry(value_of(strings, key).map(str::to_owned)).or_default() += n;
-                                }
+            let counts = tally(&sources, cost, "distinct values", value_bytes, |s, emit| {
+                match s {
+                    Source::Block { seg, idx } => {
+                        let m = eval_block(seg, *idx, f, Want::Tags, cost)?;
+                        if let Some(tags) = &m.tags {
+                            // one lookup per distinct tag set, then a count per row
+                            let mut per_set: FxHashMap<u32, u64> = FxHashMap::default();
+                            for &r in &m.rows {
+                                *per_set.entry(tags.rows[r as usize]).or_default() += 1;
                             }
-                        }
-                        Source::Mem(c) => {
-                            cost.check()?;
-                            cost.check()?;
-                            Cost::add(&cost.memtable_records_scanned, c.records.len() as u64);
-                            for r in c.records.iter().filter(|r| f.record_matches(r)) {
-                                let v = value_of(r.tags.iter().map(String::as_str), key);
-                                *h.entry(v.map(str::to_owned)).or_default() += 1;
+                            for (set, n) in per_set {
+                                emit(set_value(tags, set, key), n);
                             }
                         }
                     }
-                    Ok(h)
-                })
-                .try_reduce(FxHashMap::default, |mut a, b| {
-                    for (k, v) in b {
-                        *a.entry(k).or_default() += v;
+                    Source::Mem(c) => {
+                        for r in mem_matches(c, f, cost)? {
+                            emit(value_of(r.tags.iter().map(String::as_str), key).map(str::to_owned), 1);
+                        }
                     }
-                    Ok(a)
-                })?;
+                }
+                Ok(())
+            })?;
             let total = counts.len();
             let mut values: Vec<(Option<String>, u64)> = counts.into_iter().collect();
-            values.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            by_count(&mut values);
             values.truncate(limit);
             Ok(Answer::Values { values, total })
+        }
+        Request::HistogramBy { step, ref key, limit } => {
+            let bucket = |t: i64| t - t.rem_euclid(step);
+            let size = |k: &(Option<String>, i64)| value_bytes(&k.0) + BUCKET_ENTRY_BYTES;
+            let counts = tally(&sources, cost, "histogram buckets per value", size, |s, emit| {
+                match s {
+                    Source::Block { seg, idx } => {
+                        let m = eval_block(seg, *idx, f, Want::TimesTags, cost)?;
+                        if let (Some(ts), Some(tags)) = (&m.ts, &m.tags) {
+                            // rows are in time order: count runs of equal (bucket, tag set)
+                            let mut values: FxHashMap<u32, Option<String>> = FxHashMap::default();
+                            let mut run: Option<(i64, u32, u64)> = None;
+                            let mut flush = |run: (i64, u32, u64), emit: &mut dyn FnMut((Option<String>, i64), u64)| {
+                                let v = values.entry(run.1).or_insert_with(|| set_value(tags, run.1, key));
+                                emit((v.clone(), run.0), run.2);
+                            };
+                            for &r in &m.rows {
+                                let (b, set) = (bucket(ts[r as usize]), tags.rows[r as usize]);
+                                match &mut run {
+                                    Some((rb, rs, n)) if *rb == b && *rs == set => *n += 1,
+                                    _ => {
+                                        if let Some(done) = run.replace((b, set, 1)) {
+                                            flush(done, emit);
+                                        }
+                                    }
+                                }
+                            }
+                            if let Some(done) = run {
+                                flush(done, emit);
+                            }
+                        }
+                    }
+                    Source::Mem(c) => {
+                        for r in mem_matches(c, f, cost)? {
+                            let v = value_of(r.tags.iter().map(String::as_str), key).map(str::to_owned);
+                            emit((v, bucket(r.ts)), 1);
+                        }
+                    }
+                }
+                Ok(())
+            })?;
+            let mut per_value: FxHashMap<Option<String>, Series> = FxHashMap::default();
+            for ((v, b), n) in counts {
+                let e = per_value.entry(v).or_default();
+                e.1 += n;
+                e.2.push((b, n));
+            }
+            let total = per_value.len();
+            let mut ranked: Vec<(Option<String>, u64)> = per_value.iter().map(|(v, e)| (v.clone(), e.1)).collect();
+            by_count(&mut ranked);
+            let mut series = Vec::with_capacity(limit.min(total));
+            let mut other: FxHashMap<i64, u64> = FxHashMap::default();
+            for (i, (v, n)) in ranked.into_iter().enumerate() {
+                let (_, _, mut buckets) = per_value.remove(&v).expect("ranked from this map");
+                if i < limit {
+                    buckets.sort_unstable();
+                    series.push((v, n, buckets));
+                } else {
+                    for (b, c) in buckets {
+                        *other.entry(b).or_default() += c;
+                    }
+                }
+            }
+            let mut other: Vec<(i64, u64)> = other.into_iter().collect();
+            other.sort_unstable();
+            Ok(Answer::Series { series, other, total })
         }
         Request::Logs { limit, order, cursor } => {
             let skip = cursor.map_or(0, |c| c.skip as usize);
@@ -491,7 +633,10 @@ pub(crate) fn run(mut sources: Vec<Source>, f: &Filter, req: &Request, cost: &Co
                     best.extend(v);
                 }
                 best.sort_unstable_by(cmp);
-                best.truncate(k);
+                if best.len() > k {
+                    cost.release(records_bytes(&best[k..]));
+                    best.truncate(k);
+                }
                 i = end;
             }
             // a cursor resumes inside the run of records sharing its timestamp

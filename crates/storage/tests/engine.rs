@@ -180,23 +180,44 @@ fn check(engine: &Engine, pool: &rayon::ThreadPool, data: &[Record], qe: &(Query
 
     // count by: the value of `level=` (or the bare tag `canary`, whose value is empty), None without
     for key in ["level", "canary"] {
-        let mut by: std::collections::HashMap<Option<String>, u64> = Default::default();
-        for r in &expected {
-            let v = r.tags.iter().find_map(|t| {
+        let value = |r: &Record| {
+            r.tags.iter().find_map(|t| {
                 if t == key {
                     Some(String::new())
                 } else {
                     t.strip_prefix(&format!("{key}=")).map(str::to_owned)
                 }
-            });
-            *by.entry(v).or_default() += 1;
+            })
+        };
+        let mut by: std::collections::HashMap<Option<String>, u64> = Default::default();
+        // and per value, buckets of a step that splits the data into a few dozen
+        let step = 20_000_000_000i64;
+        let mut hist_by: std::collections::HashMap<Option<String>, std::collections::BTreeMap<i64, u64>> =
+            Default::default();
+        for r in &expected {
+            *by.entry(value(r)).or_default() += 1;
+            *hist_by.entry(value(r)).or_default().entry(r.ts - r.ts.rem_euclid(step)).or_default() += 1;
         }
         let mut want: Vec<(Option<String>, u64)> = by.into_iter().collect();
         want.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         let total = want.len();
+        let series: Vec<logpipe_storage::Series> = want
+            .iter()
+            .take(2)
+            .map(|(v, n)| (v.clone(), *n, hist_by[v].iter().map(|(&b, &c)| (b, c)).collect()))
+            .collect();
+        let mut other = std::collections::BTreeMap::new();
+        for (v, _) in want.iter().skip(2) {
+            for (&b, &c) in &hist_by[v] {
+                *other.entry(b).or_insert(0u64) += c;
+            }
+        }
         want.truncate(2);
         let got = run(&Request::CountBy { key: key.into(), limit: 2 });
         assert_eq!(got, Answer::Values { values: want, total }, "{stage}: count by {key}");
+        let got = run(&Request::HistogramBy { step, key: key.into(), limit: 2 });
+        let other = other.into_iter().collect();
+        assert_eq!(got, Answer::Series { series, other, total }, "{stage}: histogram by {key}");
     }
 
     for order in [Order::Asc, Order::Desc] {
