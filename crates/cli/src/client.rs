@@ -8,14 +8,70 @@ use clap::Args;
 
 const DEFAULT_SERVER: &str = "http://127.0.0.1:7171";
 
+/// How the client commands reach a server.
+#[derive(Args)]
+pub struct Conn {
+    /// Server base URL (http:// or https://).
+    #[arg(long, default_value = DEFAULT_SERVER, env = "LOGPIPE_SERVER")]
+    server: String,
+    /// Bearer token, when the server has tokens configured.
+    #[arg(long, env = "LOGPIPE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// PEM certificate(s) to trust for an https server instead of the public roots (e.g. its
+    /// self-signed certificate).
+    #[arg(long, env = "LOGPIPE_CA_CERT")]
+    ca_cert: Option<std::path::PathBuf>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn").field("server", &self.server).field("ca_cert", &self.ca_cert).finish_non_exhaustive()
+    }
+}
+
+impl Conn {
+    /// An agent with `read_timeout` (none: the whole request may take up to 10 minutes).
+    fn agent(&self, read_timeout: Option<Duration>) -> Result<ureq::Agent> {
+        let mut b = ureq::AgentBuilder::new();
+        b = match read_timeout {
+            Some(t) => b.timeout_read(t),
+            None => b.timeout(Duration::from_secs(600)),
+        };
+        if let Some(path) = &self.ca_cert {
+            let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                roots.add(cert.with_context(|| format!("{}: not PEM certificates", path.display()))?)?;
+            }
+            let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+            let cfg = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            b = b.tls_config(std::sync::Arc::new(cfg));
+        }
+        Ok(b.build())
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.server.trim_end_matches('/'))
+    }
+
+    fn authorize(&self, req: ureq::Request) -> ureq::Request {
+        match &self.token {
+            Some(t) => req.set("authorization", &format!("Bearer {t}")),
+            None => req,
+        }
+    }
+}
+
 /// The filters shared by `logpipe query` and `logpipe tail`.
 #[derive(Args, Debug)]
 pub struct FilterArgs {
     /// A query in the query language (docs/QUERY.md), ANDed with the filter options.
     query: Option<String>,
-    /// Server base URL.
-    #[arg(long, default_value = DEFAULT_SERVER, env = "LOGPIPE_SERVER")]
-    server: String,
+    #[command(flatten)]
+    conn: Conn,
     /// Application; repeatable (none: all apps).
     #[arg(long)]
     app: Vec<String>,
@@ -62,7 +118,7 @@ impl FilterArgs {
     }
 
     fn get(&self, agent: &ureq::Agent, path: &str, params: &[(&str, String)]) -> ureq::Request {
-        let mut req = agent.get(&format!("{}{path}", self.server.trim_end_matches('/')));
+        let mut req = self.conn.authorize(agent.get(&self.conn.url(path)));
         for (k, v) in params {
             req = req.query(k, v);
         }
@@ -113,7 +169,7 @@ pub fn query(a: QueryArgs) -> Result<()> {
             "/api/v1/logs"
         }
     };
-    let resp = a.filters.get(&ureq::agent(), path, &params).call().map_err(describe)?;
+    let resp = a.filters.get(&a.filters.conn.agent(None)?, path, &params).call().map_err(describe)?;
     let cursor = resp.header("logpipe-next-cursor").map(str::to_owned);
     let records = resp.content_type() == "application/x-ndjson";
     let body = resp.into_string()?;
@@ -189,7 +245,7 @@ pub fn tail(a: TailArgs) -> Result<()> {
     let params = a.filters.params();
     // no overall timeout: the stream is meant to stay open; the server sends a keep-alive
     // comment every 10 s, so a read that waits far longer means the connection is gone
-    let agent = ureq::AgentBuilder::new().timeout_read(Duration::from_secs(60)).build();
+    let agent = a.filters.conn.agent(Some(Duration::from_secs(60)))?;
     let resp = a.filters.get(&agent, "/api/v1/tail", &params).call().map_err(describe)?;
     let reader = std::io::BufReader::new(resp.into_reader());
     let mut out = std::io::stdout().lock();
@@ -233,9 +289,8 @@ fn describe(e: ureq::Error) -> anyhow::Error {
 
 #[derive(Args, Debug)]
 pub struct IngestArgs {
-    /// Server base URL.
-    #[arg(long, default_value = DEFAULT_SERVER, env = "LOGPIPE_SERVER")]
-    server: String,
+    #[command(flatten)]
+    conn: Conn,
     /// Application for records that do not name one (required for plain text).
     #[arg(long)]
     app: Option<String>,
@@ -260,7 +315,8 @@ pub fn ingest(a: IngestArgs) -> Result<()> {
     if !matches!(a.format.as_str(), "auto" | "ndjson" | "text") {
         bail!("--format {:?}: expected auto, ndjson or text", a.format);
     }
-    let mut url = format!("{}/api/v1/logs", a.server.trim_end_matches('/'));
+    let agent = a.conn.agent(None)?;
+    let mut url = a.conn.url("/api/v1/logs");
     if let Some(app) = &a.app {
         url = format!("{url}?app={}", form_urlencoded::byte_serialize(app.as_bytes()).collect::<String>());
     }
@@ -297,24 +353,24 @@ pub fn ingest(a: IngestArgs) -> Result<()> {
             body.push('\n');
             in_batch += 1;
             if in_batch >= a.batch.max(1) {
-                total += send(&url, &body, a.retries)?;
+                total += send(&a.conn, &agent, &url, &body, a.retries)?;
                 body.clear();
                 in_batch = 0;
             }
         }
     }
     if in_batch > 0 {
-        total += send(&url, &body, a.retries)?;
+        total += send(&a.conn, &agent, &url, &body, a.retries)?;
     }
     eprintln!("accepted {total} records");
     Ok(())
 }
 
 /// Posts one batch, retrying on 429/503 after the server's Retry-After (or a growing backoff).
-fn send(url: &str, body: &str, retries: u32) -> Result<u64> {
+fn send(conn: &Conn, agent: &ureq::Agent, url: &str, body: &str, retries: u32) -> Result<u64> {
     let mut backoff = Duration::from_millis(100);
     for attempt in 1..=retries.max(1) {
-        match ureq::post(url).set("content-type", "application/x-ndjson").send_string(body) {
+        match conn.authorize(agent.post(url)).set("content-type", "application/x-ndjson").send_string(body) {
             Ok(resp) => {
                 let v: serde_json::Value = serde_json::from_str(&resp.into_string()?)?;
                 return Ok(v["accepted"].as_u64().unwrap_or(0));

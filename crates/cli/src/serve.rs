@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use logpipe_model::{parse_duration, AppName};
+use logpipe_model::{parse_duration, AppName, AppPattern};
 use logpipe_server::{ServerConfig, DEFAULT_LISTEN};
 use logpipe_storage::{EngineConfig, FsyncMode};
 use serde::Deserialize;
@@ -42,6 +42,20 @@ pub struct ServeArgs {
     /// Per-app retention in the config file: a table of app = "duration".
     #[arg(skip)]
     retention_per_app: Option<HashMap<String, String>>,
+    /// Bearer tokens, in the config file only (`[[tokens]]` tables; see docs/SECURITY.md).
+    #[arg(skip)]
+    tokens: Option<Vec<TokenEntry>>,
+    /// Listen beyond loopback without tokens: anyone who can reach the port can read and write
+    /// everything.
+    #[arg(long)]
+    #[serde(default)]
+    insecure_no_auth: bool,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Threads that decode ingest bodies [default: number of cores].
     #[arg(long)]
     ingest_workers: Option<usize>,
@@ -116,6 +130,68 @@ pub struct ServeArgs {
     cold_level: Option<i32>,
 }
 
+/// One `[[tokens]]` table of the config file. The secret is given inline (`token`) or, to keep
+/// it out of the file, as the name of an environment variable (`token_env`).
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenEntry {
+    name: String,
+    token: Option<String>,
+    token_env: Option<String>,
+    scopes: Vec<String>,
+    #[serde(default)]
+    apps: Vec<String>,
+}
+
+impl std::fmt::Debug for TokenEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenEntry").field("name", &self.name).field("scopes", &self.scopes).finish_non_exhaustive()
+    }
+}
+
+impl TokenEntry {
+    fn spec(&self) -> Result<logpipe_server::TokenSpec> {
+        let name = &self.name;
+        let token = match (&self.token, &self.token_env) {
+            (Some(t), None) => t.clone(),
+            (None, Some(var)) => std::env::var(var).with_context(|| format!("token {name:?}: ${var} is not set"))?,
+            _ => bail!("token {name:?}: give exactly one of token and token_env"),
+        };
+        let scopes = self
+            .scopes
+            .iter()
+            .map(|s| s.parse::<logpipe_server::Scope>().map_err(|e| anyhow::anyhow!("token {name:?}: {e}")))
+            .collect::<Result<_>>()?;
+        let apps = self
+            .apps
+            .iter()
+            .map(|a| AppPattern::parse(a).with_context(|| format!("token {name:?}: apps")))
+            .collect::<Result<_>>()?;
+        Ok(logpipe_server::TokenSpec { name: name.clone(), token, scopes, apps })
+    }
+}
+
+/// A rustls server configuration from PEM files.
+fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> Result<std::sync::Arc<rustls::ServerConfig>> {
+    let read = |p: &std::path::Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let certs = rustls_pemfile::certs(&mut read(cert)?.as_slice())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .with_context(|| format!("{}: not a PEM certificate chain", cert.display()))?;
+    anyhow::ensure!(!certs.is_empty(), "{}: no certificate in it", cert.display());
+    let key = rustls_pemfile::private_key(&mut read(key)?.as_slice())
+        .with_context(|| format!("{}: not a PEM private key", key.display()))?
+        .with_context(|| format!("{}: no private key in it", key.display()))?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("tls protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("the TLS certificate and key do not go together")?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(std::sync::Arc::new(cfg))
+}
+
 impl ServeArgs {
     /// Fills every unset flag from the config file.
     fn merge_file(mut self) -> Result<ServeArgs> {
@@ -131,6 +207,9 @@ impl ServeArgs {
             fsync,
             retention,
             retention_per_app,
+            tokens,
+            tls_cert,
+            tls_key,
             ingest_workers,
             ingest_queue,
             wal_queue,
@@ -155,6 +234,7 @@ impl ServeArgs {
             settle_after,
             cold_level
         );
+        self.insecure_no_auth |= f.insecure_no_auth;
         Ok(self)
     }
 
@@ -221,6 +301,10 @@ impl ServeArgs {
             max_tails => max_tails,
             tail_buffer_bytes => tail_buffer_bytes
         );
+        cfg.tokens = self.tokens.iter().flatten().map(TokenEntry::spec).collect::<Result<_>>()?;
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            cfg.tls = Some(tls_config(cert, key)?);
+        }
         if let Some(v) = &self.query_timeout {
             let ns = parse_duration(v).context("--query-timeout")?;
             anyhow::ensure!(ns > 0, "--query-timeout must be positive");
@@ -247,17 +331,26 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let (listen, cfg) = args.merge_file()?.into_config()?;
+    let args = args.merge_file()?;
+    let insecure_no_auth = args.insecure_no_auth;
+    let (listen, cfg) = args.into_config()?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let listener =
             tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("listening on {listen}"))?;
         let addr = listener.local_addr()?;
-        if !addr.ip().is_loopback() {
-            tracing::warn!(%addr, "listening beyond loopback: there is no authentication yet");
+        if !addr.ip().is_loopback() && cfg.tokens.is_empty() {
+            if !insecure_no_auth {
+                bail!(
+                    "refusing to listen on {addr} without authentication: configure [[tokens]] in the \
+                     config file (docs/SECURITY.md), listen on loopback, or pass --insecure-no-auth"
+                );
+            }
+            tracing::warn!(%addr, "listening beyond loopback without authentication (--insecure-no-auth)");
         }
         // the line tests and scripts read to find a port picked with :0
-        println!("logpipe listening on http://{addr}");
+        let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+        println!("logpipe listening on {scheme}://{addr}");
         tracing::info!(%addr, data_dir = %cfg.engine.data_dir.display(), fsync = ?cfg.engine.fsync, "starting");
         logpipe_server::serve(cfg, listener, shutdown_signal()).await?;
         tracing::info!("stopped cleanly");

@@ -62,6 +62,64 @@ impl AsRef<str> for AppName {
     }
 }
 
+/// A pattern of application names: an app name in which `*` stands for any run of characters
+/// (`web`, `web-*`, `*-prod`, `*`). Used to say which apps a token may read or write.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct AppPattern(Arc<str>);
+
+impl AppPattern {
+    pub fn parse(pattern: &str) -> Result<AppPattern, ModelError> {
+        let invalid = |reason| ModelError::InvalidApp { name: truncate(pattern), reason };
+        if pattern.is_empty() {
+            return Err(invalid("empty pattern"));
+        }
+        if pattern.len() > MAX_APP_LEN {
+            return Err(invalid("longer than 64 characters"));
+        }
+        let lower = pattern.to_ascii_lowercase();
+        if !lower.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-*".contains(&b)) {
+            return Err(invalid("only letters, digits, '.', '_', '-' and '*' are allowed in a pattern"));
+        }
+        Ok(AppPattern(lower.into()))
+    }
+
+    /// Whether the pattern is `*`: every app.
+    pub fn is_any(&self) -> bool {
+        self.0.bytes().all(|b| b == b'*')
+    }
+
+    pub fn matches(&self, app: &str) -> bool {
+        let mut parts = self.0.split('*');
+        let first = parts.next().unwrap_or("");
+        let Some(mut rest) = app.strip_prefix(first) else { return false };
+        let parts: Vec<&str> = parts.collect();
+        let Some((last, middle)) = parts.split_last() else { return rest.is_empty() };
+        for p in middle {
+            match rest.find(p) {
+                Some(i) => rest = &rest[i + p.len()..],
+                None => return false,
+            }
+        }
+        rest.len() >= last.len() && rest.ends_with(last)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AppPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for AppPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +135,32 @@ mod tests {
     fn rejects_paths_and_junk() {
         for bad in ["", "../x", "..", ".", "-a", "a/b", "a b", "é", &"a".repeat(65)] {
             assert!(AppName::parse(bad).is_err(), "{bad:?} must be rejected");
+        }
+    }
+
+    #[test]
+    fn patterns() {
+        let p = |s: &str| AppPattern::parse(s).unwrap();
+        for (pat, app, want) in [
+            ("web", "web", true),
+            ("web", "web2", false),
+            ("web-*", "web-1", true),
+            ("web-*", "web-", true),
+            ("web-*", "api-1", false),
+            ("*-prod", "api-prod", true),
+            ("*-prod", "api-prod2", false),
+            ("*", "anything", true),
+            ("a*b*c", "abc", true),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "acb", false),
+            ("ab*ba", "aba", false),
+            ("WEB-*", "web-x", true),
+        ] {
+            assert_eq!(p(pat).matches(app), want, "{pat} on {app}");
+        }
+        assert!(p("*").is_any() && !p("web*").is_any());
+        for bad in ["", "web/1", "../x", "a b"] {
+            assert!(AppPattern::parse(bad).is_err(), "{bad}");
         }
     }
 }

@@ -5,8 +5,10 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
+use axum::Extension;
 use prometheus::Encoder;
 
+use crate::auth::Access;
 use crate::{ApiError, AppState};
 
 pub async fn health() -> impl IntoResponse {
@@ -22,7 +24,11 @@ pub async fn ready(State(st): State<Arc<AppState>>) -> Result<impl IntoResponse,
     Ok(axum::Json(serde_json::json!({"status": "ready"})))
 }
 
-pub async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
+/// Per-app counters tell what apps exist and how busy they are: `admin` scope only.
+pub async fn metrics(State(st): State<Arc<AppState>>, Extension(access): Extension<Access>) -> impl IntoResponse {
+    if let Err(e) = access.check_admin() {
+        return e.into_response();
+    }
     if let Some(engine) = st.engine.get() {
         engine.refresh_gauges();
     }

@@ -41,6 +41,10 @@ pub struct ServerConfig {
     pub query_timeout: std::time::Duration,
     pub query_memory_bytes: usize,
     pub max_tails: usize,
+    /// Bearer tokens; empty: no authentication.
+    pub tokens: Vec<crate::TokenSpec>,
+    /// Serve HTTPS with this certificate and key; `None`: plain HTTP.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     pub tail_buffer_bytes: usize,
 }
 
@@ -60,6 +64,8 @@ impl ServerConfig {
             query_timeout: DEFAULT_QUERY_TIMEOUT,
             query_memory_bytes: DEFAULT_QUERY_MEMORY_BYTES,
             max_tails: DEFAULT_MAX_TAILS,
+            tokens: Vec::new(),
+            tls: None,
             tail_buffer_bytes: DEFAULT_TAIL_BUFFER_BYTES,
         }
     }

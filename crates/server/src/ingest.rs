@@ -12,6 +12,7 @@ use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use http_body_util::BodyExt;
 use logpipe_model::{format_time, parse_time, AppName, Limits, Record};
 use serde::de::{self, Deserializer, Visitor};
@@ -21,6 +22,7 @@ use serde_json::json;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::admission::Admitted;
+use crate::auth::Access;
 use crate::{ApiError, AppState};
 
 #[derive(Deserialize)]
@@ -67,11 +69,12 @@ fn timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
 
 pub async fn ingest(
     State(st): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let res = ingest_inner(&st, raw, headers, body).await;
+    let res = ingest_inner(&st, access, raw, headers, body).await;
     if let Err(e) = &res {
         st.metrics.rejected.with_label_values(&["ingest", e.reason()]).inc();
     }
@@ -89,10 +92,16 @@ async fn drain(body: Body) {
 
 async fn ingest_inner(
     st: &Arc<AppState>,
+    access: Access,
     raw: Option<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    if !access.may_write_any() {
+        let err = access.check_write(&AppName::parse("x").expect("a valid name")).unwrap_err();
+        drain(body).await;
+        return Err(err);
+    }
     let cap = st.cfg.max_body_bytes;
     let too_large = || {
         ApiError::new(
@@ -130,6 +139,10 @@ async fn ingest_inner(
             let n = records.len();
             let mut per_app: HashMap<AppName, (u64, u64)> = HashMap::new();
             for r in &records {
+                if !per_app.contains_key(&r.app) {
+                    // all or nothing: one app this token may not write refuses the batch
+                    access.check_write(&r.app)?;
+                }
                 let e = per_app.entry(r.app.clone()).or_default();
                 e.0 += 1;
                 e.1 += (r.message.len() + r.tags.iter().map(String::len).sum::<usize>()) as u64;

@@ -10,6 +10,7 @@
 
 mod admin;
 mod admission;
+mod auth;
 mod config;
 mod error;
 mod ingest;
@@ -17,6 +18,7 @@ mod metrics;
 mod params;
 mod query;
 mod tail;
+mod tls;
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -26,6 +28,7 @@ use axum::Router;
 use logpipe_storage::Engine;
 use tokio::net::TcpListener;
 
+pub use auth::{Scope, TokenSpec, MIN_TOKEN_LEN};
 pub use config::{ServerConfig, DEFAULT_LISTEN};
 pub use error::ApiError;
 pub use ingest::parse_records;
@@ -46,6 +49,8 @@ pub(crate) struct AppState {
     pub tails: Arc<tokio::sync::Semaphore>,
     /// Set when shutdown begins: live tails end so the server can finish its requests.
     pub stopping: tokio::sync::watch::Sender<bool>,
+    /// Configured bearer tokens; `None`: authentication is off.
+    pub tokens: Option<auth::Tokens>,
     pub metrics: ServerMetrics,
     pub registry: prometheus::Registry,
 }
@@ -84,6 +89,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/explain", get(query::explain))
         .route("/api/v1/tail", get(tail::tail))
         .fallback(admin::not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .with_state(state)
 }
 
@@ -99,7 +105,12 @@ pub async fn serve(
 ) -> Result<(), ServerError> {
     let registry = prometheus::Registry::new();
     let metrics = ServerMetrics::new(&registry).map_err(|e| ServerError::Setup(e.to_string()))?;
+    let tokens = match cfg.tokens.as_slice() {
+        [] => None,
+        specs => Some(auth::Tokens::new(specs).map_err(ServerError::Setup)?),
+    };
     let state = Arc::new(AppState {
+        tokens,
         ingest_pool: Pool::new("ingest", cfg.ingest_workers, cfg.ingest_queue, metrics.clone())?,
         query_pool: Pool::new("query", cfg.query_workers, cfg.query_queue, metrics.clone())?,
         ingest_memory: Arc::new(tokio::sync::Semaphore::new(cfg.ingest_memory_bytes / 1024)),
@@ -134,7 +145,7 @@ pub async fn serve(
     let app = router(state.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopping = state.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let shutdown = async move {
         let mut stop_rx = stop_rx;
         tokio::select! {
             _ = shutdown => {}
@@ -142,8 +153,14 @@ pub async fn serve(
         }
         // live tails never end by themselves; graceful shutdown waits for every response
         stopping.stopping.send_replace(true);
-    });
-    let server = tokio::spawn(async move { server.await });
+    };
+    let server = match state.cfg.tls.clone() {
+        None => tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await }),
+        Some(tls) => {
+            let listener = tls::TlsListener::new(listener, tls)?;
+            tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await })
+        }
+    };
 
     let opened = opener.await.map_err(|e| ServerError::Setup(e.to_string()))?;
     if let Err(e) = opened {

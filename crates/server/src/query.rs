@@ -7,11 +7,13 @@ use std::time::Instant;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use logpipe_model::{format_time, Record};
 use logpipe_query::Pipe;
 use logpipe_storage::{Answer, Cost, CostSummary, Order, Request};
 use serde_json::{json, Map, Value};
 
+use crate::auth::Access;
 use crate::config::{DEFAULT_QUERY_LIMIT, DEFAULT_SERIES_LIMIT, MAX_HISTOGRAM_BUCKETS};
 use crate::params::{self, QueryParams};
 use crate::{ApiError, AppState};
@@ -209,36 +211,58 @@ fn plan_json(p: &QueryParams, shape: &Shape) -> Value {
         "icontains": q.icontains,
         "regex": q.regex,
         "expr": q.expr.as_ref().map(|e| e.to_string()),
+        "app_scope": q.app_scope.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
         "answer": answer,
     })
 }
 
-pub async fn logs(State(st): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
-    counted(&st, "logs", answer(&st, raw, "logs", &["limit", "order", "cursor"]).await)
+pub async fn logs(
+    State(st): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    counted(&st, "logs", answer(&st, &access, raw, "logs", &["limit", "order", "cursor"]).await)
 }
 
-pub async fn count(State(st): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
-    counted(&st, "count", answer(&st, raw, "count", &[]).await)
+pub async fn count(
+    State(st): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    counted(&st, "count", answer(&st, &access, raw, "count", &[]).await)
 }
 
-pub async fn histogram(State(st): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
-    counted(&st, "histogram", answer(&st, raw, "histogram", &["step", "fill"]).await)
+pub async fn histogram(
+    State(st): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    counted(&st, "histogram", answer(&st, &access, raw, "histogram", &["step", "fill"]).await)
 }
 
-pub async fn query(State(st): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
-    counted(&st, "query", answer(&st, raw, "query", &["limit", "order", "cursor", "step", "fill"]).await)
+pub async fn query(
+    State(st): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    counted(&st, "query", answer(&st, &access, raw, "query", &["limit", "order", "cursor", "step", "fill"]).await)
 }
 
 /// `GET /api/v1/explain`: runs the query as `/api/v1/query` would and answers with the plan
 /// (filters after merging `q=` with the parameters, the expression left to evaluate per row,
 /// the kind of answer) and what it cost, instead of the records.
-pub async fn explain(State(st): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
-    counted(&st, "explain", explain_inner(&st, raw).await)
+pub async fn explain(
+    State(st): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    counted(&st, "explain", explain_inner(&st, &access, raw).await)
 }
 
-async fn explain_inner(st: &Arc<AppState>, raw: Option<String>) -> Result<Response, ApiError> {
+async fn explain_inner(st: &Arc<AppState>, access: &Access, raw: Option<String>) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let p = params::parse(raw.as_deref(), &["limit", "order", "cursor", "step", "fill"])?;
+    let mut p = params::parse(raw.as_deref(), &["limit", "order", "cursor", "step", "fill"])?;
+    p.query.app_scope = access.read_scope()?;
     let shape = shape(st, &p, "query")?;
     let plan = plan_json(&p, &shape);
     let req = match shape {
@@ -262,12 +286,15 @@ async fn explain_inner(st: &Arc<AppState>, raw: Option<String>) -> Result<Respon
 
 async fn answer(
     st: &Arc<AppState>,
+    access: &Access,
     raw: Option<String>,
     endpoint: &'static str,
     extra: &[&str],
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let p = params::parse(raw.as_deref(), extra)?;
+    let mut p = params::parse(raw.as_deref(), extra)?;
+    // what the caller may read is part of the query: every answer is computed within it
+    p.query.app_scope = access.read_scope()?;
     let spent: CostSummary;
     let resp = match shape(st, &p, endpoint)? {
         Shape::Logs { limit, order, fields } => {

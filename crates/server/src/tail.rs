@@ -23,6 +23,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use logpipe_model::Record;
 use logpipe_query::Pipe;
 use logpipe_storage::{Acked, Filter};
@@ -30,6 +31,7 @@ use parking_lot::Mutex;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
+use crate::auth::Access;
 use crate::params;
 use crate::query::write_record;
 use crate::{ApiError, AppState};
@@ -38,17 +40,22 @@ use crate::{ApiError, AppState};
 /// noticed.
 const KEEP_ALIVE: Duration = Duration::from_secs(10);
 
-pub async fn tail(State(st): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
-    let res = tail_inner(&st, raw);
+pub async fn tail(
+    State(st): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let res = tail_inner(&st, &access, raw);
     if let Err(e) = &res {
         st.metrics.rejected.with_label_values(&["tail", e.reason()]).inc();
     }
     res
 }
 
-fn tail_inner(st: &Arc<AppState>, raw: Option<String>) -> Result<Response, ApiError> {
+fn tail_inner(st: &Arc<AppState>, access: &Access, raw: Option<String>) -> Result<Response, ApiError> {
     let engine = st.engine()?.clone();
-    let p = params::parse(raw.as_deref(), &[])?;
+    let mut p = params::parse(raw.as_deref(), &[])?;
+    p.query.app_scope = access.read_scope()?;
     let mut limit = None;
     let mut fields = None;
     for pipe in &p.pipes {

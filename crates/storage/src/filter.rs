@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use logpipe_model::{AppName, Record};
+use logpipe_model::{AppName, AppPattern, Record};
 use logpipe_query::Expr;
 use memchr::memmem;
 use regex::bytes::{Regex, RegexBuilder};
@@ -37,6 +37,9 @@ pub struct Query {
     /// What is left of a query-language filter after [`Query::and_expr`] moved the conditions
     /// above into their fields: ORs, NOTs, words, tag keys and tag regexes.
     pub expr: Option<Expr>,
+    /// If not empty, only apps matching one of these patterns (what the caller may read),
+    /// ANDed with everything else.
+    pub app_scope: Vec<AppPattern>,
 }
 
 impl Query {
@@ -481,6 +484,7 @@ pub struct Filter {
     any_keys: Vec<u64>,
     /// The query-language expression, if any, ANDed with the rest.
     expr: Option<Node>,
+    app_scope: Vec<AppPattern>,
 }
 
 impl Filter {
@@ -521,11 +525,14 @@ impl Filter {
             must_keys,
             any_keys: q.tags_any.iter().map(|t| bloom::tag_hash(t)).collect(),
             expr: q.expr.as_ref().map(|e| Node::compile(e, regex_size_limit)).transpose()?,
+            app_scope: if q.app_scope.iter().any(AppPattern::is_any) { Vec::new() } else { q.app_scope.clone() },
         })
     }
 
     pub fn app_matches(&self, app: &AppName) -> bool {
-        self.apps.as_ref().is_none_or(|a| a.contains(app)) && self.expr.as_ref().is_none_or(|n| n.may_app(app))
+        self.apps.as_ref().is_none_or(|a| a.contains(app))
+            && (self.app_scope.is_empty() || self.app_scope.iter().any(|p| p.matches(app.as_str())))
+            && self.expr.as_ref().is_none_or(|n| n.may_app(app))
     }
 
     pub fn has_tag_filter(&self) -> bool {

@@ -137,6 +137,7 @@ fn base_query_strategy() -> impl Strategy<Value = Query> {
                 icontains: icontains.map(|c| vec![c.to_string()]).unwrap_or_default(),
                 regex: regex.map(|c| vec![c.to_string()]).unwrap_or_default(),
                 expr: None,
+                app_scope: Vec::new(),
             }
         })
 }

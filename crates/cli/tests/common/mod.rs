@@ -15,6 +15,19 @@ pub struct Server {
 impl Server {
     /// Starts the server on a free port with `data_dir` and waits until it is ready.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        let s = Server::spawn(data_dir, extra);
+        assert!(s.base.starts_with("http://127.0.0.1:"), "unexpected address {}", s.base);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while get(&s.base, "/ready").0 != 200 {
+            assert!(Instant::now() < deadline, "server not ready in time");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        s
+    }
+
+    /// Starts the server on a free port with `data_dir` and returns once it is listening (its
+    /// base URL printed), without waiting for readiness.
+    pub fn spawn(data_dir: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_logpipe"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
@@ -27,14 +40,8 @@ impl Server {
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let base = line.trim().rsplit(' ').next().unwrap().to_string();
-        assert!(base.starts_with("http://127.0.0.1:"), "unexpected first line {line:?}");
-        let s = Server { child, base, data_dir: data_dir.to_path_buf() };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while get(&s.base, "/ready").0 != 200 {
-            assert!(Instant::now() < deadline, "server not ready in time");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        s
+        assert!(base.contains("://127.0.0.1:"), "unexpected first line {line:?}");
+        Server { child, base, data_dir: data_dir.to_path_buf() }
     }
 
     pub fn signal(&self, sig: i32) {
@@ -102,6 +109,26 @@ fn finish_with(r: Result<ureq::Response, ureq::Error>, header: &str) -> (u16, St
 /// GET `path` (with its query string): status, body and the next-page cursor header.
 pub fn get(base: &str, path: &str) -> (u16, String, Option<String>) {
     finish(agent().get(&format!("{base}{path}")).call())
+}
+
+/// GET `path` with a bearer token (none: no `Authorization`): status and body.
+pub fn get_as(base: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut req = agent().get(&format!("{base}{path}"));
+    if let Some(t) = token {
+        req = req.set("authorization", &format!("Bearer {t}"));
+    }
+    let (s, b, _) = finish(req.call());
+    (s, b)
+}
+
+/// POST NDJSON to `/api/v1/logs` with a bearer token: status and body.
+pub fn ingest_as(base: &str, ndjson: &str, token: Option<&str>) -> (u16, String) {
+    let mut req = agent().post(&format!("{base}/api/v1/logs")).set("content-type", "application/x-ndjson");
+    if let Some(t) = token {
+        req = req.set("authorization", &format!("Bearer {t}"));
+    }
+    let (s, b, _) = finish(req.send_string(ndjson));
+    (s, b)
 }
 
 /// GET `path`: status, body and the value of `header`.
