@@ -96,6 +96,13 @@ pub struct ServeArgs {
     /// distinct values); past it the query fails with 422 [default: 256 MiB].
     #[arg(long)]
     query_memory_bytes: Option<usize>,
+    /// How long an `Idempotency-Key` is remembered: a batch sent again under it within this
+    /// time is acknowledged again and not stored twice [default: 10m].
+    #[arg(long)]
+    idempotency_window: Option<String>,
+    /// Most idempotency keys remembered; past it the oldest are forgotten [default: 100000].
+    #[arg(long)]
+    idempotency_max_keys: Option<usize>,
     /// Live tails open at once; past it, 429 [default: 64].
     #[arg(long)]
     max_tails: Option<usize>,
@@ -223,6 +230,8 @@ impl ServeArgs {
             max_query_limit,
             query_timeout,
             query_memory_bytes,
+            idempotency_window,
+            idempotency_max_keys,
             max_tails,
             tail_buffer_bytes,
             memtable_flush_bytes,
@@ -281,6 +290,14 @@ impl ServeArgs {
         }
         if let Some(v) = self.cold_level {
             engine.cold_level = v;
+        }
+        if let Some(v) = &self.idempotency_window {
+            let ns = parse_duration(v).context("--idempotency-window")?;
+            anyhow::ensure!(ns > 0, "--idempotency-window must be positive");
+            engine.idempotency_window = Duration::from_nanos(ns as u64);
+        }
+        if let Some(v) = self.idempotency_max_keys {
+            engine.idempotency_max_keys = v.max(1);
         }
         let mut cfg = ServerConfig::new(engine);
         macro_rules! set {

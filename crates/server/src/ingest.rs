@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use http_body_util::BodyExt;
 use logpipe_model::{format_time, parse_time, AppName, Limits, Record};
+use logpipe_storage::{IdempotencyKey, Stored, MAX_KEY_BYTES};
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use serde_json::json;
@@ -114,6 +115,7 @@ async fn ingest_inner(
     if declared.is_some_and(|n| n > cap) {
         return Err(too_large());
     }
+    let key = idempotency_key(&headers, &access)?;
     let admitted = admit(st, raw.as_deref(), &headers, declared);
     let (default_app, encoding, engine, _memory, _place) = match admitted {
         Ok(a) => a,
@@ -135,6 +137,14 @@ async fn ingest_inner(
         .ingest_pool
         .run(move || -> Result<_, ApiError> {
             let body = decode_body(&bytes, encoding, cap)?;
+            // what the batch said, independent of its encoding: the default app and the text
+            let key = key.map(|key| {
+                let mut h = xxhash_rust::xxh3::Xxh3::new();
+                h.update(default_app.as_ref().map_or("", |a| a.as_str()).as_bytes());
+                h.update(b"\n");
+                h.update(body.as_bytes());
+                IdempotencyKey { key, body_hash: h.digest() }
+            });
             let records = parse_records(&body, default_app.as_ref(), &limits, &|app| engine.retention_cutoff(app))?;
             let n = records.len();
             let mut per_app: HashMap<AppName, (u64, u64)> = HashMap::new();
@@ -147,15 +157,38 @@ async fn ingest_inner(
                 e.0 += 1;
                 e.1 += (r.message.len() + r.tags.iter().map(String::len).sum::<usize>()) as u64;
             }
-            Ok((engine.submit(records)?, per_app, n))
+            Ok((engine.submit_keyed(records, key)?, per_app, n))
         })
         .await??;
-    ticket.await.unwrap_or(Err(logpipe_storage::IngestError::Closed))?;
+    let stored = ticket.await.unwrap_or(Err(logpipe_storage::IngestError::Closed))?;
+    if let Stored::Again { records } = stored {
+        st.metrics.idempotent_replays.inc();
+        let mut resp = axum::Json(json!({ "accepted": records, "duplicate": true })).into_response();
+        resp.headers_mut().insert("idempotent-replayed", header::HeaderValue::from_static("true"));
+        return Ok(resp);
+    }
     for (app, (recs, bytes)) in per_app {
         st.metrics.records_ingested.with_label_values(&[app.as_str()]).inc_by(recs);
         st.metrics.bytes_ingested.with_label_values(&[app.as_str()]).inc_by(bytes);
     }
     Ok(axum::Json(json!({ "accepted": n })).into_response())
+}
+
+/// The `Idempotency-Key` header, if any: 1 to 256 visible ASCII characters, kept apart per
+/// token (two tokens may use the same key for different batches).
+fn idempotency_key(headers: &HeaderMap, access: &Access) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else { return Ok(None) };
+    let bad = || {
+        ApiError::bad_request(
+            "bad_idempotency_key",
+            format!("Idempotency-Key: 1 to {MAX_KEY_BYTES} visible ASCII characters (no spaces)"),
+        )
+    };
+    let key = v.to_str().map_err(|_| bad())?;
+    if key.is_empty() || key.len() > MAX_KEY_BYTES || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad());
+    }
+    Ok(Some(format!("{}\u{0}{key}", access.name.as_deref().unwrap_or(""))))
 }
 
 type Admission = (Option<AppName>, Encoding, Arc<logpipe_storage::Engine>, OwnedSemaphorePermit, Admitted);

@@ -11,6 +11,7 @@ pub struct ServerMetrics {
     pub inflight: IntGaugeVec,
     pub tails: IntGauge,
     pub tail_skipped: IntCounter,
+    pub idempotent_replays: IntCounter,
 }
 
 impl ServerMetrics {
@@ -42,7 +43,12 @@ impl ServerMetrics {
                 "logpipe_tail_skipped_records_total",
                 "Records live tails skipped because their reader fell behind.",
             )?,
+            idempotent_replays: IntCounter::new(
+                "logpipe_ingest_idempotent_replays_total",
+                "Batches acknowledged again under an idempotency key seen within the window, not stored again.",
+            )?,
         };
+        r.register(Box::new(m.idempotent_replays.clone()))?;
         r.register(Box::new(m.records_ingested.clone()))?;
         r.register(Box::new(m.bytes_ingested.clone()))?;
         r.register(Box::new(m.rejected.clone()))?;

@@ -1,22 +1,40 @@
 //! The WAL payload: one acknowledged ingest batch, encoded compactly.
 //!
 //! ```text
-//! batch  := version u8 (=1) | count varint | record*
+//! batch  := 1 | count varint | record*
+//!         | 2 | key bytes | body hash u64-le | at zigzag | count varint | record*
 //! record := app bytes | ts zigzag | message bytes | ntags varint | tag bytes*
 //! bytes  := len varint | raw
 //! ```
+//!
+//! Version 2 carries the batch's idempotency key (see `idempotency`) and when it was written.
 
 use logpipe_model::{AppName, Record};
 
+use crate::idempotency::IdempotencyKey;
 use crate::varint::{self, Malformed, Reader};
 
 const BATCH_VERSION: u8 = 1;
+const KEYED_BATCH_VERSION: u8 = 2;
 
 pub fn encode(records: &[Record]) -> Vec<u8> {
+    encode_keyed(records, None)
+}
+
+/// A batch with its idempotency key and the time (ns) it was submitted.
+pub fn encode_keyed(records: &[Record], key: Option<(&IdempotencyKey, i64)>) -> Vec<u8> {
     let size: usize =
         records.iter().map(|r| r.message.len() + r.tags.iter().map(|t| t.len() + 2).sum::<usize>() + 24).sum();
     let mut out = Vec::with_capacity(size + 8);
-    out.push(BATCH_VERSION);
+    match key {
+        None => out.push(BATCH_VERSION),
+        Some((k, at)) => {
+            out.push(KEYED_BATCH_VERSION);
+            varint::put_bytes(&mut out, k.key.as_bytes());
+            out.extend_from_slice(&k.body_hash.to_le_bytes());
+            varint::put_i64(&mut out, at);
+        }
+    }
     varint::put_u64(&mut out, records.len() as u64);
     for r in records {
         varint::put_bytes(&mut out, r.app.as_str().as_bytes());
@@ -31,10 +49,23 @@ pub fn encode(records: &[Record]) -> Vec<u8> {
 }
 
 pub fn decode(buf: &[u8]) -> Result<Vec<Record>, Malformed> {
+    decode_keyed(buf).map(|(_, records)| records)
+}
+
+/// The records, and the key and submission time of a keyed batch.
+pub type Decoded = (Option<(IdempotencyKey, i64)>, Vec<Record>);
+
+pub fn decode_keyed(buf: &[u8]) -> Result<Decoded, Malformed> {
     let mut r = Reader::new(buf);
-    if r.take(1)? != [BATCH_VERSION] {
-        return Err(Malformed);
-    }
+    let key = match r.take(1)?[0] {
+        BATCH_VERSION => None,
+        KEYED_BATCH_VERSION => {
+            let key = r.str()?.to_owned();
+            let body_hash = u64::from_le_bytes(r.take(8)?.try_into().map_err(|_| Malformed)?);
+            Some((IdempotencyKey { key, body_hash }, r.i64()?))
+        }
+        _ => return Err(Malformed),
+    };
     let n = r.len(4)?;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
@@ -51,7 +82,7 @@ pub fn decode(buf: &[u8]) -> Result<Vec<Record>, Malformed> {
     if !r.is_empty() {
         return Err(Malformed);
     }
-    Ok(out)
+    Ok((key, out))
 }
 
 #[cfg(test)]
@@ -68,6 +99,12 @@ mod tests {
         assert_eq!(decode(&enc).unwrap(), recs);
         for cut in 0..enc.len() {
             assert!(decode(&enc[..cut]).is_err());
+        }
+        let key = IdempotencyKey { key: "retry-1".into(), body_hash: 42 };
+        let enc = encode_keyed(&recs, Some((&key, 7)));
+        assert_eq!(decode_keyed(&enc).unwrap(), (Some((key, 7)), recs.clone()));
+        for cut in 0..enc.len() {
+            assert!(decode_keyed(&enc[..cut]).is_err());
         }
     }
 }

@@ -28,6 +28,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::block::BlockOptions;
 use crate::cost::Cost;
 use crate::filter::{Filter, Query};
+use crate::idempotency::{self, Check, IdempotencyKey, Seen};
 use crate::memtable::{Frozen, Memtable};
 use crate::metrics::EngineMetrics;
 use crate::partition::{parse_day_name, PartitionKey};
@@ -82,6 +83,9 @@ pub struct EngineConfig {
     pub maintenance_interval: Duration,
     /// Threads writing a flush's partitions in parallel.
     pub flush_threads: usize,
+    /// How long an idempotency key is remembered, and how many at most (the oldest go first).
+    pub idempotency_window: Duration,
+    pub idempotency_max_keys: usize,
 }
 
 pub const DEFAULT_INGEST_QUEUE: usize = 256;
@@ -94,6 +98,8 @@ pub const DEFAULT_SETTLE_AFTER: Duration = Duration::from_secs(30);
 pub const DEFAULT_COLD_LEVEL: i32 = 9;
 pub const DEFAULT_MAX_SEGMENTS_PER_PARTITION: usize = 4;
 pub const DEFAULT_MERGE_FAN_IN: usize = 8;
+pub const DEFAULT_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(600);
+pub const DEFAULT_IDEMPOTENCY_MAX_KEYS: usize = 100_000;
 
 impl EngineConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> EngineConfig {
@@ -116,6 +122,8 @@ impl EngineConfig {
             regex_size_limit: crate::DEFAULT_REGEX_SIZE_LIMIT,
             maintenance_interval: Duration::from_secs(1),
             flush_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            idempotency_window: DEFAULT_IDEMPOTENCY_WINDOW,
+            idempotency_max_keys: DEFAULT_IDEMPOTENCY_MAX_KEYS,
         }
     }
 }
@@ -131,6 +139,18 @@ pub enum IngestError {
     Stopped(String),
     #[error("the engine is shutting down")]
     Closed,
+    #[error("this idempotency key was used for a different batch within the window")]
+    KeyConflict,
+}
+
+/// How an acknowledged batch was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// Written now.
+    New,
+    /// Its idempotency key was seen within the window, with the same content: not written
+    /// again; the first submission stored `records` records.
+    Again { records: u64 },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -178,6 +198,8 @@ pub(crate) struct Inner {
     tail_seq: AtomicU64,
     /// Bytes of records in groups not yet seen by every tail.
     tail_held: Arc<AtomicUsize>,
+    /// Idempotency keys of the window; checked and filled by the writer.
+    idem: Mutex<idempotency::Table>,
 }
 
 impl Inner {
@@ -195,7 +217,7 @@ impl Inner {
     }
 }
 
-type Reply = tokio::sync::oneshot::Sender<std::result::Result<(), IngestError>>;
+type Reply = tokio::sync::oneshot::Sender<std::result::Result<Stored, IngestError>>;
 
 /// Acknowledged records, in the order they were acknowledged, as live tails receive them.
 #[derive(Debug)]
@@ -238,7 +260,7 @@ pub const TAIL_BACKLOG_GROUPS: usize = 1024;
 pub const TAIL_BACKLOG_BYTES: usize = 64 << 20;
 
 /// Resolves once a submitted batch is durable (per the fsync mode) and queryable, or refused.
-pub type IngestTicket = tokio::sync::oneshot::Receiver<std::result::Result<(), IngestError>>;
+pub type IngestTicket = tokio::sync::oneshot::Receiver<std::result::Result<Stored, IngestError>>;
 
 enum WriterMsg {
     Append {
@@ -246,6 +268,8 @@ enum WriterMsg {
         records: Vec<Record>,
         bytes: usize,
         reply: Reply,
+        /// The batch's idempotency key and when it was submitted.
+        key: Option<(IdempotencyKey, i64)>,
     },
     /// Freeze the memtable and flush it; reply once the segments are published.
     Flush {
@@ -312,6 +336,10 @@ impl Engine {
             tail: tokio::sync::broadcast::channel(TAIL_BACKLOG_GROUPS).0,
             tail_seq: AtomicU64::new(0),
             tail_held: Arc::new(AtomicUsize::new(0)),
+            idem: Mutex::new(idempotency::Table::new(
+                cfg.idempotency_window.as_nanos().min(i64::MAX as u128) as i64,
+                cfg.idempotency_max_keys,
+            )),
             flush_pool: rayon::ThreadPoolBuilder::new()
                 .num_threads(cfg.flush_threads.max(1))
                 .thread_name(|i| format!("logpipe-flush-{i}"))
@@ -321,13 +349,18 @@ impl Engine {
         });
 
         let now = now_ns();
+        inner.idem.lock().load(&inner.cfg.data_dir, now);
         let mut replayed = 0u64;
         let mut bad_frames = 0u64;
         let stats = logpipe_wal::replay(&wal_dir, |seq, payload| {
-            let Ok(records) = batch::decode(payload) else {
+            let Ok((key, records)) = batch::decode_keyed(payload) else {
                 bad_frames += 1;
                 return;
             };
+            if let Some((k, at)) = key {
+                let seen = Seen { body_hash: k.body_hash, records: records.len() as u64, at };
+                inner.idem.lock().insert(k.key, seen);
+            }
             let keep: Vec<Record> = records
                 .into_iter()
                 .filter(|r| watermarks.get(&PartitionKey::of(&r.app, r.ts)).is_none_or(|&w| w < seq))
@@ -368,12 +401,30 @@ impl Engine {
     /// Makes `records` durable (per the fsync mode) and queryable, or refuses all of them.
     /// Blocks until the WAL writer has answered; async callers use [`Engine::submit`].
     pub fn ingest(&self, records: Vec<Record>) -> std::result::Result<(), IngestError> {
-        self.submit(records)?.blocking_recv().unwrap_or(Err(IngestError::Closed))
+        self.submit(records)?.blocking_recv().unwrap_or(Err(IngestError::Closed)).map(|_| ())
+    }
+
+    /// Like [`Engine::submit`], with an idempotency key: a batch whose key was seen within
+    /// `idempotency_window` resolves to [`Stored::Again`] and is not stored again.
+    pub fn submit_keyed(
+        &self,
+        records: Vec<Record>,
+        key: Option<IdempotencyKey>,
+    ) -> std::result::Result<IngestTicket, IngestError> {
+        self.submit_inner(records, key)
     }
 
     /// Queues `records` for the WAL writer. Refuses at once (nothing kept) when writes are
     /// stopped, the queue is full or memtables are over their budget.
     pub fn submit(&self, records: Vec<Record>) -> std::result::Result<IngestTicket, IngestError> {
+        self.submit_inner(records, None)
+    }
+
+    fn submit_inner(
+        &self,
+        records: Vec<Record>,
+        key: Option<IdempotencyKey>,
+    ) -> std::result::Result<IngestTicket, IngestError> {
         if let Some(why) = self.poisoned() {
             return Err(IngestError::Stopped(why));
         }
@@ -383,14 +434,15 @@ impl Engine {
         self.wait_for_memtable_room()?;
         let (reply, rx) = tokio::sync::oneshot::channel();
         if records.is_empty() {
-            let _ = reply.send(Ok(()));
+            let _ = reply.send(Ok(Stored::New));
             return Ok(rx);
         }
-        let payload = batch::encode(&records);
+        let key = key.map(|k| (k, now_ns()));
+        let payload = batch::encode_keyed(&records, key.as_ref().map(|(k, at)| (k, *at)));
         let bytes = records.iter().map(Record::mem_size).sum();
         let depth = self.inner.queued.fetch_add(1, Ordering::Relaxed) + 1;
         self.inner.metrics.ingest_queue_depth.set(depth as i64);
-        match self.tx.try_send(WriterMsg::Append { payload, records, bytes, reply }) {
+        match self.tx.try_send(WriterMsg::Append { payload, records, bytes, reply, key }) {
             Ok(()) => Ok(rx),
             Err(e) => {
                 self.inner.queued.fetch_sub(1, Ordering::Relaxed);
@@ -624,6 +676,7 @@ fn writer_loop(inner: Arc<Inner>, mut wal: Wal, rx: Receiver<WriterMsg>, flush_t
                     }
                 }
                 maybe_flush(&inner, &mut wal, &flush_tx, false, None);
+                inner.idem.lock().expire(now_ns());
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => break,
@@ -643,14 +696,46 @@ fn writer_loop(inner: Arc<Inner>, mut wal: Wal, rx: Receiver<WriterMsg>, flush_t
         }
         let mut appends = Vec::new();
         let mut controls = Vec::new();
+        // batches whose key was seen: answered with the group, once what they repeat is durable
+        let mut again: Vec<(Reply, u64)> = Vec::new();
+        let mut queued = 0;
         for m in group {
             match m {
-                WriterMsg::Append { payload, records, bytes, reply } => appends.push((payload, records, bytes, reply)),
+                WriterMsg::Append { payload, records, bytes, reply, key } => {
+                    queued += 1;
+                    if let Some((k, at)) = key {
+                        let mut table = inner.idem.lock();
+                        match table.check(&k, at) {
+                            Check::Again(n) => {
+                                again.push((reply, n));
+                                continue;
+                            }
+                            Check::Conflict => {
+                                let _ = reply.send(Err(IngestError::KeyConflict));
+                                continue;
+                            }
+                            Check::New => {
+                                let seen = Seen { body_hash: k.body_hash, records: records.len() as u64, at };
+                                table.insert(k.key, seen);
+                            }
+                        }
+                    }
+                    appends.push((payload, records, bytes, reply));
+                }
                 other => controls.push(other),
             }
         }
+        if queued > 0 && appends.is_empty() {
+            inner.queued.fetch_sub(queued, Ordering::Relaxed);
+            inner.metrics.ingest_queue_depth.set(inner.queued.load(Ordering::Relaxed) as i64);
+        }
+        if appends.is_empty() {
+            for (reply, n) in again.drain(..) {
+                let _ = reply.send(Ok(Stored::Again { records: n }));
+            }
+        }
         if !appends.is_empty() {
-            inner.queued.fetch_sub(appends.len(), Ordering::Relaxed);
+            inner.queued.fetch_sub(queued, Ordering::Relaxed);
             inner.metrics.ingest_queue_depth.set(inner.queued.load(Ordering::Relaxed) as i64);
             inner.metrics.wal_group_batches.observe(appends.len() as f64);
             let mut res = appends.iter().try_for_each(|(p, ..)| wal.append(p)).and_then(|()| wal.write());
@@ -693,7 +778,10 @@ fn writer_loop(inner: Arc<Inner>, mut wal: Wal, rx: Receiver<WriterMsg>, flush_t
                     }
                     drop(st);
                     for r in replies {
-                        let _ = r.send(Ok(()));
+                        let _ = r.send(Ok(Stored::New));
+                    }
+                    for (reply, n) in again.drain(..) {
+                        let _ = reply.send(Ok(Stored::Again { records: n }));
                     }
                     if let Some((count, bytes, records)) = tailed {
                         let first = inner.tail_seq.fetch_add(count as u64, Ordering::Relaxed);
@@ -705,6 +793,9 @@ fn writer_loop(inner: Arc<Inner>, mut wal: Wal, rx: Receiver<WriterMsg>, flush_t
                 Err(e) => {
                     inner.poison(e.to_string());
                     for (.., reply) in appends {
+                        let _ = reply.send(Err(IngestError::Stopped(e.to_string())));
+                    }
+                    for (reply, _) in again.drain(..) {
                         let _ = reply.send(Err(IngestError::Stopped(e.to_string())));
                     }
                 }
@@ -780,6 +871,18 @@ fn maybe_flush(
             return;
         }
     };
+    // the WAL files this flush lets go of may hold idempotency keys: save them first
+    let mut keys = inner.idem.lock();
+    if keys.len() > 0 || inner.cfg.data_dir.join(idempotency::FILE).exists() {
+        if let Err(e) = keys.save(&inner.cfg.data_dir, now_ns()) {
+            inner.poison(e.to_string());
+            if let Some(r) = reply {
+                let _ = r.send(Err(e));
+            }
+            return;
+        }
+    }
+    drop(keys);
     let frozen = {
         let mut st = inner.state.write();
         let table = std::mem::take(&mut st.active);

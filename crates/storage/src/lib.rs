@@ -25,6 +25,7 @@ mod cost;
 mod engine;
 mod error;
 mod filter;
+mod idempotency;
 mod maintenance;
 mod memtable;
 mod metrics;
@@ -35,11 +36,12 @@ pub mod varint;
 
 pub use cost::{Cost, CostSummary};
 pub use engine::{
-    Acked, Engine, EngineConfig, EngineStats, FsyncMode, IngestError, IngestTicket, DEFAULT_COLD_LEVEL,
+    Acked, Engine, EngineConfig, EngineStats, FsyncMode, IngestError, IngestTicket, Stored, DEFAULT_COLD_LEVEL,
     TAIL_BACKLOG_BYTES, TAIL_BACKLOG_GROUPS,
 };
 pub use error::{Corruption, Result, StorageError};
 pub use filter::{Filter, Query, DEFAULT_REGEX_SIZE_LIMIT};
+pub use idempotency::{IdempotencyKey, MAX_KEY_BYTES};
 pub use metrics::EngineMetrics;
 pub use search::{Answer, Cursor, Order, Request, Series};
 
