@@ -42,6 +42,17 @@ pub struct ServeArgs {
     /// Per-app retention in the config file: a table of app = "duration".
     #[arg(skip)]
     retention_per_app: Option<HashMap<String, String>>,
+    /// Records per second each app may ingest; past it, 429 for that app alone [default:
+    /// unlimited].
+    #[arg(long)]
+    app_records_per_second: Option<f64>,
+    /// Bytes (messages and tags) per second each app may ingest [default: unlimited].
+    #[arg(long)]
+    app_bytes_per_second: Option<f64>,
+    /// Limits of named apps, in the config file only: `[app_limits.web]` with
+    /// `records_per_second` and/or `bytes_per_second` (replacing the defaults above).
+    #[arg(skip)]
+    app_limits: Option<HashMap<String, AppLimitEntry>>,
     /// Bearer tokens, in the config file only (`[[tokens]]` tables; see docs/SECURITY.md).
     #[arg(skip)]
     tokens: Option<Vec<TokenEntry>>,
@@ -137,6 +148,20 @@ pub struct ServeArgs {
     cold_level: Option<i32>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppLimitEntry {
+    records_per_second: Option<f64>,
+    bytes_per_second: Option<f64>,
+}
+
+fn positive(v: Option<f64>, what: &str) -> Result<Option<f64>> {
+    match v {
+        Some(x) if !(x > 0.0 && x.is_finite()) => bail!("{what}: must be a positive number, not {x}"),
+        _ => Ok(v),
+    }
+}
+
 /// One `[[tokens]]` table of the config file. The secret is given inline (`token`) or, to keep
 /// it out of the file, as the name of an environment variable (`token_env`).
 #[derive(Default, Deserialize)]
@@ -214,6 +239,9 @@ impl ServeArgs {
             fsync,
             retention,
             retention_per_app,
+            app_records_per_second,
+            app_bytes_per_second,
+            app_limits,
             tokens,
             tls_cert,
             tls_key,
@@ -318,6 +346,18 @@ impl ServeArgs {
             max_tails => max_tails,
             tail_buffer_bytes => tail_buffer_bytes
         );
+        cfg.app_limit = logpipe_server::AppLimit {
+            records_per_second: positive(self.app_records_per_second, "--app-records-per-second")?,
+            bytes_per_second: positive(self.app_bytes_per_second, "--app-bytes-per-second")?,
+        };
+        for (app, l) in self.app_limits.iter().flatten() {
+            let name = AppName::parse(app).with_context(|| format!("app_limits.{app}"))?;
+            let limit = logpipe_server::AppLimit {
+                records_per_second: positive(l.records_per_second, &format!("app_limits.{app}.records_per_second"))?,
+                bytes_per_second: positive(l.bytes_per_second, &format!("app_limits.{app}.bytes_per_second"))?,
+            };
+            cfg.app_limits.insert(name, limit);
+        }
         cfg.tokens = self.tokens.iter().flatten().map(TokenEntry::spec).collect::<Result<_>>()?;
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
             cfg.tls = Some(tls_config(cert, key)?);

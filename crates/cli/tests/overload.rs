@@ -60,3 +60,30 @@ fn overload_sheds_with_429_and_queries_still_answer() {
     assert_eq!(count(&s.base, "app=load"), ok * 2000);
     assert_eq!(get(&s.base, "/ready").0, 200);
 }
+
+#[test]
+fn one_app_flooding_is_limited_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("limits.toml");
+    // a low limit, so that the debt below takes seconds to repay however slow this machine is
+    std::fs::write(&cfg, "[app_limits.noisy]\nrecords_per_second = 100\n").unwrap();
+    let s = Server::start(&dir.path().join("data"), &["--config", cfg.to_str().unwrap()]);
+    let batch = |app: &str, n: usize| {
+        ndjson(&(0..n).map(|i| serde_json::json!({"app": app, "message": format!("m {i}")})).collect::<Vec<_>>())
+    };
+    assert_eq!(ingest(&s.base, &batch("noisy", 400)).0, 200, "a second's worth is there, and debt is allowed once");
+    let (status, body, retry) = ingest_retry_after(&s.base, &batch("noisy", 10));
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("app_rate_limited") && body.contains("100 records per second"), "{body}");
+    assert!(body.contains("noisy"), "{body}");
+    let wait: u64 = retry.unwrap().parse().unwrap();
+    assert!((2..=3).contains(&wait), "300 records of debt at 100/s: {wait}");
+    // the others are not held back, but a batch touching the limited app is refused whole
+    assert_eq!(ingest(&s.base, &batch("quiet", 500)).0, 200);
+    let mixed = batch("quiet", 10) + &batch("noisy", 1);
+    assert_eq!(ingest(&s.base, &mixed).0, 429);
+    assert_eq!(count(&s.base, "app=quiet"), 500);
+    std::thread::sleep(Duration::from_secs(wait));
+    assert_eq!(ingest(&s.base, &batch("noisy", 10)).0, 200, "after Retry-After");
+    assert_eq!(count(&s.base, "app=noisy"), 410);
+}

@@ -43,6 +43,9 @@ pub struct ServerConfig {
     pub max_tails: usize,
     /// Bearer tokens; empty: no authentication.
     pub tokens: Vec<crate::TokenSpec>,
+    /// Ingest limits of every app, and of named apps (which replace the default).
+    pub app_limit: crate::AppLimit,
+    pub app_limits: std::collections::HashMap<logpipe_model::AppName, crate::AppLimit>,
     /// Serve HTTPS with this certificate and key; `None`: plain HTTP.
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     pub tail_buffer_bytes: usize,
@@ -65,6 +68,8 @@ impl ServerConfig {
             query_memory_bytes: DEFAULT_QUERY_MEMORY_BYTES,
             max_tails: DEFAULT_MAX_TAILS,
             tokens: Vec::new(),
+            app_limit: crate::AppLimit::default(),
+            app_limits: std::collections::HashMap::new(),
             tls: None,
             tail_buffer_bytes: DEFAULT_TAIL_BUFFER_BYTES,
         }

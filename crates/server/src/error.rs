@@ -13,6 +13,8 @@ pub struct ApiError {
     pub message: String,
     /// Extra fields for the error object, e.g. the line of a bad record.
     pub detail: Option<(&'static str, serde_json::Value)>,
+    /// `Retry-After` seconds of a 429/503 when not the default.
+    pub retry_after: Option<u64>,
 }
 
 /// Seconds a refused client should wait before retrying.
@@ -20,7 +22,7 @@ const RETRY_AFTER_SECS: &str = "1";
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), detail: None }
+        ApiError { status, code, message: message.into(), detail: None, retry_after: None }
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -50,7 +52,11 @@ impl IntoResponse for ApiError {
         }
         let mut resp = (self.status, axum::Json(json!({ "error": err }))).into_response();
         if self.status == StatusCode::TOO_MANY_REQUESTS || self.status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+            let v = match self.retry_after {
+                Some(s) => HeaderValue::from(s),
+                None => HeaderValue::from_static(RETRY_AFTER_SECS),
+            };
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
         resp
     }

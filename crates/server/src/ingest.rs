@@ -132,7 +132,8 @@ async fn ingest_inner(
         }
     })?;
     let bytes = bytes.to_bytes();
-    let limits = st.cfg.limits;
+    let record_limits = st.cfg.limits;
+    let limits = st.rate_limits.clone();
     let (ticket, per_app, n) = st
         .ingest_pool
         .run(move || -> Result<_, ApiError> {
@@ -145,7 +146,8 @@ async fn ingest_inner(
                 h.update(body.as_bytes());
                 IdempotencyKey { key, body_hash: h.digest() }
             });
-            let records = parse_records(&body, default_app.as_ref(), &limits, &|app| engine.retention_cutoff(app))?;
+            let records =
+                parse_records(&body, default_app.as_ref(), &record_limits, &|app| engine.retention_cutoff(app))?;
             let n = records.len();
             let mut per_app: HashMap<AppName, (u64, u64)> = HashMap::new();
             for r in &records {
@@ -156,6 +158,10 @@ async fn ingest_inner(
                 let e = per_app.entry(r.app.clone()).or_default();
                 e.0 += 1;
                 e.1 += (r.message.len() + r.tags.iter().map(String::len).sum::<usize>()) as u64;
+            }
+            if let Some(limits) = &limits {
+                let batch: Vec<(&AppName, u64, u64)> = per_app.iter().map(|(a, &(r, b))| (a, r, b)).collect();
+                limits.admit(&batch)?;
             }
             Ok((engine.submit_keyed(records, key)?, per_app, n))
         })

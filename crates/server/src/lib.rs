@@ -17,6 +17,7 @@ mod ingest;
 mod metrics;
 mod params;
 mod query;
+mod ratelimit;
 mod tail;
 mod tls;
 
@@ -32,6 +33,7 @@ pub use auth::{Scope, TokenSpec, MIN_TOKEN_LEN};
 pub use config::{ServerConfig, DEFAULT_LISTEN};
 pub use error::ApiError;
 pub use ingest::parse_records;
+pub use ratelimit::AppLimit;
 
 use admission::Pool;
 use metrics::ServerMetrics;
@@ -51,6 +53,8 @@ pub(crate) struct AppState {
     pub stopping: tokio::sync::watch::Sender<bool>,
     /// Configured bearer tokens; `None`: authentication is off.
     pub tokens: Option<auth::Tokens>,
+    /// Per-app ingest rates; `None` when no app is limited.
+    pub rate_limits: Option<Arc<ratelimit::RateLimits>>,
     pub metrics: ServerMetrics,
     pub registry: prometheus::Registry,
 }
@@ -109,7 +113,9 @@ pub async fn serve(
         [] => None,
         specs => Some(auth::Tokens::new(specs).map_err(ServerError::Setup)?),
     };
+    let limits = ratelimit::RateLimits::new(cfg.app_limit, cfg.app_limits.clone());
     let state = Arc::new(AppState {
+        rate_limits: (!limits.is_unlimited()).then(|| Arc::new(limits)),
         tokens,
         ingest_pool: Pool::new("ingest", cfg.ingest_workers, cfg.ingest_queue, metrics.clone())?,
         query_pool: Pool::new("query", cfg.query_workers, cfg.query_queue, metrics.clone())?,
