@@ -162,6 +162,16 @@ pub fn ingest_retry_after(base: &str, ndjson: &str) -> (u16, String, Option<Stri
     finish_with(req.send_string(ndjson), "retry-after")
 }
 
+/// Ingest that may meet a dead server: `None` on a transport error.
+pub fn try_ingest(base: &str, ndjson: &str) -> Option<u16> {
+    let req = agent().post(&format!("{base}/api/v1/logs")).set("content-type", "application/x-ndjson");
+    match req.send_string(ndjson) {
+        Ok(resp) => Some(resp.status()),
+        Err(ureq::Error::Status(code, _)) => Some(code),
+        Err(_) => None,
+    }
+}
+
 pub fn ingest(base: &str, ndjson: &str) -> (u16, String) {
     post(base, "/api/v1/logs", ndjson.as_bytes(), &[("content-type", "application/x-ndjson")])
 }
