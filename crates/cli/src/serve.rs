@@ -107,6 +107,10 @@ pub struct ServeArgs {
     /// distinct values); past it the query fails with 422 [default: 256 MiB].
     #[arg(long)]
     query_memory_bytes: Option<usize>,
+    /// Bytes of segments and WAL the data directory may hold; past it the oldest partitions
+    /// (before today) are dropped, then ingest is refused with 507 [default: unlimited].
+    #[arg(long)]
+    max_disk_usage: Option<u64>,
     /// How long an `Idempotency-Key` is remembered: a batch sent again under it within this
     /// time is acknowledged again and not stored twice [default: 10m].
     #[arg(long)]
@@ -260,6 +264,7 @@ impl ServeArgs {
             query_memory_bytes,
             idempotency_window,
             idempotency_max_keys,
+            max_disk_usage,
             max_tails,
             tail_buffer_bytes,
             memtable_flush_bytes,
@@ -324,6 +329,7 @@ impl ServeArgs {
             anyhow::ensure!(ns > 0, "--idempotency-window must be positive");
             engine.idempotency_window = Duration::from_nanos(ns as u64);
         }
+        engine.max_disk_usage = self.max_disk_usage;
         if let Some(v) = self.idempotency_max_keys {
             engine.idempotency_max_keys = v.max(1);
         }

@@ -71,6 +71,9 @@ impl From<IngestError> for ApiError {
             IngestError::FlushBehind(_) => ApiError::unavailable("flush_behind", e.to_string()),
             IngestError::Stopped(_) => ApiError::unavailable("writes_stopped", e.to_string()),
             IngestError::Closed => ApiError::unavailable("shutting_down", e.to_string()),
+            IngestError::DiskFull { .. } => {
+                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", e.to_string())
+            }
             IngestError::KeyConflict => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused", e.to_string())
             }

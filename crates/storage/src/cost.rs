@@ -26,6 +26,7 @@ pub struct Cost {
     pub bytes_decompressed: AtomicU64,
     pub rows_scanned: AtomicU64,
     pub memtable_records_scanned: AtomicU64,
+    pub blocks_corrupt: AtomicU64,
     cancelled: AtomicBool,
     /// Bytes held now, the most held at once, and the budget (0: none).
     held: AtomicU64,
@@ -55,6 +56,9 @@ pub struct CostSummary {
     pub memtable_records_scanned: u64,
     /// The most bytes of results in progress the query held at once (estimated).
     pub peak_memory: u64,
+    /// Blocks that failed their checksum (now or before) and were left out: a non-zero value
+    /// means the answer is missing their rows.
+    pub blocks_corrupt: u64,
 }
 
 impl Cost {
@@ -109,13 +113,14 @@ impl Cost {
             rows_scanned: g(&self.rows_scanned),
             memtable_records_scanned: g(&self.memtable_records_scanned),
             peak_memory: g(&self.peak),
+            blocks_corrupt: g(&self.blocks_corrupt),
         }
     }
 }
 
 impl CostSummary {
     /// `name=value` pairs, in a fixed order, for headers and logs.
-    pub fn fields(&self) -> [(&'static str, u64); 12] {
+    pub fn fields(&self) -> [(&'static str, u64); 13] {
         [
             ("partitions", self.partitions),
             ("partitions_pruned", self.partitions_pruned),
@@ -129,6 +134,7 @@ impl CostSummary {
             ("rows_scanned", self.rows_scanned),
             ("memtable_records_scanned", self.memtable_records_scanned),
             ("peak_memory", self.peak_memory),
+            ("blocks_corrupt", self.blocks_corrupt),
         ]
     }
 }

@@ -86,6 +86,9 @@ pub struct EngineConfig {
     /// How long an idempotency key is remembered, and how many at most (the oldest go first).
     pub idempotency_window: Duration,
     pub idempotency_max_keys: usize,
+    /// Bytes of segments and WAL the data directory may hold: past it, the oldest partitions
+    /// (before today) are dropped, and when only today's are left ingest is refused.
+    pub max_disk_usage: Option<u64>,
 }
 
 pub const DEFAULT_INGEST_QUEUE: usize = 256;
@@ -124,6 +127,7 @@ impl EngineConfig {
             flush_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             idempotency_window: DEFAULT_IDEMPOTENCY_WINDOW,
             idempotency_max_keys: DEFAULT_IDEMPOTENCY_MAX_KEYS,
+            max_disk_usage: None,
         }
     }
 }
@@ -141,6 +145,11 @@ pub enum IngestError {
     Closed,
     #[error("this idempotency key was used for a different batch within the window")]
     KeyConflict,
+    #[error(
+        "the data directory holds {used} bytes, over its budget of {budget} (--max-disk-usage), and only \
+         today's partitions are left to drop; free space or raise the budget"
+    )]
+    DiskFull { used: u64, budget: u64 },
 }
 
 /// How an acknowledged batch was stored.
@@ -200,6 +209,8 @@ pub(crate) struct Inner {
     tail_held: Arc<AtomicUsize>,
     /// Idempotency keys of the window; checked and filled by the writer.
     idem: Mutex<idempotency::Table>,
+    /// Bytes of segments and WAL when the disk budget was last enforced, if over it.
+    pub disk_over: Mutex<Option<u64>>,
 }
 
 impl Inner {
@@ -336,6 +347,7 @@ impl Engine {
             tail: tokio::sync::broadcast::channel(TAIL_BACKLOG_GROUPS).0,
             tail_seq: AtomicU64::new(0),
             tail_held: Arc::new(AtomicUsize::new(0)),
+            disk_over: Mutex::new(None),
             idem: Mutex::new(idempotency::Table::new(
                 cfg.idempotency_window.as_nanos().min(i64::MAX as u128) as i64,
                 cfg.idempotency_max_keys,
@@ -431,6 +443,9 @@ impl Engine {
         if self.inner.shutting_down.load(Ordering::Relaxed) {
             return Err(IngestError::Closed);
         }
+        if let (Some(used), Some(budget)) = (*self.inner.disk_over.lock(), self.inner.cfg.max_disk_usage) {
+            return Err(IngestError::DiskFull { used, budget });
+        }
         self.wait_for_memtable_room()?;
         let (reply, rx) = tokio::sync::oneshot::channel();
         if records.is_empty() {
@@ -512,7 +527,9 @@ impl Engine {
                 Cost::add(&cost.blocks, n as u64);
                 Cost::add(&cost.blocks_pruned_time, (n - range.len()) as u64);
                 for idx in range {
-                    if f.block_may_match(&seg.meta.blocks[idx]) {
+                    if seg.is_quarantined(idx) {
+                        Cost::add(&cost.blocks_corrupt, 1);
+                    } else if f.block_may_match(&seg.meta.blocks[idx]) {
                         out.push(Source::Block { seg: seg.clone(), idx });
                     } else {
                         Cost::add(&cost.blocks_pruned_bloom, 1);

@@ -112,6 +112,9 @@ pub(crate) fn maintenance_loop(inner: Arc<Inner>, stop: Receiver<()>) {
             Err(RecvTimeoutError::Timeout) => {}
             _ => return,
         }
+        if let Err(e) = enforce_disk_budget(&inner) {
+            tracing::error!(error = %e, "enforcing the disk budget failed");
+        }
         if last_retention.elapsed() >= std::time::Duration::from_secs(60) {
             last_retention = std::time::Instant::now();
             if let Err(e) = apply_retention(&inner) {
@@ -308,6 +311,70 @@ impl RowCursor {
 }
 
 /// Deletes every partition whose whole day is older than its app's retention.
+/// Bytes of segment and WAL files.
+fn disk_usage(inner: &Inner) -> u64 {
+    let segments: u64 = inner.state.read().partitions.values().flatten().map(|s| s.file_len).sum();
+    let wal: u64 = std::fs::read_dir(&inner.wal_dir)
+        .map(|rd| rd.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum())
+        .unwrap_or(0);
+    segments + wal
+}
+
+/// Over `--max-disk-usage`: drops whole partitions, oldest day first, never today's; if only
+/// today's are left and it is still over, ingest is refused until it is not.
+pub(crate) fn enforce_disk_budget(inner: &Inner) -> Result<()> {
+    let Some(budget) = inner.cfg.max_disk_usage else { return Ok(()) };
+    let mut used = disk_usage(inner);
+    if used > budget {
+        let _serial = inner.maintenance_lock.lock();
+        let today = logpipe_model::day_of(now_ns());
+        let mut candidates: Vec<(PartitionKey, u64)> = {
+            let st = inner.state.read();
+            // a partition with records still in memory would be written again by their flush
+            let in_memory = |k: &PartitionKey| {
+                std::iter::once(&st.active).chain(st.frozen.iter().map(|f| &f.table)).any(|t| t.parts.contains_key(k))
+            };
+            st.partitions
+                .iter()
+                .filter(|(k, _)| k.day < today && !in_memory(k))
+                .map(|(k, segs)| (k.clone(), segs.iter().map(|s| s.file_len).sum()))
+                .collect()
+        };
+        candidates.sort_by(|a, b| (a.0.day, &a.0.app).cmp(&(b.0.day, &b.0.app)));
+        for (key, bytes) in candidates {
+            if used <= budget {
+                break;
+            }
+            drop_partition(inner, &key)?;
+            used = used.saturating_sub(bytes);
+            tracing::warn!(app = %key.app, day = %crate::partition::day_name(key.day), bytes, budget,
+                "disk budget: dropped the oldest partition");
+        }
+    }
+    let over = (used > budget).then_some(used);
+    let mut flag = inner.disk_over.lock();
+    if over.is_some() != flag.is_some() {
+        match over {
+            Some(used) => tracing::error!(used, budget, "disk budget exhausted by today's data: refusing ingest"),
+            None => tracing::info!(used, budget, "back under the disk budget: accepting ingest"),
+        }
+    }
+    *flag = over;
+    Ok(())
+}
+
+fn drop_partition(inner: &Inner, key: &PartitionKey) -> Result<()> {
+    inner.state.write().partitions.remove(key);
+    let dir = key.dir(&inner.root);
+    std::fs::remove_dir_all(&dir).map_err(crate::io_err(&dir))?;
+    if let Some(app_dir) = dir.parent() {
+        // only succeeds when no other day is left
+        let _ = std::fs::remove_dir(app_dir);
+    }
+    inner.metrics.partitions_dropped.inc();
+    Ok(())
+}
+
 pub(crate) fn apply_retention(inner: &Inner) -> Result<()> {
     let _serial = inner.maintenance_lock.lock();
     let now = now_ns();
@@ -320,14 +387,7 @@ pub(crate) fn apply_retention(inner: &Inner) -> Result<()> {
             .collect()
     };
     for key in doomed {
-        inner.state.write().partitions.remove(&key);
-        let dir = key.dir(&inner.root);
-        std::fs::remove_dir_all(&dir).map_err(crate::io_err(&dir))?;
-        if let Some(app_dir) = dir.parent() {
-            // only succeeds when no other day is left
-            let _ = std::fs::remove_dir(app_dir);
-        }
-        inner.metrics.partitions_dropped.inc();
+        drop_partition(inner, &key)?;
         tracing::info!(app = %key.app, day = %crate::partition::day_name(key.day), "retention dropped partition");
     }
     Ok(())

@@ -269,7 +269,20 @@ enum Want {
     All,
 }
 
+/// A block that fails its checksum (or does not decode) is quarantined and left out: the
+/// query goes on with the rest, and its cost says how many blocks it missed.
 fn eval_block(seg: &Segment, idx: usize, f: &Filter, want: Want, cost: &Cost) -> Result<Matches> {
+    match eval_block_unchecked(seg, idx, f, want, cost) {
+        Err(e @ StorageError::Corrupt { .. }) => {
+            seg.quarantine(idx, &e);
+            Cost::add(&cost.blocks_corrupt, 1);
+            Ok(Matches { rows: Vec::new(), counted: None, ts: None, msgs: None, tags: None })
+        }
+        other => other,
+    }
+}
+
+fn eval_block_unchecked(seg: &Segment, idx: usize, f: &Filter, want: Want, cost: &Cost) -> Result<Matches> {
     let want_ts = matches!(want, Want::Times | Want::TimesTags | Want::All);
     let meta = &seg.meta.blocks[idx];
     let none = || Matches { rows: Vec::new(), counted: None, ts: None, msgs: None, tags: None };
@@ -425,9 +438,17 @@ fn top_of(src: &Source, f: &Filter, order: Order, k: usize, cost: &Cost) -> Resu
                 return Ok(Vec::new());
             }
             // rows are stored in (ts, message, tags) order, the result order within one app
-            match order {
+            let records = match order {
                 Order::Asc => block_records(seg, &m, m.rows.iter().copied().take(k)),
                 Order::Desc => block_records(seg, &m, m.rows.iter().rev().copied().take(k)),
+            };
+            match records {
+                Err(e @ StorageError::Corrupt { .. }) => {
+                    seg.quarantine(*idx, &e);
+                    Cost::add(&cost.blocks_corrupt, 1);
+                    Ok(Vec::new())
+                }
+                other => other,
             }
         }
         Source::Mem(chunk) => {

@@ -224,7 +224,13 @@ impl SegmentWriter {
         std::fs::rename(&self.tmp, &path).map_err(io_err(&path))?;
         crate::sync_dir(&self.dir)?;
         let file_len = self.offset + tail.len() as u64;
-        Ok(Segment { meta: self.meta, path: Arc::new(path), file: self.file, file_len })
+        Ok(Segment {
+            meta: self.meta,
+            path: Arc::new(path),
+            file: self.file,
+            file_len,
+            quarantined: Default::default(),
+        })
     }
 
     /// Drops the unfinished file.
@@ -240,6 +246,8 @@ pub struct Segment {
     path: Arc<PathBuf>,
     file: File,
     pub file_len: u64,
+    /// Blocks found corrupt: skipped by queries from then on, the rest still served.
+    quarantined: parking_lot::Mutex<Vec<usize>>,
 }
 
 impl Segment {
@@ -289,7 +297,39 @@ impl Segment {
                 return Err(corrupt(meta_offset, "block outside the data region"));
             }
         }
-        Ok(Segment { meta, path: Arc::new(path.to_path_buf()), file, file_len })
+        Ok(Segment { meta, path: Arc::new(path.to_path_buf()), file, file_len, quarantined: Default::default() })
+    }
+
+    pub fn is_quarantined(&self, idx: usize) -> bool {
+        let q = self.quarantined.lock();
+        !q.is_empty() && q.contains(&idx)
+    }
+
+    /// Blocks found corrupt so far.
+    pub fn quarantined(&self) -> usize {
+        self.quarantined.lock().len()
+    }
+
+    /// Sets block `idx` aside after `err`; reports it the first time.
+    pub(crate) fn quarantine(&self, idx: usize, err: &StorageError) {
+        let mut q = self.quarantined.lock();
+        if !q.contains(&idx) {
+            q.push(idx);
+            tracing::error!(error = %err, block = idx, "corrupt block quarantined; the rest of the segment is served");
+        }
+    }
+
+    /// Reads, checks and decodes every column of every block: the damage found, by file and
+    /// offset (an empty list: the segment is sound).
+    pub fn verify(&self) -> Vec<StorageError> {
+        (0..self.meta.blocks.len())
+            .filter_map(|idx| {
+                let b = self.read_block(idx).ok()?;
+                let sets = b.tag_sets();
+                let all = b.timestamps().and(b.messages().map(|_| ())).and(sets.and_then(|s| b.tag_rows(&s)));
+                all.err()
+            })
+            .collect()
     }
 
     pub fn path(&self) -> &Path {

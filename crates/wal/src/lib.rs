@@ -26,7 +26,7 @@ mod reader;
 mod writer;
 
 pub use frame::{decode_frame, encode_frame, FrameError, FRAME_HEADER_LEN, MAX_FRAME_LEN};
-pub use reader::{replay, ReplayStats};
+pub use reader::{replay, verify, ReplayStats};
 pub use writer::{remove_through, Wal};
 
 use std::path::PathBuf;

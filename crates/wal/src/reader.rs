@@ -20,7 +20,17 @@ pub struct ReplayStats {
 /// first bad frame, and the cut is reported in the stats. Frames after a bad frame cannot be
 /// trusted to be in order with the rest, so they are dropped with it; they were never
 /// acknowledged unless the disk itself corrupted synced data, which the stats make visible.
-pub fn replay(dir: &Path, mut f: impl FnMut(FileSeq, &[u8])) -> Result<ReplayStats> {
+pub fn replay(dir: &Path, f: impl FnMut(FileSeq, &[u8])) -> Result<ReplayStats> {
+    scan(dir, f, true)
+}
+
+/// Checks every frame of every WAL file in `dir` without changing anything: what replay would
+/// cut is reported in the stats' `cut`.
+pub fn verify(dir: &Path) -> Result<ReplayStats> {
+    scan(dir, |_, _| {}, false)
+}
+
+fn scan(dir: &Path, mut f: impl FnMut(FileSeq, &[u8]), fix: bool) -> Result<ReplayStats> {
     let mut stats = ReplayStats::default();
     for (seq, path) in list_files(dir)? {
         let data = std::fs::read(&path).map_err(io_err(&path))?;
@@ -28,8 +38,10 @@ pub fn replay(dir: &Path, mut f: impl FnMut(FileSeq, &[u8])) -> Result<ReplaySta
         if data.len() < HEADER_LEN || &data[..8] != MAGIC {
             // A crash right after creating the file can leave it short; nothing in it was
             // ever acknowledged, so it is rewritten empty.
-            tracing::warn!(path = %path.display(), "wal file without a valid header; truncating");
-            truncate(&path, 0)?;
+            if fix {
+                tracing::warn!(path = %path.display(), "wal file without a valid header; truncating");
+                truncate(&path, 0)?;
+            }
             stats.cut.push((path.display().to_string(), 0, "bad header"));
             continue;
         }
@@ -47,8 +59,10 @@ pub fn replay(dir: &Path, mut f: impl FnMut(FileSeq, &[u8])) -> Result<ReplaySta
                         FrameError::Truncated => "torn frame",
                         FrameError::Corrupt => "checksum mismatch",
                     };
-                    tracing::warn!(path = %path.display(), offset = off, why, "cutting wal tail");
-                    truncate(&path, off as u64)?;
+                    if fix {
+                        tracing::warn!(path = %path.display(), offset = off, why, "cutting wal tail");
+                        truncate(&path, off as u64)?;
+                    }
                     stats.cut.push((path.display().to_string(), off as u64, why));
                     break;
                 }
