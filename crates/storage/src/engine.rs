@@ -150,6 +150,8 @@ pub enum IngestError {
          today's partitions are left to drop; free space or raise the budget"
     )]
     DiskFull { used: u64, budget: u64 },
+    #[error("{0}; retry when there is room")]
+    NoSpace(String),
 }
 
 /// How an acknowledged batch was stored.
@@ -715,6 +717,8 @@ fn writer_loop(inner: Arc<Inner>, mut wal: Wal, rx: Receiver<WriterMsg>, flush_t
         let mut controls = Vec::new();
         // batches whose key was seen: answered with the group, once what they repeat is durable
         let mut again: Vec<(Reply, u64)> = Vec::new();
+        // keys first seen in this group: forgotten again if the group is not written
+        let mut new_keys: Vec<String> = Vec::new();
         let mut queued = 0;
         for m in group {
             match m {
@@ -733,6 +737,7 @@ fn writer_loop(inner: Arc<Inner>, mut wal: Wal, rx: Receiver<WriterMsg>, flush_t
                             }
                             Check::New => {
                                 let seen = Seen { body_hash: k.body_hash, records: records.len() as u64, at };
+                                new_keys.push(k.key.clone());
                                 table.insert(k.key, seen);
                             }
                         }
@@ -808,12 +813,25 @@ fn writer_loop(inner: Arc<Inner>, mut wal: Wal, rx: Receiver<WriterMsg>, flush_t
                     }
                 }
                 Err(e) => {
-                    inner.poison(e.to_string());
+                    // nothing of the group is stored: its keys must not answer a retry
+                    let mut table = inner.idem.lock();
+                    for k in new_keys.drain(..) {
+                        table.forget(&k);
+                    }
+                    drop(table);
+                    let refusal = |e: &logpipe_wal::WalError| match e {
+                        // the WAL cut the torn write back: writing goes on once there is room
+                        logpipe_wal::WalError::NoSpace { .. } => IngestError::NoSpace(e.to_string()),
+                        _ => IngestError::Stopped(e.to_string()),
+                    };
+                    if !matches!(e, logpipe_wal::WalError::NoSpace { .. }) {
+                        inner.poison(e.to_string());
+                    }
                     for (.., reply) in appends {
-                        let _ = reply.send(Err(IngestError::Stopped(e.to_string())));
+                        let _ = reply.send(Err(refusal(&e)));
                     }
                     for (reply, _) in again.drain(..) {
-                        let _ = reply.send(Err(IngestError::Stopped(e.to_string())));
+                        let _ = reply.send(Err(refusal(&e)));
                     }
                 }
             }

@@ -89,6 +89,11 @@ impl Table {
         }
     }
 
+    /// Forgets a key whose batch was not written after all.
+    pub fn forget(&mut self, key: &str) {
+        self.map.remove(key);
+    }
+
     /// Forgets keys older than the window.
     pub fn expire(&mut self, now: i64) {
         while self.order.front().is_some_and(|(at, _)| now - at >= self.window_ns) {

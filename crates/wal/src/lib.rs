@@ -50,6 +50,19 @@ pub enum WalError {
     BadHeader { path: PathBuf },
     #[error("payload of {len} bytes is over the frame limit of {max}")]
     TooLarge { len: usize, max: usize },
+    /// The disk is full: nothing of the failed write is left in the file, and writing may go
+    /// on once there is room.
+    #[error("no space left for the wal ({path}); nothing of the failed write was kept")]
+    NoSpace { path: PathBuf },
+}
+
+/// The error a fail point injects: `enospc`, or any other text for a plain i/o error.
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+pub(crate) fn injected(arg: Option<String>) -> std::io::Error {
+    match arg.as_deref() {
+        Some("enospc") => std::io::Error::from_raw_os_error(28),
+        other => std::io::Error::other(format!("injected fault: {}", other.unwrap_or("error"))),
+    }
 }
 
 pub type Result<T> = std::result::Result<T, WalError>;
@@ -97,5 +110,6 @@ pub(crate) fn file_header() -> [u8; HEADER_LEN] {
 
 /// Makes a directory entry change (create, rename, delete) durable.
 pub fn sync_dir(dir: &std::path::Path) -> Result<()> {
+    fail::fail_point!("wal::sync_dir", |arg| Err(io_err(dir)(injected(arg))));
     std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(io_err(dir))
 }

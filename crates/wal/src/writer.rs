@@ -68,9 +68,24 @@ impl Wal {
         if self.buf.is_empty() {
             return Ok(());
         }
-        if let Err(e) = self.file.write_all(&self.buf) {
-            // A short write leaves a torn frame that replay will cut; later frames would
-            // land after it and be lost with it, so stop here.
+        let written = (|| {
+            fail::fail_point!("wal::write", |arg| {
+                // a short write, as a full disk leaves it: half the frames, then the error
+                let half = self.buf.len() / 2;
+                self.file.write_all(&self.buf[..half])?;
+                Err(crate::injected(arg))
+            });
+            self.file.write_all(&self.buf)
+        })();
+        if let Err(e) = written {
+            // A short write leaves a torn frame that replay would cut, with every frame after
+            // it. On a full disk the file is cut back to its last whole frame and writing may
+            // go on later; otherwise (or if that cut fails) the log stops here.
+            let no_space = e.raw_os_error() == Some(28); // ENOSPC
+            if no_space && self.file.set_len(self.bytes).is_ok() {
+                self.buf.clear();
+                return Err(WalError::NoSpace { path: self.path.clone() });
+            }
             self.poisoned = Some(format!("write to {} failed: {e}", self.path.display()));
             return Err(io_err(&self.path)(e));
         }
@@ -85,7 +100,11 @@ impl Wal {
     /// Makes everything written so far durable (`fdatasync`). A failure poisons the log.
     pub fn sync(&mut self) -> Result<()> {
         self.check()?;
-        if let Err(e) = self.file.sync_data() {
+        let synced = (|| {
+            fail::fail_point!("wal::sync", |arg| Err(crate::injected(arg)));
+            self.file.sync_data()
+        })();
+        if let Err(e) = synced {
             self.poisoned = Some(format!("fsync of {} failed: {e}", self.path.display()));
             return Err(io_err(&self.path)(e));
         }
@@ -138,6 +157,7 @@ pub fn remove_through(dir: &Path, seq: FileSeq) -> Result<()> {
 
 fn new_file(dir: &Path, seq: FileSeq) -> Result<(File, PathBuf)> {
     let path = dir.join(file_name(seq));
+    fail::fail_point!("wal::create", |arg| Err(io_err(&path)(crate::injected(arg))));
     let mut file = OpenOptions::new().create_new(true).append(true).open(&path).map_err(io_err(&path))?;
     file.write_all(&file_header()).map_err(io_err(&path))?;
     file.sync_all().map_err(io_err(&path))?;
