@@ -114,12 +114,6 @@ fn ingest_query_and_inspect() {
     assert!(parts.iter().any(|p| p["app"] == "json" && p["day"] == "2025-01-01" && p["records"] == 25));
 }
 
-/// The value of an unlabelled gauge or counter on `/metrics`.
-fn metric(base: &str, name: &str) -> Option<u64> {
-    let text = get(base, "/metrics").1;
-    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
-
 #[test]
 fn tail_prints_new_records_until_its_limit() {
     let dir = tempfile::tempdir().unwrap();

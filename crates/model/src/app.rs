@@ -17,27 +17,33 @@ pub struct AppName(Arc<str>);
 impl AppName {
     /// Validates `name`, lowercasing ASCII letters first.
     pub fn parse(name: &str) -> Result<AppName, ModelError> {
-        let invalid = |reason| ModelError::InvalidApp { name: truncate(name), reason };
-        if name.is_empty() {
-            return Err(invalid("empty"));
-        }
-        if name.len() > MAX_APP_LEN {
-            return Err(invalid("longer than 64 characters"));
-        }
-        let lower = name.to_ascii_lowercase();
-        let bytes = lower.as_bytes();
-        if !bytes[0].is_ascii_alphanumeric() {
-            return Err(invalid("must start with a letter or digit"));
-        }
-        if !bytes.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
-            return Err(invalid("only letters, digits, '.', '_' and '-' are allowed"));
-        }
+        let lower = checked(name, true, b"._-", "only letters, digits, '.', '_' and '-' are allowed")?;
         Ok(AppName(lower.into()))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// `s` lowercased, if it is 1 to 64 bytes of ASCII letters, digits and `extra` (starting
+/// with a letter or digit when `alnum_first`).
+fn checked(s: &str, alnum_first: bool, extra: &[u8], reason: &'static str) -> Result<String, ModelError> {
+    let invalid = |reason| ModelError::InvalidApp { name: truncate(s), reason };
+    if s.is_empty() {
+        return Err(invalid("empty"));
+    }
+    if s.len() > MAX_APP_LEN {
+        return Err(invalid("longer than 64 characters"));
+    }
+    let lower = s.to_ascii_lowercase();
+    if alnum_first && !lower.as_bytes()[0].is_ascii_alphanumeric() {
+        return Err(invalid("must start with a letter or digit"));
+    }
+    if !lower.bytes().all(|b| b.is_ascii_alphanumeric() || extra.contains(&b)) {
+        return Err(invalid(reason));
+    }
+    Ok(lower)
 }
 
 fn truncate(s: &str) -> String {
@@ -69,17 +75,8 @@ pub struct AppPattern(Arc<str>);
 
 impl AppPattern {
     pub fn parse(pattern: &str) -> Result<AppPattern, ModelError> {
-        let invalid = |reason| ModelError::InvalidApp { name: truncate(pattern), reason };
-        if pattern.is_empty() {
-            return Err(invalid("empty pattern"));
-        }
-        if pattern.len() > MAX_APP_LEN {
-            return Err(invalid("longer than 64 characters"));
-        }
-        let lower = pattern.to_ascii_lowercase();
-        if !lower.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-*".contains(&b)) {
-            return Err(invalid("only letters, digits, '.', '_', '-' and '*' are allowed in a pattern"));
-        }
+        let lower =
+            checked(pattern, false, b"._-*", "only letters, digits, '.', '_', '-' and '*' are allowed in a pattern")?;
         Ok(AppPattern(lower.into()))
     }
 

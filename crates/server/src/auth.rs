@@ -111,8 +111,12 @@ impl Access {
         ))
     }
 
-    pub fn may_write_any(&self) -> bool {
-        self.write.is_some()
+    /// `403` unless this caller may write some app (checked before a body is read).
+    pub fn check_may_write(&self) -> Result<(), ApiError> {
+        match self.write {
+            Some(_) => Ok(()),
+            None => Err(self.forbidden("write")),
+        }
     }
 
     pub fn check_admin(&self) -> Result<(), ApiError> {

@@ -98,10 +98,9 @@ async fn ingest_inner(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    if !access.may_write_any() {
-        let err = access.check_write(&AppName::parse("x").expect("a valid name")).unwrap_err();
+    if let Err(e) = access.check_may_write() {
         drain(body).await;
-        return Err(err);
+        return Err(e);
     }
     let cap = st.cfg.max_body_bytes;
     let too_large = || {

@@ -747,7 +747,7 @@ fn writer_loop(inner: Arc<Inner>, mut wal: Wal, rx: Receiver<WriterMsg>, flush_t
                 other => controls.push(other),
             }
         }
-        if queued > 0 && appends.is_empty() {
+        if queued > 0 {
             inner.queued.fetch_sub(queued, Ordering::Relaxed);
             inner.metrics.ingest_queue_depth.set(inner.queued.load(Ordering::Relaxed) as i64);
         }
@@ -757,8 +757,6 @@ fn writer_loop(inner: Arc<Inner>, mut wal: Wal, rx: Receiver<WriterMsg>, flush_t
             }
         }
         if !appends.is_empty() {
-            inner.queued.fetch_sub(queued, Ordering::Relaxed);
-            inner.metrics.ingest_queue_depth.set(inner.queued.load(Ordering::Relaxed) as i64);
             inner.metrics.wal_group_batches.observe(appends.len() as f64);
             let mut res = appends.iter().try_for_each(|(p, ..)| wal.append(p)).and_then(|()| wal.write());
             if res.is_ok() {

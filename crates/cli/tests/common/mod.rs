@@ -176,6 +176,12 @@ pub fn ingest(base: &str, ndjson: &str) -> (u16, String) {
     post(base, "/api/v1/logs", ndjson.as_bytes(), &[("content-type", "application/x-ndjson")])
 }
 
+/// The value of an unlabelled metric on `/metrics`.
+pub fn metric(base: &str, name: &str) -> Option<u64> {
+    let text = get(base, "/metrics").1;
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok()).map(|v| v as u64)
+}
+
 /// Query-string escaping.
 pub fn q(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
