@@ -9,12 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 a=$1 b=$2 records=${3:-5000000} work=${4:-/tmp/logpipe-bench}
-bench=${LOGPIPE_BENCH:-$(cd .. && pwd)/shared/bench}
-[ -f "$work/expected-$records.json" ] || { echo "run scripts/bench.sh $records $work first" >&2; exit 1; }
 # shellcheck source=scripts/bench-lib.sh
 . scripts/bench-lib.sh
-pid=
-trap '[ -n "$pid" ] && kill $pid 2>/dev/null; wait 2>/dev/null' EXIT
+[ -f "$work/expected-$records.json" ] || { echo "run scripts/bench.sh $records $work first" >&2; exit 1; }
 for side in a b; do
   bin=${!side}
   dir="$work/ab-$side"

@@ -1,4 +1,20 @@
-# Shared by scripts/bench.sh and scripts/bench-ab.sh (sourced, not run).
+# Shared by scripts/bench.sh, scripts/bench-ab.sh and scripts/soak.sh (sourced, not run, from
+# the repository root).
+
+# The bench kit: LOGPIPE_BENCH, or ../shared/bench beside the repository.
+bench=${LOGPIPE_BENCH:-$(cd .. && pwd)/shared/bench}
+# The server started last ($pid) is stopped when the script exits, however it exits.
+pid=
+trap '[ -n "$pid" ] && kill $pid 2>/dev/null; wait 2>/dev/null' EXIT
+
+# build_release: builds the release binary and sets $bin to it.
+build_release() {
+  cargo build --release --quiet -p logpipe
+  bin=$PWD/target/release/logpipe
+}
+
+# peak_rss_mib: the server's peak resident memory so far, MiB.
+peak_rss_mib() { awk '/VmHWM/ {printf "%.0f", $2/1024}' /proc/$pid/status; }
 
 # start BIN DIR: a fresh server on 127.0.0.1:0 with data in DIR/data; sets $pid and $url.
 start_server() {

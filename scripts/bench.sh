@@ -11,22 +11,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 records=${1:-1000000}
 work=${2:-/tmp/logpipe-bench}
-bench=${LOGPIPE_BENCH:-$(cd .. && pwd)/shared/bench}
-cargo build --release --quiet -p logpipe
-bin=$PWD/target/release/logpipe
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
+build_release
 mkdir -p "$work"
 if [ ! -f "$work/expected-$records.json" ]; then
   rm -rf "$work/native-$records"
   python3 "$bench/loggen.py" --records "$records" --batch 1000 --out "$work/native-$records" >/dev/null 2>&1
   python3 "$bench/oracle.py" --quiet --out "$work/expected-$records.json" "$work/native-$records"
 fi
-pid=
-trap '[ -n "$pid" ] && kill $pid 2>/dev/null; wait 2>/dev/null' EXIT
-# shellcheck source=scripts/bench-lib.sh
-. scripts/bench-lib.sh
 start() { start_server "$bin" "$work"; }
 cpu_ticks() { awk '{print $14+$15}' /proc/$pid/stat; }
-peak_rss_mib() { awk '/VmHWM/ {printf "%.0f", $2/1024}' /proc/$pid/status; }
 
 echo "== load once ($records records, load.py -c 4)"
 start

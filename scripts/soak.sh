@@ -12,17 +12,13 @@ cd "$(dirname "$0")/.."
 secs=${1:-60}
 conns=${2:-160}
 work=${3:-/tmp/logpipe-soak}
-bench=${LOGPIPE_BENCH:-$(cd .. && pwd)/shared/bench}
-cargo build --release --quiet -p logpipe
-bin=$PWD/target/release/logpipe
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
+build_release
 mkdir -p "$work"
 if [ ! -d "$work/native" ]; then
   python3 "$bench/loggen.py" --records 200000 --batch 1000 --out "$work/native" >/dev/null 2>&1
 fi
-pid=
-trap '[ -n "$pid" ] && kill $pid 2>/dev/null; wait 2>/dev/null' EXIT
-# shellcheck source=scripts/bench-lib.sh
-. scripts/bench-lib.sh
 start_server "$bin" "$work"
 
 python3 - "$url" "$secs" >"$work/queries.txt" <<'PY' &
@@ -60,4 +56,4 @@ echo "records accepted: $accepted ($(awk -v a="$accepted" -v s="$secs" 'BEGIN{pr
 echo "refusals by endpoint and reason:"
 curl -s "$url/metrics" | grep -E '^logpipe_rejected_requests_total' || echo "  none"
 echo "== $(cat "$work/queries.txt")"
-echo "== peak RSS: $(awk '/VmHWM/ {printf "%.0f", $2/1024}' /proc/$pid/status) MiB; server alive: $(curl -sf "$url/health" >/dev/null && echo yes || echo no)"
+echo "== peak RSS: $(peak_rss_mib) MiB; server alive: $(curl -sf "$url/health" >/dev/null && echo yes || echo no)"
