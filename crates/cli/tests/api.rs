@@ -179,6 +179,9 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
         ),
         (format!("{good}{{\"app\":\"web\",\"message\":\"x\",\"timestamp\":\"yesterday\"}}"), 400, "timestamp"),
         (format!("[{good}, {{\"app\":\"web\"}}]"), 400, "index 1"),
+        // nesting a parser would recurse into until the stack overflows (found by fuzzing)
+        (format!("{good}{{\"app\":{}{}}}", "[".repeat(40_000), "]".repeat(40_000)), 400, "nested deeper"),
+        (format!("[{}{}]", "{\"a\":".repeat(10_000), "}".repeat(10_000)), 400, "nested deeper"),
     ];
     for (body, status, needle) in &cases {
         let (got, err) = ingest(&s.base, body);

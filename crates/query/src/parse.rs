@@ -271,6 +271,10 @@ impl<'a> Parser<'a> {
         let Some(op) = op else {
             return Ok(Expr::Word { text: word.to_string(), case_insensitive: false });
         };
+        if word.ends_with('!') {
+            // `a!!=b` would be key `a!`, which prints back as `a!=b`: a different filter
+            return Err(self.err_at(start, "a tag key cannot end with `!`"));
+        }
         self.pos += op.len();
         let key = word.to_string();
         if op == "=" && self.eat("*") {

@@ -249,7 +249,7 @@ fn admit(
 }
 
 #[derive(Clone, Copy)]
-enum Encoding {
+pub(crate) enum Encoding {
     Identity,
     Gzip,
     Zstd,
@@ -257,7 +257,7 @@ enum Encoding {
 
 /// Decompresses (capped at `cap` bytes of output) and turns the body into text; invalid
 /// UTF-8 is replaced, not rejected. Valid identity bodies are borrowed, not copied.
-fn decode_body(raw: &[u8], enc: Encoding, cap: usize) -> Result<Cow<'_, str>, ApiError> {
+pub(crate) fn decode_body(raw: &[u8], enc: Encoding, cap: usize) -> Result<Cow<'_, str>, ApiError> {
     let mut out = Vec::new();
     let res = match enc {
         Encoding::Identity => return Ok(text(Cow::Borrowed(raw))),
@@ -290,6 +290,45 @@ fn text(b: Cow<'_, [u8]>) -> Cow<'_, str> {
             Err(e) => Cow::Owned(String::from_utf8_lossy(e.as_bytes()).into_owned()),
         },
     }
+}
+
+/// Deepest nesting of JSON arrays and objects accepted in a body (a record needs 2, an array
+/// of records 3).
+pub(crate) const MAX_JSON_DEPTH: usize = 32;
+
+/// Refuses JSON nested deeper than [`MAX_JSON_DEPTH`] before it is parsed: sonic-rs recurses
+/// without a limit when it skips a value it does not want, so `{"app":[[[[…` a hundred
+/// thousand deep would overflow the stack and abort the server (found by the `ingest` fuzz
+/// target). A line with fewer opening brackets than the limit is passed at the cost of a count.
+pub(crate) fn check_json_depth(text: &str) -> Result<(), String> {
+    let b = text.as_bytes();
+    if b.iter().filter(|&&c| c == b'[' || c == b'{').count() <= MAX_JSON_DEPTH {
+        return Ok(());
+    }
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &c in b {
+        if in_string {
+            match c {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_JSON_DEPTH {
+                    return Err(format!("JSON is nested deeper than {MAX_JSON_DEPTH} levels"));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Parses and validates every record of a body (NDJSON or a JSON array); the first bad one
@@ -331,6 +370,7 @@ pub fn parse_records(
     let trimmed = body.trim_start();
     let mut out = Vec::new();
     if trimmed.starts_with('[') {
+        check_json_depth(trimmed).map_err(|m| ApiError::bad_request("bad_record", m))?;
         let items: Vec<serde_json::Value> = serde_json::from_str(trimmed)
             .map_err(|e| ApiError::bad_request("bad_record", format!("body is not a JSON array of records: {e}")))?;
         for (i, v) in items.into_iter().enumerate() {
@@ -349,6 +389,7 @@ pub fn parse_records(
             let bad = |m: String| ApiError::bad_request("bad_record", format!("line {n}: {m}")).with("line", n.into());
             // sonic-rs: a SIMD JSON parser behind the same serde types, several times faster
             // than serde_json on this, the hottest loop of ingest
+            check_json_depth(line).map_err(bad)?;
             let w: WireRecord = sonic_rs::from_str(line).map_err(|e| bad(e.to_string()))?;
             out.push(check(w).map_err(bad)?);
         }
@@ -374,6 +415,25 @@ mod tests {
         assert_eq!(r[1].ts, 5);
         let a = parse("[{\"app\":\"a\",\"message\":\"m\",\"timestamp\":null}]").unwrap();
         assert_eq!(a.len(), 1);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        for n in [33, 100_000] {
+            let deep = format!("{}{}", "[".repeat(n), "]".repeat(n));
+            for body in [
+                format!("{{\"app\":{deep},\"message\":\"x\"}}"),
+                format!("{{\"app\":\"a\",\"message\":\"x\",\"extra\":{deep}}}"),
+                format!("[{{\"app\":\"a\",\"message\":\"x\",\"tags\":{deep}}}]"),
+            ] {
+                let e = parse(&body).unwrap_err();
+                assert!(e.message.contains("nested deeper than 32"), "{n}: {}", e.message);
+            }
+        }
+        // brackets inside strings are text, however many
+        let msg = "[".repeat(1000);
+        let ok = parse(&format!("{{\"app\":\"a\",\"message\":\"{msg}\\\"{msg}\",\"tags\":[\"k=[{{\"]}}")).unwrap();
+        assert_eq!(ok[0].message.len(), 2001);
     }
 
     #[test]
