@@ -11,6 +11,8 @@
 //! examples, is in `docs/QUERY.md`.
 
 mod ast;
+#[doc(hidden)]
+pub mod fuzzing;
 mod parse;
 mod print;
 

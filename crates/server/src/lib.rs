@@ -13,6 +13,8 @@ mod admission;
 mod auth;
 mod config;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod ingest;
 mod metrics;
 mod params;

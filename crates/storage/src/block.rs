@@ -127,7 +127,7 @@ impl BlockMeta {
         for _ in 0..nwords {
             words.push(r.u64_fixed()?);
         }
-        if min_ts > max_ts || rows == 0 {
+        if min_ts > max_ts || rows == 0 || rows as usize > BLOCK_MAX_ROWS {
             return Err(Malformed);
         }
         Ok(BlockMeta { min_ts, max_ts, rows, offset, cols, bloom: Bloom::from_words(words) })
@@ -192,7 +192,7 @@ impl BlockBuilder {
     }
 
     pub fn is_full(&self) -> bool {
-        self.ts.len() >= self.opts.max_rows.max(1) || self.msgs.len() >= BLOCK_MAX_MSG_BYTES
+        self.ts.len() >= self.opts.max_rows.clamp(1, BLOCK_MAX_ROWS) || self.msgs.len() >= BLOCK_MAX_MSG_BYTES
     }
 
     /// Adds a row; rows must arrive in (timestamp, message, tags) order.
@@ -421,6 +421,111 @@ impl Tags {
     }
 }
 
+/// Decodes a raw timestamps column of `rows` rows (`rows` >= 1; deltas never negative).
+pub fn decode_timestamps(raw: &[u8], rows: usize) -> std::result::Result<Vec<i64>, Malformed> {
+    let mut r = Reader::new(raw);
+    let n = rows.checked_sub(1).ok_or(Malformed)?;
+    let mut out = Vec::with_capacity(rows);
+    let mut t = r.i64()?;
+    out.push(t);
+    let mut overflow = false;
+    r.planes(n, |d| {
+        let (next, o) = t.overflowing_add(d as i64);
+        overflow |= o || (d as i64) < 0;
+        t = next;
+        out.push(t);
+    })?;
+    if overflow || !r.is_empty() {
+        return Err(Malformed);
+    }
+    Ok(out)
+}
+
+/// Decodes a raw messages column of `rows` rows: the lengths must add up to the bytes after them.
+pub fn decode_messages(raw: Vec<u8>, rows: usize) -> std::result::Result<Messages, Malformed> {
+    let mut r = Reader::new(&raw);
+    let mut ends = Vec::with_capacity(rows);
+    let mut end: u64 = 0;
+    r.planes(rows, |len| {
+        end = end.saturating_add(len);
+        ends.push(end.min(u64::from(u32::MAX)) as u32);
+    })?;
+    let base = r.pos();
+    if (raw.len() - base) as u64 != end {
+        return Err(Malformed);
+    }
+    Ok(Messages { raw, base, ends })
+}
+
+/// Decodes a raw tag sets column of a block of `rows` rows.
+pub fn decode_tag_sets(raw: &[u8], rows: usize) -> std::result::Result<TagSets, Malformed> {
+    let mut r = Reader::new(raw);
+    let ns = r.len(1)?;
+    let mut strings = Vec::with_capacity(ns);
+    for _ in 0..ns {
+        strings.push(r.str()?.to_owned());
+    }
+    // every set is some row's, and holds each string at most once: that bounds the ids
+    let nsets = r.len(1)?;
+    if nsets > rows {
+        return Err(Malformed);
+    }
+    let mut set_ends = Vec::with_capacity(nsets);
+    let mut total: u64 = 0;
+    let mut bad_value = false;
+    r.planes(nsets, |k| {
+        bad_value |= k > ns as u64;
+        total += k.min(ns as u64);
+        set_ends.push(total as u32);
+    })?;
+    // A set holds each string once. With zero-width ids (all 0) only sets of one or none are
+    // possible: checked before the loop, so a forged length cannot make it run for ever.
+    let max_len = set_ends.iter().scan(0u32, |prev, &e| Some(e - std::mem::replace(prev, e))).max().unwrap_or(0);
+    if raw.get(r.pos()) == Some(&0) && max_len > 1 {
+        return Err(Malformed);
+    }
+    let mut set_ids = Vec::with_capacity(total as usize);
+    let mut seen = vec![u32::MAX; ns];
+    let mut set = 0u32;
+    let mut i = 0u32;
+    r.planes(total as usize, |id| {
+        while set_ends.get(set as usize).is_some_and(|&e| e <= i) {
+            set += 1;
+        }
+        match seen.get_mut(id as usize) {
+            Some(s) if *s != set => *s = set,
+            _ => bad_value = true,
+        }
+        set_ids.push(id as u32);
+        i += 1;
+    })?;
+    let mut counts = Vec::with_capacity(nsets);
+    let mut total_rows: u64 = 0;
+    r.planes(nsets, |c| {
+        total_rows = total_rows.saturating_add(c);
+        counts.push(c as u32);
+    })?;
+    if bad_value || total_rows != rows as u64 || !r.is_empty() {
+        return Err(Malformed);
+    }
+    Ok(TagSets { strings, set_ids, set_ends, counts })
+}
+
+/// Decodes a raw tag rows column: each of `rows` rows names one of `nsets` sets.
+pub fn decode_tag_rows(raw: &[u8], rows: usize, nsets: usize) -> std::result::Result<Vec<u32>, Malformed> {
+    let mut r = Reader::new(raw);
+    let mut out = Vec::with_capacity(rows);
+    let mut out_of_range = false;
+    r.planes(rows, |s| {
+        out_of_range |= s as usize >= nsets;
+        out.push(s as u32);
+    })?;
+    if out_of_range || !r.is_empty() {
+        return Err(Malformed);
+    }
+    Ok(out)
+}
+
 thread_local! {
     /// One zstd decompression context per query thread, reused across columns.
     static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
@@ -457,7 +562,7 @@ impl BlockData<'_> {
         self.file
             .read_exact_at(&mut src, at)
             .map_err(|e| StorageError::Io { path: self.corrupt.path.to_path_buf(), source: e })?;
-        if crc32c::crc32c(&src) != c.crc {
+        if crate::CHECK_CRC && crc32c::crc32c(&src) != c.crc {
             return Err(corrupt.err("column checksum mismatch"));
         }
         let raw = decompress(&src, c.raw_len as usize).map_err(|_| corrupt.err("column does not decompress"))?;
@@ -473,103 +578,24 @@ impl BlockData<'_> {
 
     pub fn timestamps(&self) -> Result<Vec<i64>> {
         let raw = self.column(COL_TS)?;
-        let bad = |_| self.corrupt.err("bad timestamp column");
-        let mut r = Reader::new(&raw);
-        let n = self.meta.rows as usize;
-        let mut out = Vec::with_capacity(n);
-        let mut t = r.i64().map_err(bad)?;
-        out.push(t);
-        let mut overflow = false;
-        r.planes(n - 1, |d| {
-            let (next, o) = t.overflowing_add(d as i64);
-            overflow |= o || (d as i64) < 0;
-            t = next;
-            out.push(t);
-        })
-        .map_err(bad)?;
-        if overflow || !r.is_empty() {
-            return Err(self.corrupt.err("bad timestamp column"));
-        }
-        Ok(out)
+        decode_timestamps(&raw, self.meta.rows as usize).map_err(|_| self.corrupt.err("bad timestamp column"))
     }
 
     pub fn messages(&self) -> Result<Messages> {
         let raw = self.column(COL_MSG)?;
-        let n = self.meta.rows as usize;
-        let mut r = Reader::new(&raw);
-        let mut ends = Vec::with_capacity(n);
-        let mut end: u64 = 0;
-        r.planes(n, |len| {
-            end = end.saturating_add(len);
-            ends.push(end.min(u64::from(u32::MAX)) as u32);
-        })
-        .map_err(|_| self.corrupt.err("bad message lengths"))?;
-        let base = r.pos();
-        if (raw.len() - base) as u64 != end {
-            return Err(self.corrupt.err("message bytes do not match their lengths"));
-        }
-        Ok(Messages { raw, base, ends })
+        decode_messages(raw, self.meta.rows as usize)
+            .map_err(|_| self.corrupt.err("message lengths do not match the message bytes"))
     }
 
     pub fn tag_sets(&self) -> Result<TagSets> {
         let raw = self.column(COL_TAG_SETS)?;
-        let bad = |_| self.corrupt.err("bad tag sets column");
-        let mut r = Reader::new(&raw);
-        let ns = r.len(1).map_err(bad)?;
-        let mut strings = Vec::with_capacity(ns);
-        for _ in 0..ns {
-            strings.push(r.str().map_err(bad)?.to_owned());
-        }
-        // every set is some row's, and holds each string at most once: that bounds the ids
-        let nsets = r.len(1).map_err(bad)?;
-        if nsets > self.meta.rows as usize {
-            return Err(self.corrupt.err("bad tag sets column"));
-        }
-        let mut set_ends = Vec::with_capacity(nsets);
-        let mut total: u64 = 0;
-        let mut bad_value = false;
-        r.planes(nsets, |k| {
-            bad_value |= k > ns as u64;
-            total += k.min(ns as u64);
-            set_ends.push(total as u32);
-        })
-        .map_err(bad)?;
-        let mut set_ids = Vec::with_capacity(total as usize);
-        r.planes(total as usize, |id| {
-            bad_value |= id as usize >= ns;
-            set_ids.push(id as u32);
-        })
-        .map_err(bad)?;
-        let mut counts = Vec::with_capacity(nsets);
-        let mut rows: u64 = 0;
-        r.planes(nsets, |c| {
-            rows = rows.saturating_add(c);
-            counts.push(c as u32);
-        })
-        .map_err(bad)?;
-        if bad_value || rows != u64::from(self.meta.rows) || !r.is_empty() {
-            return Err(self.corrupt.err("bad tag sets column"));
-        }
-        Ok(TagSets { strings, set_ids, set_ends, counts })
+        decode_tag_sets(&raw, self.meta.rows as usize).map_err(|_| self.corrupt.err("bad tag sets column"))
     }
 
     /// Each row's tag set, checked against the sets column.
     pub fn tag_rows(&self, sets: &TagSets) -> Result<Vec<u32>> {
         let raw = self.column(COL_TAG_ROWS)?;
-        let bad = |_| self.corrupt.err("bad tag rows column");
-        let mut r = Reader::new(&raw);
-        let (n, nsets) = (self.meta.rows as usize, sets.sets());
-        let mut rows = Vec::with_capacity(n);
-        let mut out_of_range = false;
-        r.planes(n, |s| {
-            out_of_range |= s as usize >= nsets;
-            rows.push(s as u32);
-        })
-        .map_err(bad)?;
-        if out_of_range || !r.is_empty() {
-            return Err(self.corrupt.err("bad tag rows column"));
-        }
-        Ok(rows)
+        decode_tag_rows(&raw, self.meta.rows as usize, sets.sets()).map_err(|_| self.corrupt.err("bad tag rows column"))
     }
 
     pub fn tags(&self) -> Result<Tags> {

@@ -25,6 +25,8 @@ mod cost;
 mod engine;
 mod error;
 mod filter;
+#[doc(hidden)]
+pub mod fuzzing;
 mod idempotency;
 mod maintenance;
 mod memtable;
@@ -33,6 +35,10 @@ pub mod partition;
 mod search;
 pub mod segment;
 pub mod varint;
+
+/// Whether stored checksums are checked. Only fuzz builds (`--cfg fuzzing`) skip them, so the
+/// fuzzer reaches the decoders behind them instead of stopping at the checksum.
+pub(crate) const CHECK_CRC: bool = !cfg!(fuzzing);
 
 pub use cost::{Cost, CostSummary};
 pub use engine::{
@@ -53,5 +59,6 @@ pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> S
 }
 
 pub(crate) fn sync_dir(dir: &std::path::Path) -> Result<()> {
+    fail::fail_point!("storage::sync_dir", |_| Err(io_err(dir)(std::io::Error::other("injected fault"))));
     std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(io_err(dir))
 }

@@ -1,0 +1,37 @@
+//! Entry points for the server's fuzz targets (`fuzz/`) and the corpus replay test.
+
+use logpipe_model::{AppName, Limits};
+
+use crate::ingest::{decode_body, parse_records, Encoding};
+
+/// An ingest body: the first byte picks the encoding (identity, gzip, zstd), the rest is the
+/// body. Decompression stays under its cap; every record accepted is within the limits.
+pub fn ingest(data: &[u8]) {
+    let Some((&enc, body)) = data.split_first() else { return };
+    let enc = match enc % 3 {
+        0 => Encoding::Identity,
+        1 => Encoding::Gzip,
+        _ => Encoding::Zstd,
+    };
+    const CAP: usize = 1 << 20;
+    let Ok(text) = decode_body(body, enc, CAP) else { return };
+    assert!(text.len() <= CAP.max(body.len()));
+    let limits = Limits { max_message_bytes: 4096, max_tags: 8, max_tag_bytes: 64 };
+    let default_app = AppName::parse("fuzz").expect("valid name");
+    if let Ok(records) = parse_records(&text, Some(&default_app), &limits, &|_| Some(0)) {
+        for r in &records {
+            assert!(r.message.len() <= limits.max_message_bytes && r.tags.len() <= limits.max_tags);
+            assert!(r.tags.iter().all(|t| !t.is_empty() && t.len() <= limits.max_tag_bytes));
+            assert!(r.ts >= 0, "the retention cutoff holds");
+        }
+    }
+}
+
+/// A query string of the native API: parsed, and what parses compiles or fails cleanly.
+pub fn params(data: &[u8]) {
+    let Ok(raw) = std::str::from_utf8(data) else { return };
+    let extra = ["limit", "order", "cursor", "step", "fill"];
+    if let Ok(p) = crate::params::parse(Some(raw), &extra) {
+        let _ = logpipe_storage::Filter::compile(&p.query, logpipe_storage::DEFAULT_REGEX_SIZE_LIMIT);
+    }
+}

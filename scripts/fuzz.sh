@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Runs every cargo fuzz target for SECONDS each (default 20), starting from the kept corpus
+# (fuzz/corpus/TARGET) and the inputs that once crashed (fuzz/regressions/TARGET).
+#
+#   scripts/fuzz.sh 20            the CI smoke: new inputs go to a scratch directory
+#   scripts/fuzz.sh 600 --keep    a long run: new inputs are added to fuzz/corpus
+#   scripts/fuzz.sh 60 query      one target
+#
+# Built with `cargo fuzz build -s none` on the stable toolchain (RUSTC_BOOTSTRAP=1 lets it
+# pass libFuzzer's flags); debug assertions and overflow checks are on. A crash fails the
+# script and leaves the input in fuzz/artifacts/TARGET/; make it a regression test by copying
+# it to fuzz/regressions/TARGET/ once fixed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-20}
+shift || true
+keep=no
+targets=()
+for a in "$@"; do
+  case $a in
+    --keep) keep=yes ;;
+    *) targets+=("$a") ;;
+  esac
+done
+export RUSTC_BOOTSTRAP=1
+command -v cargo-fuzz >/dev/null || cargo install --locked --quiet cargo-fuzz --version 0.13.2
+cd fuzz
+if [ ${#targets[@]} -eq 0 ]; then
+  mapfile -t targets < <(cargo fuzz list)
+fi
+cargo fuzz build -s none 2>&1 | grep -v '^ *Compiling' || true
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+status=0
+for t in "${targets[@]}"; do
+  mkdir -p "corpus/$t" "regressions/$t"
+  if [ $keep = yes ]; then dirs=("corpus/$t" "regressions/$t"); else dirs=("$scratch/$t" "corpus/$t" "regressions/$t"); mkdir -p "$scratch/$t"; fi
+  log=$scratch/$t.log
+  if cargo fuzz run -s none "$t" "${dirs[@]}" -- -max_total_time="$secs" -rss_limit_mb=2048 \
+      -max_len=65536 -timeout=10 -print_final_stats=1 >"$log" 2>&1; then
+    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
+    cov=$(grep -E '^#[0-9]+' "$log" | tail -1 | grep -o 'cov: [0-9]*' || true)
+    printf 'fuzz %-17s ok: %s runs in %s s, %s\n' "$t" "$execs" "$secs" "$cov"
+  else
+    status=1
+    printf 'fuzz %-17s FAILED:\n' "$t"
+    grep -E 'panicked|ERROR|SUMMARY|Test unit written|deadly' "$log" | head -8
+  fi
+done
+exit $status
