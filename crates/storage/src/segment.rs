@@ -128,7 +128,7 @@ pub fn parse_file_name(name: &str) -> Option<SegmentId> {
 /// Streams sorted rows into a new segment file.
 pub struct SegmentWriter {
     dir: PathBuf,
-    tmp: PathBuf,
+    tmp: Unfinished,
     file: File,
     offset: u64,
     builder: BlockBuilder,
@@ -153,7 +153,8 @@ impl SegmentWriter {
         let mut header = [0u8; HEADER_LEN as usize];
         header[..8].copy_from_slice(MAGIC);
         header[8..12].copy_from_slice(&VERSION.to_le_bytes());
-        file.write_all(&header).map_err(io_err(&tmp))?;
+        let tmp = Unfinished(Some(tmp));
+        file.write_all(&header).map_err(io_err(tmp.path()))?;
         Ok(SegmentWriter {
             dir: dir.to_path_buf(),
             tmp,
@@ -195,7 +196,8 @@ impl SegmentWriter {
         }
         self.buf.clear();
         let meta = self.builder.finish(self.offset, &mut self.buf)?;
-        self.file.write_all(&self.buf).map_err(io_err(&self.tmp))?;
+        fail::fail_point!("segment::write", |_| Err(io_err(self.tmp.path())(injected())));
+        self.file.write_all(&self.buf).map_err(io_err(self.tmp.path()))?;
         self.offset += self.buf.len() as u64;
         self.meta.rows += u64::from(meta.rows);
         self.meta.min_ts = self.meta.min_ts.min(meta.min_ts);
@@ -208,7 +210,6 @@ impl SegmentWriter {
     pub fn finish(mut self) -> Result<Segment> {
         self.cut_block()?;
         if self.meta.rows == 0 {
-            let _ = std::fs::remove_file(&self.tmp);
             return Err(StorageError::EmptySegment);
         }
         let meta_bytes = self.meta.encode();
@@ -218,11 +219,18 @@ impl SegmentWriter {
         tail.extend_from_slice(&crc32c::crc32c(&meta_bytes).to_le_bytes());
         tail.extend_from_slice(&VERSION.to_le_bytes());
         tail.extend_from_slice(MAGIC);
-        self.file.write_all(&tail).map_err(io_err(&self.tmp))?;
-        self.file.sync_all().map_err(io_err(&self.tmp))?;
+        let tmp = self.tmp.path().to_path_buf();
+        self.file.write_all(&tail).map_err(io_err(&tmp))?;
+        fail::fail_point!("segment::sync", |_| Err(io_err(&tmp)(injected())));
+        self.file.sync_all().map_err(io_err(&tmp))?;
         let path = self.dir.join(file_name(self.meta.id));
-        std::fs::rename(&self.tmp, &path).map_err(io_err(&path))?;
+        fail::fail_point!("segment::rename", |_| Err(io_err(&path)(injected())));
+        std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        // from here a failure takes the renamed file away again (as far as it can): a segment
+        // is published whole, with its directory entry durable, or not at all
+        self.tmp.0 = Some(path.clone());
         crate::sync_dir(&self.dir)?;
+        self.tmp.0 = None;
         let file_len = self.offset + tail.len() as u64;
         Ok(Segment {
             meta: self.meta,
@@ -233,10 +241,32 @@ impl SegmentWriter {
         })
     }
 
-    /// Drops the unfinished file.
-    pub fn abandon(self) {
-        let _ = std::fs::remove_file(&self.tmp);
+    /// Drops the unfinished file (as dropping the writer does).
+    pub fn abandon(self) {}
+}
+
+/// The file of a segment not yet published: removed when the writer is dropped unfinished,
+/// whatever the error that stopped it.
+struct Unfinished(Option<PathBuf>);
+
+impl Unfinished {
+    fn path(&self) -> &Path {
+        self.0.as_deref().expect("a writer's file until it is published")
     }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// The error a fail point injects.
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+fn injected() -> std::io::Error {
+    std::io::Error::other("injected fault")
 }
 
 /// An open, immutable segment.
@@ -288,7 +318,7 @@ impl Segment {
         }
         let mut meta_bytes = vec![0u8; meta_len as usize];
         file.read_exact_at(&mut meta_bytes, meta_offset).map_err(io_err(path))?;
-        if crc32c::crc32c(&meta_bytes) != meta_crc {
+        if crate::CHECK_CRC && crc32c::crc32c(&meta_bytes) != meta_crc {
             return Err(corrupt(meta_offset, "meta checksum mismatch"));
         }
         let meta = SegmentMeta::decode(&meta_bytes).map_err(|_| corrupt(meta_offset, "malformed meta"))?;

@@ -103,3 +103,79 @@ fn a_failed_wal_rotation_stops_writes_and_reads_go_on() {
     }
     scenario.teardown();
 }
+
+/// Files under `dir` whose name ends with `suffix`.
+fn files(dir: &std::path::Path, suffix: &str) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files(&p, suffix));
+        } else if p.to_string_lossy().ends_with(suffix) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+const SEGMENT_POINTS: [&str; 4] = ["segment::write", "segment::sync", "segment::rename", "storage::sync_dir"];
+
+#[test]
+fn a_failed_segment_write_stops_writes_and_leaves_no_file() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let scenario = fail::FailScenario::setup();
+    for point in SEGMENT_POINTS {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(EngineConfig::new(dir.path())).unwrap();
+        engine.ingest(recs("acked", 10)).unwrap();
+        fail::cfg(point, "return").unwrap();
+        assert!(engine.flush().is_err(), "{point}");
+        fail::remove(point);
+        // the records are still in the WAL and in memory: served, and not written twice
+        assert!(engine.poisoned().is_some(), "{point}");
+        assert!(matches!(engine.ingest(recs("later", 1)), Err(IngestError::Stopped(_))), "{point}");
+        assert_eq!(count(&engine), 10, "{point}");
+        assert_eq!(files(dir.path(), ".tmp"), Vec::<std::path::PathBuf>::new(), "{point}");
+        assert_eq!(files(dir.path(), ".seg"), Vec::<std::path::PathBuf>::new(), "{point}: nothing half published");
+        drop(engine);
+        let engine = Engine::open(EngineConfig::new(dir.path())).unwrap();
+        assert_eq!(count(&engine), 10, "{point}: every acknowledged record once after a restart");
+        engine.ingest(recs("restarted", 1)).unwrap();
+        engine.flush().unwrap();
+        assert_eq!(files(dir.path(), ".seg").len(), 1, "{point}");
+    }
+    scenario.teardown();
+}
+
+#[test]
+fn a_failed_merge_keeps_its_inputs_and_is_retried() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let scenario = fail::FailScenario::setup();
+    for point in SEGMENT_POINTS {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = EngineConfig::new(dir.path());
+        cfg.max_segments_per_partition = 1;
+        cfg.maintenance_interval = std::time::Duration::from_secs(3600);
+        let engine = Engine::open(cfg.clone()).unwrap();
+        for i in 0..3 {
+            engine.ingest(recs(&format!("part{i}"), 10)).unwrap();
+            engine.flush().unwrap();
+        }
+        assert_eq!(engine.stats().segments, 3);
+        fail::cfg(point, "return").unwrap();
+        assert!(engine.merge_all().is_err(), "{point}");
+        fail::remove(point);
+        // a merge is background work: its failure stops nothing and loses nothing
+        assert!(engine.poisoned().is_none(), "{point}");
+        assert_eq!((engine.stats().segments, count(&engine)), (3, 30), "{point}");
+        assert_eq!(files(dir.path(), ".tmp"), Vec::<std::path::PathBuf>::new(), "{point}");
+        assert_eq!(files(dir.path(), ".seg").len(), 3, "{point}");
+        engine.merge_all().unwrap();
+        assert_eq!((engine.stats().segments, count(&engine)), (1, 30), "{point}");
+        engine.close().unwrap();
+        drop(engine);
+        let engine = Engine::open(cfg).unwrap();
+        assert_eq!((engine.stats().segments, count(&engine)), (1, 30), "{point}");
+    }
+    scenario.teardown();
+}
