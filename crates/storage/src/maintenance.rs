@@ -11,7 +11,7 @@ use crate::block::{Messages, Tags};
 use rayon::prelude::*;
 
 use crate::block::BlockOptions;
-use crate::engine::{now_ns, FlushJob, Inner};
+use crate::engine::{now_ns, FlushJob, Inner, State};
 use crate::memtable::{Frozen, MemChunk};
 use crate::partition::PartitionKey;
 use crate::segment::{Segment, SegmentWriter};
@@ -139,6 +139,13 @@ pub(crate) fn maintenance_loop(inner: Arc<Inner>, stop: Receiver<()>) {
     }
 }
 
+/// The segments a merge may read: a segment with a quarantined block is left as it is, served
+/// without that block, so its damaged bytes stay on disk for an operator to look at instead of
+/// being merged away.
+fn sound(segs: &[Arc<Segment>]) -> Vec<Arc<Segment>> {
+    segs.iter().filter(|s| s.quarantined() == 0).cloned().collect()
+}
+
 /// Merges the smallest segments of the partition with the most segments over budget.
 /// Returns whether it merged anything.
 pub(crate) fn merge_once(inner: &Inner) -> Result<bool> {
@@ -147,10 +154,10 @@ pub(crate) fn merge_once(inner: &Inner) -> Result<bool> {
         let st = inner.state.read();
         st.partitions
             .iter()
+            .map(|(k, segs)| (k, sound(segs)))
             .filter(|(_, segs)| segs.len() > inner.cfg.max_segments_per_partition)
             .max_by_key(|(_, segs)| segs.len())
-            .map(|(k, segs)| {
-                let mut segs = segs.clone();
+            .map(|(k, mut segs)| {
                 segs.sort_by_key(|s| s.file_len);
                 segs.truncate(inner.cfg.merge_fan_in.max(2));
                 (k.clone(), segs)
@@ -172,14 +179,14 @@ pub(crate) fn settle_once(inner: &Inner) -> Result<bool> {
         let st = inner.state.read();
         st.partitions
             .iter()
-            .filter(|(k, segs)| {
+            .map(|(k, segs)| (k, sound(segs)))
+            .find(|(k, segs)| {
                 let quiet_since = st.last_flush.get(*k).copied().unwrap_or(inner.opened);
                 k.end() <= now
                     && quiet_since.elapsed() >= inner.cfg.settle_after
                     && (segs.len() > 1 || segs.iter().any(|s| s.meta.level < inner.cfg.cold_level))
             })
-            .map(|(k, segs)| (k.clone(), segs.clone()))
-            .next()
+            .map(|(k, segs)| (k.clone(), segs))
     };
     let Some((key, inputs)) = picked else {
         return Ok(false);
@@ -281,11 +288,21 @@ struct RowCursor {
 }
 
 impl RowCursor {
+    /// Reads the current block; a damaged one is quarantined, which takes its segment out of
+    /// later merges (see [`sound`]), and the merge is abandoned.
     fn load(&mut self) -> Result<()> {
         self.cols = None;
         if self.block < self.seg.meta.blocks.len() {
             let data = self.seg.read_block(self.block)?;
-            self.cols = Some((data.timestamps()?, data.messages()?, data.tags()?));
+            match (data.timestamps(), data.messages(), data.tags()) {
+                (Ok(ts), Ok(msgs), Ok(tags)) => self.cols = Some((ts, msgs, tags)),
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                    if matches!(e, crate::StorageError::Corrupt { .. }) {
+                        self.seg.quarantine(self.block, &e);
+                    }
+                    return Err(e);
+                }
+            }
         }
         Ok(())
     }
@@ -330,13 +347,9 @@ pub(crate) fn enforce_disk_budget(inner: &Inner) -> Result<()> {
         let today = logpipe_model::day_of(now_ns());
         let mut candidates: Vec<(PartitionKey, u64)> = {
             let st = inner.state.read();
-            // a partition with records still in memory would be written again by their flush
-            let in_memory = |k: &PartitionKey| {
-                std::iter::once(&st.active).chain(st.frozen.iter().map(|f| &f.table)).any(|t| t.parts.contains_key(k))
-            };
             st.partitions
                 .iter()
-                .filter(|(k, _)| k.day < today && !in_memory(k))
+                .filter(|(k, _)| k.day < today && !in_memory(&st, k))
                 .map(|(k, segs)| (k.clone(), segs.iter().map(|s| s.file_len).sum()))
                 .collect()
         };
@@ -363,6 +376,12 @@ pub(crate) fn enforce_disk_budget(inner: &Inner) -> Result<()> {
     Ok(())
 }
 
+/// Whether `key` has records in a memtable. Such a partition is not dropped: their flush
+/// would write into the directory being removed (and bring the partition back).
+fn in_memory(st: &State, key: &PartitionKey) -> bool {
+    std::iter::once(&st.active).chain(st.frozen.iter().map(|f| &f.table)).any(|t| t.parts.contains_key(key))
+}
+
 fn drop_partition(inner: &Inner, key: &PartitionKey) -> Result<()> {
     inner.state.write().partitions.remove(key);
     let dir = key.dir(&inner.root);
@@ -382,7 +401,7 @@ pub(crate) fn apply_retention(inner: &Inner) -> Result<()> {
         let st = inner.state.read();
         st.partitions
             .keys()
-            .filter(|k| inner.retention_for(&k.app).is_some_and(|keep| k.end() <= now - keep))
+            .filter(|k| inner.retention_for(&k.app).is_some_and(|keep| k.end() <= now - keep) && !in_memory(&st, k))
             .cloned()
             .collect()
     };

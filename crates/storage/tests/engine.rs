@@ -448,6 +448,21 @@ fn retention_drops_whole_partitions() {
     assert_eq!(a_days, 1, "the old day of app a is deleted from disk");
     let cutoff = engine.retention_cutoff(&AppName::parse("a").unwrap()).unwrap();
     assert!((cutoff - (now - 30 * day)).abs() < 60_000_000_000);
+
+    // a partition with records still in memory waits for their flush (which would otherwise
+    // write into the directory being removed), then goes whole
+    let b_old = || Query { apps: vec![AppName::parse("b").unwrap()], to: Some(now - 39 * day), ..Default::default() };
+    drop(engine);
+    let mut cfg = small_config(tmp.path());
+    cfg.retention_per_app.insert(AppName::parse("b").unwrap(), 10 * day);
+    let engine = Engine::open(cfg).unwrap();
+    engine.ingest(vec![rec("b", now - 40 * day + 1, "late b")]).unwrap();
+    engine.apply_retention().unwrap();
+    assert_eq!(count(&engine, &b_old()), 2, "not dropped while a record of it is in memory");
+    engine.flush().unwrap();
+    engine.apply_retention().unwrap();
+    assert_eq!(count(&engine, &b_old()), 0);
+    assert!(!tmp.path().join("partitions/b").exists());
 }
 
 #[test]
