@@ -21,7 +21,8 @@ start_server() {
   local bin=$1 dir=$2
   rm -rf "$dir/data"
   mkdir -p "$dir"
-  "$bin" serve --listen 127.0.0.1:0 --data-dir "$dir/data" >"$dir/stdout" 2>"$dir/stderr" &
+  # shellcheck disable=SC2086 # LOGPIPE_SERVE_ARGS: extra flags, split on spaces
+  "$bin" serve --listen 127.0.0.1:0 --data-dir "$dir/data" ${LOGPIPE_SERVE_ARGS:-} >"$dir/stdout" 2>"$dir/stderr" &
   pid=$!
   for _ in $(seq 1 300); do
     url=$(sed -n 's/^logpipe listening on //p' "$dir/stdout")

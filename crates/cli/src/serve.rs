@@ -107,6 +107,10 @@ pub struct ServeArgs {
     /// distinct values); past it the query fails with 422 [default: 256 MiB].
     #[arg(long)]
     query_memory_bytes: Option<usize>,
+    /// Resident memory of the server, bytes, past which ingest is refused with 429
+    /// memory_pressure until it is back under; 0: no limit [default: 60% of physical memory].
+    #[arg(long)]
+    max_memory_bytes: Option<u64>,
     /// Bytes of segments and WAL the data directory may hold; past it the oldest partitions
     /// (before today) are dropped, then ingest is refused with 507 [default: unlimited].
     #[arg(long)]
@@ -265,6 +269,7 @@ impl ServeArgs {
             idempotency_window,
             idempotency_max_keys,
             max_disk_usage,
+            max_memory_bytes,
             max_tails,
             tail_buffer_bytes,
             memtable_flush_bytes,
@@ -350,7 +355,8 @@ impl ServeArgs {
             max_query_limit => max_query_limit,
             query_memory_bytes => query_memory_bytes,
             max_tails => max_tails,
-            tail_buffer_bytes => tail_buffer_bytes
+            tail_buffer_bytes => tail_buffer_bytes,
+            max_memory_bytes => max_memory_bytes
         );
         cfg.app_limit = logpipe_server::AppLimit {
             records_per_second: positive(self.app_records_per_second, "--app-records-per-second")?,

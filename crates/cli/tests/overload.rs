@@ -87,3 +87,26 @@ fn one_app_flooding_is_limited_alone() {
     assert_eq!(ingest(&s.base, &batch("noisy", 10)).0, 200, "after Retry-After");
     assert_eq!(count(&s.base, "app=noisy"), 410);
 }
+
+#[test]
+fn over_the_memory_limit_ingest_is_refused_and_queries_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Server::start(dir.path(), &[]);
+        assert_eq!(ingest(&s.base, "{\"app\":\"m\",\"message\":\"before\"}\n").0, 200);
+        let rss = metric(&s.base, "logpipe_resident_memory_bytes").unwrap();
+        assert!(rss > 1 << 20, "resident memory is sampled: {rss}");
+    }
+    // a limit below what the process needs at all: every ingest is over it
+    let s = Server::start(dir.path(), &["--max-memory-bytes", "1048576"]);
+    let (status, err, retry_after) = ingest_retry_after(&s.base, "{\"app\":\"m\",\"message\":\"refused\"}\n");
+    assert_eq!(status, 429, "{err}");
+    assert!(err.contains("memory_pressure") && err.contains("--max-memory-bytes"), "{err}");
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    assert_eq!(count(&s.base, "app=m"), 1, "queries are answered; nothing refused was stored");
+    drop(s);
+    // 0 turns the limit off
+    let s = Server::start(dir.path(), &["--max-memory-bytes", "0"]);
+    assert_eq!(ingest(&s.base, "{\"app\":\"m\",\"message\":\"after\"}\n").0, 200);
+    assert_eq!(count(&s.base, "app=m"), 2);
+}

@@ -49,6 +49,8 @@ pub struct ServerConfig {
     /// Serve HTTPS with this certificate and key; `None`: plain HTTP.
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     pub tail_buffer_bytes: usize,
+    /// Resident memory past which ingest is refused (`429 memory_pressure`); 0: no limit.
+    pub max_memory_bytes: u64,
 }
 
 impl ServerConfig {
@@ -72,6 +74,7 @@ impl ServerConfig {
             app_limits: std::collections::HashMap::new(),
             tls: None,
             tail_buffer_bytes: DEFAULT_TAIL_BUFFER_BYTES,
+            max_memory_bytes: crate::memory::default_limit(),
         }
     }
 }

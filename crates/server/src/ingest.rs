@@ -235,6 +235,7 @@ fn admit(
             }
         };
     let engine = st.engine()?.clone();
+    st.memory.check()?;
     // Reserve memory for the raw body before reading it; a body of unknown length reserves the cap.
     let kib = (declared.unwrap_or(st.cfg.max_body_bytes) / 1024 + 1).min(u32::MAX as usize) as u32;
     let memory = st.ingest_memory.clone().try_acquire_many_owned(kib).map_err(|_| {

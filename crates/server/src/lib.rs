@@ -16,6 +16,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod ingest;
+mod memory;
 mod metrics;
 mod params;
 mod query;
@@ -59,6 +60,8 @@ pub(crate) struct AppState {
     pub rate_limits: Option<Arc<ratelimit::RateLimits>>,
     pub metrics: ServerMetrics,
     pub registry: prometheus::Registry,
+    /// The process-wide memory limit, checked at ingest admission.
+    pub memory: Arc<memory::MemoryLimit>,
 }
 
 impl AppState {
@@ -126,10 +129,25 @@ pub async fn serve(
         stopping: tokio::sync::watch::channel(false).0,
         engine: OnceLock::new(),
         startup_error: OnceLock::new(),
+        memory: Arc::new(memory::MemoryLimit::new(cfg.max_memory_bytes)),
         metrics,
         registry,
         cfg,
     });
+    {
+        // resident memory, sampled for ingest admission and /metrics
+        let (memory, gauge, mut stop) =
+            (state.memory.clone(), state.metrics.resident_bytes.clone(), state.stopping.subscribe());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(memory::SAMPLE_EVERY);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => gauge.set(memory.sample() as i64),
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
+        });
+    }
 
     let opener = {
         let state = state.clone();

@@ -12,6 +12,7 @@ pub struct ServerMetrics {
     pub tails: IntGauge,
     pub tail_skipped: IntCounter,
     pub idempotent_replays: IntCounter,
+    pub resident_bytes: IntGauge,
 }
 
 impl ServerMetrics {
@@ -47,7 +48,12 @@ impl ServerMetrics {
                 "logpipe_ingest_idempotent_replays_total",
                 "Batches acknowledged again under an idempotency key seen within the window, not stored again.",
             )?,
+            resident_bytes: IntGauge::new(
+                "logpipe_resident_memory_bytes",
+                "Resident memory of the process, sampled every 50 ms (see --max-memory-bytes).",
+            )?,
         };
+        r.register(Box::new(m.resident_bytes.clone()))?;
         r.register(Box::new(m.idempotent_replays.clone()))?;
         r.register(Box::new(m.records_ingested.clone()))?;
         r.register(Box::new(m.bytes_ingested.clone()))?;
