@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Every check a change must pass: formatting, lints, unit, property and integration tests, and
-# the bench kit's 30 queries against the oracle. The last line is the bench kit's tally.
+# Every check a change must pass: formatting, lints, unit, property and integration tests, a
+# short run of every fuzz target, and the bench kit's 30 queries against the oracle. The last line is the bench kit's tally.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
@@ -10,4 +10,6 @@ if grep -qE 'FAILED|error(\[|:)' /tmp/logpipe-cargo-test.log || ! grep -q '^test
   cat /tmp/logpipe-cargo-test.log
   exit 1
 fi
+# every fuzz target for a few seconds from its kept corpus (docs/RELIABILITY.md)
+scripts/fuzz.sh "${LOGPIPE_FUZZ_SECONDS:-15}"
 scripts/bench-check.sh 200000
