@@ -189,6 +189,23 @@ fn unauthorized(msg: &str) -> Response {
     resp
 }
 
+/// The token in an `Authorization` header: `Bearer <token>`, or — for shippers that only
+/// know these — `ApiKey <token>` (Elasticsearch clients) or `Basic` with the token as the
+/// password (any user name).
+fn presented(v: &str) -> Option<String> {
+    let (scheme, rest) = v.trim().split_once(' ')?;
+    if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("apikey") {
+        return Some(rest.trim().to_string());
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        use base64::Engine as _;
+        let raw = base64::engine::general_purpose::STANDARD.decode(rest.trim()).ok()?;
+        let pair = String::from_utf8(raw).ok()?;
+        return Some(pair.split_once(':')?.1.to_string());
+    }
+    None
+}
+
 /// Identifies the caller of every request but `/health` and `/ready` and hands handlers an
 /// [`Access`]; the scope an endpoint needs is checked by the endpoint.
 pub async fn authenticate(State(st): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
@@ -197,14 +214,12 @@ pub async fn authenticate(State(st): State<Arc<AppState>>, mut req: Request, nex
         None => Access::everything(),
         Some(_) if open => Access { name: None, read: None, write: None, admin: false },
         Some(tokens) => {
-            let presented = req
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+            let presented = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(presented);
             let Some(presented) = presented else {
                 st.metrics.rejected.with_label_values(&["auth", "unauthorized"]).inc();
-                return unauthorized("this server needs `Authorization: Bearer <token>`");
+                return unauthorized(
+                    "this server needs `Authorization: Bearer <token>` (or `ApiKey <token>`, or Basic with the token as password)",
+                );
             };
             match tokens.check(presented.trim()) {
                 Some(a) => a,
@@ -252,6 +267,18 @@ mod tests {
         assert!(ops.check_admin().is_ok());
         assert!(ops.check_write(&AppName::parse("web-1").unwrap()).is_err());
         assert!(!format!("{:?}", spec("x", "s3cret-shipper-0001", &[Scope::Read], &["a"])).contains("s3cret"));
+    }
+
+    #[test]
+    fn tokens_are_taken_from_bearer_apikey_and_basic() {
+        assert_eq!(presented("Bearer abc").as_deref(), Some("abc"));
+        assert_eq!(presented("bearer  abc ").as_deref(), Some("abc"));
+        assert_eq!(presented("ApiKey abc").as_deref(), Some("abc"));
+        // base64("shipper:s3cret:with:colons")
+        assert_eq!(presented("Basic c2hpcHBlcjpzM2NyZXQ6d2l0aDpjb2xvbnM=").as_deref(), Some("s3cret:with:colons"));
+        for bad in ["Basic !!!", "Basic bm9jb2xvbg==", "Digest abc", "abc", ""] {
+            assert_eq!(presented(bad), None, "{bad}");
+        }
     }
 
     #[test]

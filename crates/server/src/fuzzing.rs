@@ -2,7 +2,7 @@
 
 use logpipe_model::{AppName, Limits};
 
-use crate::ingest::{decode_body, parse_records, Encoding};
+use crate::ingest::{decode_bytes, parse_records, text, Encoding};
 
 /// An ingest body: the first byte picks the encoding (identity, gzip, zstd), the rest is the
 /// body. Decompression stays under its cap; every record accepted is within the limits.
@@ -14,8 +14,9 @@ pub fn ingest(data: &[u8]) {
         _ => Encoding::Zstd,
     };
     const CAP: usize = 1 << 20;
-    let Ok(text) = decode_body(body, enc, CAP) else { return };
-    assert!(text.len() <= CAP.max(body.len()));
+    let Ok(bytes) = decode_bytes(body, enc, CAP) else { return };
+    assert!(bytes.len() <= CAP.max(body.len()));
+    let text = text(bytes);
     let limits = Limits { max_message_bytes: 4096, max_tags: 8, max_tag_bytes: 64 };
     let default_app = AppName::parse("fuzz").expect("valid name");
     if let Ok(records) = parse_records(&text, Some(&default_app), &limits, &|_| Some(0)) {
@@ -33,5 +34,17 @@ pub fn params(data: &[u8]) {
     let extra = ["limit", "order", "cursor", "step", "fill"];
     if let Ok(p) = crate::params::parse(Some(raw), &extra) {
         let _ = logpipe_storage::Filter::compile(&p.query, logpipe_storage::DEFAULT_REGEX_SIZE_LIMIT);
+    }
+}
+
+/// An Elasticsearch bulk body: decoded, each item answered, every stored record within the
+/// limits, and exactly the items reported as created are stored.
+pub fn elastic_bulk(data: &[u8]) {
+    let limits = Limits { max_message_bytes: 4096, max_tags: 8, max_tag_bytes: 64 };
+    let default_app = AppName::parse("fuzz").expect("valid name");
+    let ctx = crate::ingest::DecodeCtx { default_app: Some(&default_app), limits: &limits, cutoff: &|_| None };
+    if let Ok((records, items)) = crate::compat::elastic::decode_bulk(data, &ctx, 0) {
+        assert_eq!(records.len(), items.iter().filter(|i| i.is_ok()).count());
+        assert!(records.iter().all(|r| r.message.len() <= 4096 && r.tags.len() <= 8));
     }
 }

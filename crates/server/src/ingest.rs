@@ -75,29 +75,94 @@ pub async fn ingest(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let res = ingest_inner(&st, access, raw, headers, body).await;
+    let res = async {
+        let default_app = match native_params(raw.as_deref()) {
+            Ok(app) => app,
+            Err(e) => {
+                drain(body).await;
+                return Err(e);
+            }
+        };
+        let (accepted, ()) = accept(&st, access, &headers, body, default_app, |body, ctx| {
+            let text = text(Cow::Borrowed(body));
+            Ok((parse_records(&text, ctx.default_app, ctx.limits, ctx.cutoff)?, ()))
+        })
+        .await?;
+        if accepted.duplicate {
+            let mut resp = axum::Json(json!({ "accepted": accepted.records, "duplicate": true })).into_response();
+            resp.headers_mut().insert("idempotent-replayed", header::HeaderValue::from_static("true"));
+            return Ok(resp);
+        }
+        Ok(axum::Json(json!({ "accepted": accepted.records })).into_response())
+    }
+    .await;
     if let Err(e) = &res {
         st.metrics.rejected.with_label_values(&["ingest", e.reason()]).inc();
     }
     res
 }
 
+/// The native endpoint's one parameter: `?app=`, the app of records that name none.
+fn native_params(raw: Option<&str>) -> Result<Option<AppName>, ApiError> {
+    let mut default_app = None;
+    for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "app" => {
+                default_app = Some(AppName::parse(&v).map_err(|e| {
+                    ApiError::bad_request("bad_parameter", format!("app: {e}")).with("parameter", "app".into())
+                })?)
+            }
+            other => {
+                return Err(ApiError::bad_request("bad_parameter", format!("{other}: unknown parameter; expected app"))
+                    .with("parameter", other.into()))
+            }
+        }
+    }
+    Ok(default_app)
+}
+
 /// Bodies up to this size are read and dropped before a refusal is sent, so that clients
 /// which write the whole request before reading the answer see the 429, not a broken pipe.
 const DRAIN_LIMIT: usize = 16 << 20;
 
-async fn drain(body: Body) {
+pub(crate) async fn drain(body: Body) {
     let mut body = http_body_util::Limited::new(body, DRAIN_LIMIT);
     while let Some(Ok(_)) = body.frame().await {}
 }
 
-async fn ingest_inner(
+/// What a protocol's decoder is given besides the body.
+pub(crate) struct DecodeCtx<'a> {
+    /// The app of records that name none (the native `?app=`, an Elasticsearch index in the path).
+    pub default_app: Option<&'a AppName>,
+    pub limits: &'a Limits,
+    /// The oldest timestamp kept for an app, if retention applies.
+    pub cutoff: &'a dyn Fn(&AppName) -> Option<i64>,
+}
+
+/// How a batch was taken.
+pub(crate) struct Accepted {
+    pub records: u64,
+    /// Acknowledged again under an idempotency key already stored: nothing new stored.
+    pub duplicate: bool,
+}
+
+/// The ingest path every protocol shares: the write scope, body caps, `Content-Encoding`
+/// (gzip, zstd), readiness, the memory limits and a place in the ingest pool, then — on an
+/// ingest worker — `decode` over the decompressed body, each app's write scope and rate
+/// limit, and submission; returns once the batch is durable. `decode` gives the records to
+/// store (all or nothing) and whatever the protocol needs for its answer.
+pub(crate) async fn accept<T, F>(
     st: &Arc<AppState>,
     access: Access,
-    raw: Option<String>,
-    headers: HeaderMap,
+    headers: &HeaderMap,
     body: Body,
-) -> Result<Response, ApiError> {
+    default_app: Option<AppName>,
+    decode: F,
+) -> Result<(Accepted, T), ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&[u8], &DecodeCtx) -> Result<(Vec<Record>, T), ApiError> + Send + 'static,
+{
     if let Err(e) = access.check_may_write() {
         drain(body).await;
         return Err(e);
@@ -114,9 +179,8 @@ async fn ingest_inner(
     if declared.is_some_and(|n| n > cap) {
         return Err(too_large());
     }
-    let key = idempotency_key(&headers, &access)?;
-    let admitted = admit(st, raw.as_deref(), &headers, declared);
-    let (default_app, encoding, engine, _memory, _place) = match admitted {
+    let key = idempotency_key(headers, &access)?;
+    let (encoding, engine, _memory, _place) = match admit(st, headers, declared) {
         Ok(a) => a,
         Err(e) => {
             drain(body).await;
@@ -133,20 +197,21 @@ async fn ingest_inner(
     let bytes = bytes.to_bytes();
     let record_limits = st.cfg.limits;
     let limits = st.rate_limits.clone();
-    let (ticket, per_app, n) = st
+    let (ticket, per_app, n, extra) = st
         .ingest_pool
         .run(move || -> Result<_, ApiError> {
-            let body = decode_body(&bytes, encoding, cap)?;
-            // what the batch said, independent of its encoding: the default app and the text
+            let body = decode_bytes(&bytes, encoding, cap)?;
+            // what the batch said, independent of its encoding: the default app and the body
             let key = key.map(|key| {
                 let mut h = xxhash_rust::xxh3::Xxh3::new();
                 h.update(default_app.as_ref().map_or("", |a| a.as_str()).as_bytes());
                 h.update(b"\n");
-                h.update(body.as_bytes());
+                h.update(&body);
                 IdempotencyKey { key, body_hash: h.digest() }
             });
-            let records =
-                parse_records(&body, default_app.as_ref(), &record_limits, &|app| engine.retention_cutoff(app))?;
+            let cutoff = |app: &AppName| engine.retention_cutoff(app);
+            let ctx = DecodeCtx { default_app: default_app.as_ref(), limits: &record_limits, cutoff: &cutoff };
+            let (records, extra) = decode(&body, &ctx)?;
             let n = records.len();
             let mut per_app: HashMap<AppName, (u64, u64)> = HashMap::new();
             for r in &records {
@@ -162,21 +227,21 @@ async fn ingest_inner(
                 let batch: Vec<(&AppName, u64, u64)> = per_app.iter().map(|(a, &(r, b))| (a, r, b)).collect();
                 limits.admit(&batch)?;
             }
-            Ok((engine.submit_keyed(records, key)?, per_app, n))
+            let ticket = if records.is_empty() { None } else { Some(engine.submit_keyed(records, key)?) };
+            Ok((ticket, per_app, n, extra))
         })
         .await??;
+    let Some(ticket) = ticket else { return Ok((Accepted { records: 0, duplicate: false }, extra)) };
     let stored = ticket.await.unwrap_or(Err(logpipe_storage::IngestError::Closed))?;
     if let Stored::Again { records } = stored {
         st.metrics.idempotent_replays.inc();
-        let mut resp = axum::Json(json!({ "accepted": records, "duplicate": true })).into_response();
-        resp.headers_mut().insert("idempotent-replayed", header::HeaderValue::from_static("true"));
-        return Ok(resp);
+        return Ok((Accepted { records, duplicate: true }, extra));
     }
     for (app, (recs, bytes)) in per_app {
         st.metrics.records_ingested.with_label_values(&[app.as_str()]).inc_by(recs);
         st.metrics.bytes_ingested.with_label_values(&[app.as_str()]).inc_by(bytes);
     }
-    Ok(axum::Json(json!({ "accepted": n })).into_response())
+    Ok((Accepted { records: n as u64, duplicate: false }, extra))
 }
 
 /// The `Idempotency-Key` header, if any: 1 to 256 visible ASCII characters, kept apart per
@@ -196,30 +261,11 @@ fn idempotency_key(headers: &HeaderMap, access: &Access) -> Result<Option<String
     Ok(Some(format!("{}\u{0}{key}", access.name.as_deref().unwrap_or(""))))
 }
 
-type Admission = (Option<AppName>, Encoding, Arc<logpipe_storage::Engine>, OwnedSemaphorePermit, Admitted);
+type Admission = (Encoding, Arc<logpipe_storage::Engine>, OwnedSemaphorePermit, Admitted);
 
-/// Everything checked before the body is read: parameters, encoding, readiness, memory and
-/// a place in the ingest pool.
-fn admit(
-    st: &Arc<AppState>,
-    raw: Option<&str>,
-    headers: &HeaderMap,
-    declared: Option<usize>,
-) -> Result<Admission, ApiError> {
-    let mut default_app = None;
-    for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
-        match k.as_ref() {
-            "app" => {
-                default_app = Some(AppName::parse(&v).map_err(|e| {
-                    ApiError::bad_request("bad_parameter", format!("app: {e}")).with("parameter", "app".into())
-                })?)
-            }
-            other => {
-                return Err(ApiError::bad_request("bad_parameter", format!("{other}: unknown parameter; expected app"))
-                    .with("parameter", other.into()))
-            }
-        }
-    }
+/// Everything checked before the body is read: encoding, readiness, memory and a place in
+/// the ingest pool.
+fn admit(st: &Arc<AppState>, headers: &HeaderMap, declared: Option<usize>) -> Result<Admission, ApiError> {
     let encoding =
         match headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase()) {
             None => Encoding::Identity,
@@ -246,7 +292,7 @@ fn admit(
         )
     })?;
     let place = st.ingest_pool.admit(StatusCode::TOO_MANY_REQUESTS)?;
-    Ok((default_app, encoding, engine, memory, place))
+    Ok((encoding, engine, memory, place))
 }
 
 #[derive(Clone, Copy)]
@@ -256,12 +302,11 @@ pub(crate) enum Encoding {
     Zstd,
 }
 
-/// Decompresses (capped at `cap` bytes of output) and turns the body into text; invalid
-/// UTF-8 is replaced, not rejected. Valid identity bodies are borrowed, not copied.
-pub(crate) fn decode_body(raw: &[u8], enc: Encoding, cap: usize) -> Result<Cow<'_, str>, ApiError> {
+/// Decompresses the body, capped at `cap` bytes of output. Identity bodies are borrowed.
+pub(crate) fn decode_bytes(raw: &[u8], enc: Encoding, cap: usize) -> Result<Cow<'_, [u8]>, ApiError> {
     let mut out = Vec::new();
     let res = match enc {
-        Encoding::Identity => return Ok(text(Cow::Borrowed(raw))),
+        Encoding::Identity => return Ok(Cow::Borrowed(raw)),
         Encoding::Gzip => flate2::read::MultiGzDecoder::new(raw).take(cap as u64 + 1).read_to_end(&mut out),
         Encoding::Zstd => match zstd::stream::read::Decoder::new(raw) {
             Ok(d) => d.take(cap as u64 + 1).read_to_end(&mut out),
@@ -276,11 +321,11 @@ pub(crate) fn decode_body(raw: &[u8], enc: Encoding, cap: usize) -> Result<Cow<'
             format!("decompressed body is over the limit of {cap} bytes"),
         ));
     }
-    Ok(text(Cow::Owned(out)))
+    Ok(Cow::Owned(out))
 }
 
 /// UTF-8 text of `b`; the fast validation path first, replacement only when it fails.
-fn text(b: Cow<'_, [u8]>) -> Cow<'_, str> {
+pub(crate) fn text(b: Cow<'_, [u8]>) -> Cow<'_, str> {
     match b {
         Cow::Borrowed(b) => match std::str::from_utf8(b) {
             Ok(s) => Cow::Borrowed(s),

@@ -11,6 +11,7 @@
 mod admin;
 mod admission;
 mod auth;
+mod compat;
 mod config;
 mod error;
 #[doc(hidden)]
@@ -97,6 +98,9 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/query", get(query::query))
         .route("/api/v1/explain", get(query::explain))
         .route("/api/v1/tail", get(tail::tail))
+        .route("/", get(compat::elastic::root).head(compat::elastic::root_head))
+        .route("/_bulk", post(compat::elastic::bulk).put(compat::elastic::bulk))
+        .route("/{index}/_bulk", post(compat::elastic::bulk).put(compat::elastic::bulk))
         .fallback(admin::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .with_state(state)

@@ -15,6 +15,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("query", logpipe_query::fuzzing::query),
     ("ingest", logpipe_server::fuzzing::ingest),
     ("params", logpipe_server::fuzzing::params),
+    ("elastic_bulk", logpipe_server::fuzzing::elastic_bulk),
 ];
 
 fn fuzz_dir() -> PathBuf {

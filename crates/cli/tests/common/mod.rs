@@ -148,7 +148,22 @@ pub fn count(base: &str, query: &str) -> u64 {
 
 /// POST raw bytes with extra headers: status and body.
 pub fn post(base: &str, path: &str, body: &[u8], headers: &[(&str, &str)]) -> (u16, String) {
-    let mut req = agent().post(&format!("{base}{path}"));
+    send("POST", base, path, body, headers)
+}
+
+/// PUT raw bytes with extra headers: status and body.
+pub fn put(base: &str, path: &str, body: &[u8], headers: &[(&str, &str)]) -> (u16, String) {
+    send("PUT", base, path, body, headers)
+}
+
+/// HEAD `path`: status and the value of `header`.
+pub fn head(base: &str, path: &str, header: &str) -> (u16, Option<String>) {
+    let (s, _, h) = finish_with(agent().head(&format!("{base}{path}")).call(), header);
+    (s, h)
+}
+
+fn send(method: &str, base: &str, path: &str, body: &[u8], headers: &[(&str, &str)]) -> (u16, String) {
+    let mut req = agent().request(method, &format!("{base}{path}"));
     for (k, v) in headers {
         req = req.set(k, v);
     }

@@ -1,0 +1,340 @@
+//! Elasticsearch's bulk API, enough for shippers that write to Elasticsearch: `POST|PUT /_bulk`
+//! and `/{index}/_bulk`, with `index` and `create` actions, and `GET|HEAD /` answering like a
+//! cluster so official clients accept the server.
+//!
+//! Mapping (docs/INTEGRATIONS.md): the app is the action's `_index`, or the index in the path;
+//! the message is the first of `message`, `msg`, `log`, `_msg` (a document with none is stored
+//! whole as JSON); the time is `@timestamp` (RFC 3339, or epoch milliseconds); every other
+//! field becomes tags, nested objects flattened with dots (`http.status=200`), arrays as one
+//! tag per element. Unlike the native API a bulk request is not all or nothing: each item
+//! succeeds or fails on its own, and `errors` says whether any failed, as Elasticsearch does.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use logpipe_model::{parse_time, AppName, Record};
+use serde_json::{json, Map, Value};
+
+use crate::auth::Access;
+use crate::ingest::{accept, check_json_depth, DecodeCtx};
+use crate::{ApiError, AppState};
+
+/// The version the root endpoint reports: what clients of 7.x to 9.x accept.
+const VERSION: &str = "8.17.0";
+
+/// What one bulk item became.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Item {
+    action: &'static str,
+    index: String,
+    id: String,
+    /// `Err((status, type, reason))` for an item refused on its own.
+    outcome: Result<(), (u16, &'static str, String)>,
+}
+
+impl Item {
+    pub fn is_ok(&self) -> bool {
+        self.outcome.is_ok()
+    }
+}
+
+fn refuse(status: u16, kind: &'static str, reason: impl Into<String>) -> Result<(), (u16, &'static str, String)> {
+    Err((status, kind, reason.into()))
+}
+
+/// Decodes a bulk body into the records to store and one [`Item`] per action, in order.
+/// A malformed action line fails the whole request, as it does in Elasticsearch; a bad
+/// document fails only its item.
+pub(crate) fn decode_bulk(body: &[u8], ctx: &DecodeCtx, now: i64) -> Result<(Vec<Record>, Vec<Item>), ApiError> {
+    let text = crate::ingest::text(std::borrow::Cow::Borrowed(body));
+    let mut lines = text.split('\n').enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let (mut records, mut items) = (Vec::new(), Vec::new());
+    while let Some((n, line)) = lines.next() {
+        let bad_action = |why: String| {
+            ApiError::bad_request("illegal_argument_exception", format!("malformed action line {}: {why}", n + 1))
+                .with("line", (n + 1).into())
+        };
+        check_json_depth(line).map_err(bad_action)?;
+        let action: Map<String, Value> = serde_json::from_str(line).map_err(|e| bad_action(e.to_string()))?;
+        let (name, meta) = match action.iter().next() {
+            Some((k, Value::Object(m))) if action.len() == 1 => (k.as_str(), m),
+            _ => return Err(bad_action("expected one action, such as {\"index\":{}}".into())),
+        };
+        let action: &'static str = match name {
+            "index" => "index",
+            "create" => "create",
+            "update" => "update",
+            "delete" => "delete",
+            other => return Err(bad_action(format!("unknown action [{other}]"))),
+        };
+        let index = match meta.get("_index") {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => return Err(bad_action("_index must be a string".into())),
+            None => ctx.default_app.map(|a| a.as_str().to_string()),
+        };
+        let id = match meta.get("_id") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => format!("{:016x}{:06x}", now, items.len()),
+        };
+        let source = if action == "delete" {
+            None
+        } else {
+            let Some((_, doc)) = lines.next() else {
+                return Err(ApiError::bad_request(
+                    "illegal_argument_exception",
+                    format!("the {action} action on line {} has no document after it", n + 1),
+                ));
+            };
+            Some(doc)
+        };
+        let mut item = Item { action, index: index.clone().unwrap_or_default(), id, outcome: Ok(()) };
+        item.outcome = match (action, index, source) {
+            ("update" | "delete", _, _) => refuse(
+                400,
+                "illegal_argument_exception",
+                format!("logpipe stores logs append-only: the {action} action is not supported"),
+            ),
+            (_, None, _) => refuse(400, "action_request_validation_exception", "index is missing"),
+            (_, Some(index), Some(doc)) => match AppName::parse(&index) {
+                Err(e) => {
+                    refuse(400, "invalid_index_name_exception", format!("index [{index}] is not an app name: {e}"))
+                }
+                Ok(app) => match document(app, doc, ctx, now) {
+                    Ok(r) => {
+                        records.push(r);
+                        Ok(())
+                    }
+                    Err(why) => refuse(400, "document_parsing_exception", why),
+                },
+            },
+            (_, Some(_), None) => unreachable!("index and create have a document"),
+        };
+        items.push(item);
+    }
+    Ok((records, items))
+}
+
+/// One document as a record.
+fn document(app: AppName, doc: &str, ctx: &DecodeCtx, now: i64) -> Result<Record, String> {
+    check_json_depth(doc)?;
+    let Value::Object(mut fields) = serde_json::from_str::<Value>(doc).map_err(|e| e.to_string())? else {
+        return Err("a document must be a JSON object".into());
+    };
+    let ts = match fields.remove("@timestamp") {
+        None | Some(Value::Null) => now,
+        Some(Value::String(s)) => parse_time(&s).map_err(|e| format!("@timestamp: {e}"))?,
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .and_then(|ms| ms.checked_mul(1_000_000))
+            .ok_or_else(|| format!("@timestamp: {n} is not epoch milliseconds"))?,
+        Some(other) => return Err(format!("@timestamp: {other} is not a date")),
+    };
+    if let Some(c) = (ctx.cutoff)(&app).filter(|&c| ts < c) {
+        return Err(format!("@timestamp is older than the retention of app {app} (cut-off {c} ns)"));
+    }
+    let message = match ["message", "msg", "log", "_msg"].iter().find_map(|k| fields.remove(*k)) {
+        Some(Value::String(s)) => s,
+        Some(other) => other.to_string(),
+        None => Value::Object(fields.clone()).to_string(),
+    };
+    let mut tags = Vec::new();
+    for (k, v) in &fields {
+        flatten(k, v, &mut tags);
+    }
+    Record::new(app, ts, message, tags, ctx.limits).map_err(|e| e.to_string())
+}
+
+/// `key=value` tags of a JSON value: objects by dotted path, arrays as one tag per element.
+pub(crate) fn flatten(key: &str, v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Null => {}
+        Value::String(s) => out.push(format!("{key}={s}")),
+        Value::Bool(_) | Value::Number(_) => out.push(format!("{key}={v}")),
+        Value::Array(a) => a.iter().for_each(|e| flatten(key, e, out)),
+        Value::Object(m) => m.iter().for_each(|(k, e)| flatten(&format!("{key}.{k}"), e, out)),
+    }
+}
+
+/// Elasticsearch's answer to a bulk request.
+fn bulk_response(items: &[Item], took_ms: u64) -> Value {
+    let mut seq = 0u64;
+    let items: Vec<Value> = items
+        .iter()
+        .map(|it| {
+            let body = match &it.outcome {
+                Ok(()) => {
+                    seq += 1;
+                    json!({
+                        "_index": it.index, "_id": it.id, "_version": 1, "result": "created",
+                        "_shards": {"total": 1, "successful": 1, "failed": 0},
+                        "_seq_no": seq - 1, "_primary_term": 1, "status": 201,
+                    })
+                }
+                Err((status, kind, reason)) => json!({
+                    "_index": it.index, "_id": it.id, "status": status,
+                    "error": {"type": kind, "reason": reason},
+                }),
+            };
+            json!({ it.action: body })
+        })
+        .collect();
+    let errors =
+        items.iter().any(|i| i.as_object().and_then(|o| o.values().next()).is_some_and(|b| b["error"].is_object()));
+    json!({ "took": took_ms, "errors": errors, "items": items })
+}
+
+/// Every answer carries the header the official clients check before they accept a server.
+fn elastic(mut resp: Response) -> Response {
+    resp.headers_mut().insert("x-elastic-product", HeaderValue::from_static("Elasticsearch"));
+    resp
+}
+
+/// An error in Elasticsearch's shape (`error.type`, `error.reason`, `status`), keeping
+/// `Retry-After` on refusals.
+fn elastic_error(e: ApiError) -> Response {
+    let status = e.status;
+    let retry_after = e.retry_after;
+    let body = json!({
+        "error": {"root_cause": [{"type": e.code, "reason": e.message}], "type": e.code, "reason": e.message},
+        "status": status.as_u16(),
+    });
+    let mut resp = (status, axum::Json(body)).into_response();
+    if let Some(s) = retry_after {
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+    }
+    elastic(resp)
+}
+
+pub async fn bulk(
+    State(st): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
+    index: Option<Path<String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = std::time::Instant::now();
+    let default_app = match index.map(|Path(i)| AppName::parse(&i)).transpose() {
+        Ok(app) => app,
+        Err(e) => {
+            crate::ingest::drain(body).await;
+            return elastic_error(ApiError::bad_request("invalid_index_name_exception", e.to_string()));
+        }
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
+    match accept(&st, access, &headers, body, default_app, move |body, ctx| decode_bulk(body, ctx, now)).await {
+        Ok((_, items)) => {
+            let took = started.elapsed().as_millis() as u64;
+            elastic(axum::Json(bulk_response(&items, took)).into_response())
+        }
+        Err(e) => {
+            st.metrics.rejected.with_label_values(&["elastic_bulk", e.reason()]).inc();
+            elastic_error(e)
+        }
+    }
+}
+
+/// `GET /`: what a cluster says about itself; clients read `version.number`.
+pub async fn root() -> Response {
+    elastic(
+        axum::Json(json!({
+            "name": "logpipe",
+            "cluster_name": "logpipe",
+            "cluster_uuid": "logpipe",
+            "version": {
+                "number": VERSION,
+                "build_flavor": "default",
+                "build_type": "logpipe",
+                "lucene_version": "9.12.0",
+                "minimum_wire_compatibility_version": "7.17.0",
+                "minimum_index_compatibility_version": "7.0.0",
+            },
+            "tagline": "You Know, for Search",
+        }))
+        .into_response(),
+    )
+}
+
+pub async fn root_head() -> Response {
+    elastic(StatusCode::OK.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use logpipe_model::Limits;
+
+    fn decode(body: &str, default: Option<&str>) -> Result<(Vec<Record>, Vec<Item>), ApiError> {
+        let app = default.map(|a| AppName::parse(a).unwrap());
+        let limits = Limits::default();
+        let ctx = DecodeCtx { default_app: app.as_ref(), limits: &limits, cutoff: &|_| None };
+        decode_bulk(body.as_bytes(), &ctx, 7)
+    }
+
+    #[test]
+    fn index_and_create_with_nested_fields_and_times() {
+        let body = concat!(
+            "{\"index\":{\"_index\":\"Web\",\"_id\":\"a1\"}}\n",
+            "{\"@timestamp\":\"2025-01-01T00:00:00.5Z\",\"message\":\"GET /\",\"http\":{\"status\":200,\"ok\":true},\"tags\":[\"x\",\"y\"],\"gone\":null}\n",
+            "\n",
+            "{\"create\":{}}\n",
+            "{\"@timestamp\":1735689600123,\"msg\":\"m2\"}",
+        );
+        let (records, items) = decode(body, Some("db")).unwrap();
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[0].app.as_str(), "web");
+        assert_eq!(records[0].ts, 1_735_689_600_500_000_000);
+        assert_eq!(records[0].message, "GET /");
+        assert_eq!(records[0].tags, ["http.ok=true", "http.status=200", "tags=x", "tags=y"]);
+        assert_eq!(
+            (records[1].app.as_str(), records[1].ts, records[1].message.as_str()),
+            ("db", 1_735_689_600_123_000_000, "m2")
+        );
+        assert_eq!((items[0].action, items[0].id.as_str()), ("index", "a1"));
+        assert_eq!(items[1].action, "create");
+        assert!(items.iter().all(|i| i.outcome.is_ok()));
+    }
+
+    #[test]
+    fn items_fail_on_their_own_and_requests_as_a_whole() {
+        let body = concat!(
+            "{\"index\":{\"_index\":\"ok\"}}\n{\"message\":\"fine\"}\n",
+            "{\"index\":{}}\n{\"message\":\"no index\"}\n",
+            "{\"index\":{\"_index\":\"../etc\"}}\n{\"message\":\"bad index\"}\n",
+            "{\"index\":{\"_index\":\"ok\"}}\n[1,2]\n",
+            "{\"index\":{\"_index\":\"ok\"}}\n{\"@timestamp\":\"soon\",\"message\":\"x\"}\n",
+            "{\"delete\":{\"_index\":\"ok\",\"_id\":\"1\"}}\n",
+            "{\"update\":{\"_index\":\"ok\",\"_id\":\"1\"}}\n{\"doc\":{}}\n",
+            "{\"index\":{\"_index\":\"ok\"}}\n{\"no_message\":1}\n",
+        );
+        let (records, items) = decode(body, None).unwrap();
+        let kinds: Vec<Option<&str>> = items.iter().map(|i| i.outcome.as_ref().err().map(|e| e.1)).collect();
+        assert_eq!(
+            kinds,
+            [
+                None,
+                Some("action_request_validation_exception"),
+                Some("invalid_index_name_exception"),
+                Some("document_parsing_exception"),
+                Some("document_parsing_exception"),
+                Some("illegal_argument_exception"),
+                Some("illegal_argument_exception"),
+                None
+            ]
+        );
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[1].message, "{\"no_message\":1}", "a document without a message is kept whole");
+        let resp = bulk_response(&items, 1);
+        assert_eq!(resp["errors"], true);
+        assert_eq!(resp["items"][1]["index"]["status"], 400);
+        assert_eq!(resp["items"][0]["index"]["status"], 201);
+        // the whole request fails on a malformed action or a missing document
+        for bad in ["{\"index\":{}\n{}\n", "{\"frob\":{}}\n{}\n", "[1]\n", "{\"index\":{\"_index\":\"a\"}}\n"] {
+            assert_eq!(decode(bad, None).unwrap_err().status, StatusCode::BAD_REQUEST, "{bad}");
+        }
+    }
+}

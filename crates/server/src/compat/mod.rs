@@ -1,0 +1,5 @@
+//! The wire protocols of other log stores and shippers, each mapped onto logpipe's records
+//! and sharing the native ingest path (`ingest::accept`): its limits, admission, scopes and
+//! durability. docs/INTEGRATIONS.md shows how to point each shipper here.
+
+pub mod elastic;
