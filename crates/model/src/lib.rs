@@ -11,7 +11,7 @@ mod error;
 mod record;
 mod time;
 
-pub use app::{AppName, AppPattern};
+pub use app::{AppName, AppPattern, MAX_APP_LEN};
 pub use error::ModelError;
 pub use record::{Limits, Record, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_TAGS, DEFAULT_MAX_TAG_BYTES};
 pub use time::{day_of, format_time, parse_duration, parse_time, Timestamp, NANOS_PER_DAY};

@@ -48,3 +48,17 @@ pub fn elastic_bulk(data: &[u8]) {
         assert!(records.iter().all(|r| r.message.len() <= 4096 && r.tags.len() <= 8));
     }
 }
+
+/// An OTLP/HTTP logs request: the first byte picks protobuf or JSON. Every record is stored
+/// or counted as rejected, and those stored are within the limits.
+pub fn otlp(data: &[u8]) {
+    use crate::compat::otlp::{decode, Format};
+    let Some((&f, body)) = data.split_first() else { return };
+    let format = if f % 2 == 0 { Format::Protobuf } else { Format::Json };
+    let limits = Limits { max_message_bytes: 4096, max_tags: 16, max_tag_bytes: 128 };
+    let ctx = crate::ingest::DecodeCtx { default_app: None, limits: &limits, cutoff: &|_| None };
+    if let Ok((records, rejected)) = decode(body, format, &ctx, 0) {
+        assert!(rejected.count >= 0);
+        assert!(records.iter().all(|r| r.message.len() <= 4096 && r.tags.len() <= 16));
+    }
+}

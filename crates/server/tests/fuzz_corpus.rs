@@ -16,6 +16,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("ingest", logpipe_server::fuzzing::ingest),
     ("params", logpipe_server::fuzzing::params),
     ("elastic_bulk", logpipe_server::fuzzing::elastic_bulk),
+    ("otlp", logpipe_server::fuzzing::otlp),
 ];
 
 fn fuzz_dir() -> PathBuf {

@@ -3,3 +3,4 @@
 //! durability. docs/INTEGRATIONS.md shows how to point each shipper here.
 
 pub mod elastic;
+pub mod otlp;

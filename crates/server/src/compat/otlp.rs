@@ -1,0 +1,643 @@
+//! OpenTelemetry OTLP/HTTP logs: `POST /v1/logs`, protobuf (`application/x-protobuf`) or
+//! JSON (`application/json`), optionally gzip.
+//!
+//! Mapping (docs/INTEGRATIONS.md): the app is the resource attribute `service.name` (made a
+//! valid app name: lowercased, other characters as `_`); the body is the message (a
+//! non-string body as JSON); the severity becomes `level=` (its text, else the name of its
+//! number's range); resource, scope and record attributes become tags (`key=value`, maps
+//! flattened with dots, arrays one tag per element), with `scope.name=`, `trace_id=` and
+//! `span_id=` (hex); the time is `timeUnixNano`, else `observedTimeUnixNano` (0 is absent),
+//! else the time it arrived. A record that cannot be stored (over a size cap, older than
+//! retention) is rejected on its own and counted in the answer's `partial_success`, as the
+//! OTLP specification asks.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use logpipe_model::{AppName, Record};
+use prost::Message;
+use serde_json::Value;
+
+use crate::auth::Access;
+use crate::ingest::{accept, check_json_depth, DecodeCtx};
+use crate::{ApiError, AppState};
+
+/// The protobuf messages of `opentelemetry/proto/collector/logs/v1` and the types they use,
+/// field for field as the published `.proto` files number them (only what logs need).
+pub(crate) mod proto {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ExportLogsServiceRequest {
+        #[prost(message, repeated, tag = "1")]
+        pub resource_logs: Vec<ResourceLogs>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ExportLogsServiceResponse {
+        #[prost(message, optional, tag = "1")]
+        pub partial_success: Option<ExportLogsPartialSuccess>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ExportLogsPartialSuccess {
+        #[prost(int64, tag = "1")]
+        pub rejected_log_records: i64,
+        #[prost(string, tag = "2")]
+        pub error_message: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ResourceLogs {
+        #[prost(message, optional, tag = "1")]
+        pub resource: Option<Resource>,
+        #[prost(message, repeated, tag = "2")]
+        pub scope_logs: Vec<ScopeLogs>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Resource {
+        #[prost(message, repeated, tag = "1")]
+        pub attributes: Vec<KeyValue>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ScopeLogs {
+        #[prost(message, optional, tag = "1")]
+        pub scope: Option<InstrumentationScope>,
+        #[prost(message, repeated, tag = "2")]
+        pub log_records: Vec<LogRecord>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct InstrumentationScope {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(string, tag = "2")]
+        pub version: String,
+        #[prost(message, repeated, tag = "3")]
+        pub attributes: Vec<KeyValue>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct LogRecord {
+        #[prost(fixed64, tag = "1")]
+        pub time_unix_nano: u64,
+        #[prost(fixed64, tag = "11")]
+        pub observed_time_unix_nano: u64,
+        #[prost(int32, tag = "2")]
+        pub severity_number: i32,
+        #[prost(string, tag = "3")]
+        pub severity_text: String,
+        #[prost(message, optional, tag = "5")]
+        pub body: Option<AnyValue>,
+        #[prost(message, repeated, tag = "6")]
+        pub attributes: Vec<KeyValue>,
+        #[prost(bytes = "vec", tag = "9")]
+        pub trace_id: Vec<u8>,
+        #[prost(bytes = "vec", tag = "10")]
+        pub span_id: Vec<u8>,
+        #[prost(string, tag = "12")]
+        pub event_name: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct KeyValue {
+        #[prost(string, tag = "1")]
+        pub key: String,
+        #[prost(message, optional, tag = "2")]
+        pub value: Option<AnyValue>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AnyValue {
+        #[prost(oneof = "Value", tags = "1, 2, 3, 4, 5, 6, 7")]
+        pub value: Option<Value>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Value {
+        #[prost(string, tag = "1")]
+        String(String),
+        #[prost(bool, tag = "2")]
+        Bool(bool),
+        #[prost(int64, tag = "3")]
+        Int(i64),
+        #[prost(double, tag = "4")]
+        Double(f64),
+        #[prost(message, tag = "5")]
+        Array(ArrayValue),
+        #[prost(message, tag = "6")]
+        Kvlist(KeyValueList),
+        #[prost(bytes = "vec", tag = "7")]
+        Bytes(Vec<u8>),
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ArrayValue {
+        #[prost(message, repeated, tag = "1")]
+        pub values: Vec<AnyValue>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct KeyValueList {
+        #[prost(message, repeated, tag = "1")]
+        pub values: Vec<KeyValue>,
+    }
+}
+
+use proto::{AnyValue, ExportLogsServiceRequest, KeyValue, LogRecord};
+
+/// How the request was encoded; the answer is encoded the same way.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Format {
+    Protobuf,
+    Json,
+}
+
+/// What was rejected record by record.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Rejected {
+    pub count: i64,
+    pub first_error: String,
+}
+
+/// Decodes a request body into records; records that fail on their own are counted in
+/// [`Rejected`]. A body that does not decode at all is a `400`.
+pub(crate) fn decode(
+    body: &[u8],
+    format: Format,
+    ctx: &DecodeCtx,
+    now: i64,
+) -> Result<(Vec<Record>, Rejected), ApiError> {
+    let req = match format {
+        Format::Protobuf => ExportLogsServiceRequest::decode(body)
+            .map_err(|e| ApiError::bad_request("bad_otlp", format!("not an OTLP logs request: {e}")))?,
+        Format::Json => from_json(body)?,
+    };
+    let (mut records, mut rejected) = (Vec::new(), Rejected::default());
+    for rl in &req.resource_logs {
+        let resource = rl.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+        let app = app_of(resource, ctx.default_app);
+        let mut resource_tags = Vec::new();
+        attributes(resource, &mut resource_tags);
+        let cutoff = (ctx.cutoff)(&app);
+        for sl in &rl.scope_logs {
+            let mut scope_tags = resource_tags.clone();
+            if let Some(scope) = &sl.scope {
+                if !scope.name.is_empty() {
+                    scope_tags.push(format!("scope.name={}", scope.name));
+                }
+                attributes(&scope.attributes, &mut scope_tags);
+            }
+            for lr in &sl.log_records {
+                match record(&app, lr, &scope_tags, ctx, now, cutoff) {
+                    Ok(r) => records.push(r),
+                    Err(why) => {
+                        if rejected.count == 0 {
+                            rejected.first_error = why;
+                        }
+                        rejected.count += 1;
+                    }
+                }
+            }
+        }
+    }
+    Ok((records, rejected))
+}
+
+fn record(
+    app: &AppName,
+    lr: &LogRecord,
+    scope_tags: &[String],
+    ctx: &DecodeCtx,
+    now: i64,
+    cutoff: Option<i64>,
+) -> Result<Record, String> {
+    let ts = [lr.time_unix_nano, lr.observed_time_unix_nano]
+        .into_iter()
+        .find(|&t| t != 0)
+        .map_or(Ok(now), |t| i64::try_from(t).map_err(|_| format!("time {t} is out of range")))?;
+    if let Some(c) = cutoff.filter(|&c| ts < c) {
+        return Err(format!("time {ts} is older than the retention of app {app} (cut-off {c})"));
+    }
+    let message = match lr.body.as_ref().and_then(|b| b.value.as_ref()) {
+        None => String::new(),
+        Some(proto::Value::String(s)) => s.clone(),
+        Some(v) => to_json(v).to_string(),
+    };
+    let mut tags = scope_tags.to_vec();
+    if let Some(level) = level(lr) {
+        tags.push(format!("level={level}"));
+    }
+    attributes(&lr.attributes, &mut tags);
+    if lr.trace_id.iter().any(|&b| b != 0) {
+        tags.push(format!("trace_id={}", hex::encode(&lr.trace_id)));
+    }
+    if lr.span_id.iter().any(|&b| b != 0) {
+        tags.push(format!("span_id={}", hex::encode(&lr.span_id)));
+    }
+    if !lr.event_name.is_empty() {
+        tags.push(format!("event.name={}", lr.event_name));
+    }
+    Record::new(app.clone(), ts, message, tags, ctx.limits).map_err(|e| e.to_string())
+}
+
+/// The record's level: its severity text, else the range its severity number falls in.
+fn level(lr: &LogRecord) -> Option<String> {
+    if !lr.severity_text.is_empty() {
+        return Some(lr.severity_text.clone());
+    }
+    let name = match lr.severity_number {
+        1..=4 => "TRACE",
+        5..=8 => "DEBUG",
+        9..=12 => "INFO",
+        13..=16 => "WARN",
+        17..=20 => "ERROR",
+        21..=24 => "FATAL",
+        _ => return None,
+    };
+    Some(name.to_string())
+}
+
+/// The app of a resource: `service.name` made a valid app name, else the endpoint's default,
+/// else `unknown_service` (what the OpenTelemetry SDKs report without one).
+fn app_of(resource: &[KeyValue], default: Option<&AppName>) -> AppName {
+    let name = resource.iter().find(|kv| kv.key == "service.name").and_then(|kv| match &kv.value {
+        Some(AnyValue { value: Some(proto::Value::String(s)) }) => Some(s.as_str()),
+        _ => None,
+    });
+    match (name, default) {
+        (Some(n), _) => sanitize_app(n),
+        (None, Some(d)) => d.clone(),
+        (None, None) => AppName::parse("unknown_service").expect("a valid name"),
+    }
+}
+
+/// `name` as an app name: lowercased, every character outside `[a-z0-9._-]` as `_`, at most
+/// 64 bytes, starting with a letter or digit (`unknown_service:python` → `unknown_service_python`).
+pub(crate) fn sanitize_app(name: &str) -> AppName {
+    let mut s: String = name
+        .chars()
+        .map(|c| c.to_ascii_lowercase())
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
+        .collect();
+    s.truncate(logpipe_model::MAX_APP_LEN);
+    let trimmed = s.trim_start_matches(|c: char| !c.is_ascii_alphanumeric());
+    AppName::parse(trimmed).unwrap_or_else(|_| AppName::parse("unknown_service").expect("a valid name"))
+}
+
+/// `key=value` tags of attributes.
+fn attributes(kvs: &[KeyValue], out: &mut Vec<String>) {
+    for kv in kvs {
+        if let Some(v) = kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+            flatten(&kv.key, v, out);
+        }
+    }
+}
+
+fn flatten(key: &str, v: &proto::Value, out: &mut Vec<String>) {
+    match v {
+        proto::Value::String(s) => out.push(format!("{key}={s}")),
+        proto::Value::Bool(b) => out.push(format!("{key}={b}")),
+        proto::Value::Int(i) => out.push(format!("{key}={i}")),
+        proto::Value::Double(d) => out.push(format!("{key}={d}")),
+        proto::Value::Bytes(b) => out.push(format!("{key}={}", hex::encode(b))),
+        proto::Value::Array(a) => {
+            a.values.iter().filter_map(|v| v.value.as_ref()).for_each(|v| flatten(key, v, out));
+        }
+        proto::Value::Kvlist(l) => {
+            for kv in &l.values {
+                if let Some(v) = kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                    flatten(&format!("{key}.{}", kv.key), v, out);
+                }
+            }
+        }
+    }
+}
+
+/// A non-string body as JSON: maps as objects, arrays as arrays, bytes as hex.
+fn to_json(v: &proto::Value) -> Value {
+    let any = |a: &AnyValue| a.value.as_ref().map_or(Value::Null, to_json);
+    match v {
+        proto::Value::String(s) => Value::String(s.clone()),
+        proto::Value::Bool(b) => Value::Bool(*b),
+        proto::Value::Int(i) => Value::from(*i),
+        proto::Value::Double(d) => serde_json::Number::from_f64(*d).map_or(Value::Null, Value::Number),
+        proto::Value::Bytes(b) => Value::String(hex::encode(b)),
+        proto::Value::Array(a) => Value::Array(a.values.iter().map(any).collect()),
+        proto::Value::Kvlist(l) => Value::Object(
+            l.values.iter().map(|kv| (kv.key.clone(), kv.value.as_ref().map_or(Value::Null, any))).collect(),
+        ),
+    }
+}
+
+/// The OTLP/JSON encoding (lowerCamelCase names; 64-bit integers as strings or numbers; ids
+/// as hex; enums as numbers) into the same messages. Unknown fields are ignored.
+fn from_json(body: &[u8]) -> Result<ExportLogsServiceRequest, ApiError> {
+    let bad = |m: String| ApiError::bad_request("bad_otlp", format!("not an OTLP/JSON logs request: {m}"));
+    let text = std::str::from_utf8(body).map_err(|e| bad(e.to_string()))?;
+    check_json_depth(text).map_err(bad)?;
+    let v: Value = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+    let list = |v: &Value, k: &str| -> Vec<Value> { v.get(k).and_then(Value::as_array).cloned().unwrap_or_default() };
+    let string = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let mut req = ExportLogsServiceRequest::default();
+    for rl in list(&v, "resourceLogs") {
+        let resource = rl.get("resource").map(|r| proto::Resource { attributes: kvs(&list(r, "attributes")) });
+        let mut scope_logs = Vec::new();
+        for sl in list(&rl, "scopeLogs") {
+            let scope = sl.get("scope").map(|s| proto::InstrumentationScope {
+                name: string(s, "name"),
+                version: string(s, "version"),
+                attributes: kvs(&list(s, "attributes")),
+            });
+            let mut log_records = Vec::new();
+            for lr in list(&sl, "logRecords") {
+                let id = |k: &str| -> Result<Vec<u8>, ApiError> {
+                    hex::decode(string(&lr, k)).map_err(|e| bad(format!("{k}: not hex: {e}")))
+                };
+                log_records.push(LogRecord {
+                    time_unix_nano: int(lr.get("timeUnixNano")).unwrap_or(0) as u64,
+                    observed_time_unix_nano: int(lr.get("observedTimeUnixNano")).unwrap_or(0) as u64,
+                    severity_number: int(lr.get("severityNumber")).unwrap_or(0) as i32,
+                    severity_text: string(&lr, "severityText"),
+                    body: lr.get("body").map(any_value),
+                    attributes: kvs(&list(&lr, "attributes")),
+                    trace_id: id("traceId")?,
+                    span_id: id("spanId")?,
+                    event_name: string(&lr, "eventName"),
+                });
+            }
+            scope_logs.push(proto::ScopeLogs { scope, log_records });
+        }
+        req.resource_logs.push(proto::ResourceLogs { resource, scope_logs });
+    }
+    Ok(req)
+}
+
+/// A 64-bit integer of OTLP/JSON: a number or a decimal string.
+fn int(v: Option<&Value>) -> Option<i64> {
+    match v? {
+        Value::Number(n) => n.as_i64().or_else(|| n.as_u64().map(|u| u as i64)),
+        Value::String(s) => s.parse::<i64>().ok().or_else(|| s.parse::<u64>().ok().map(|u| u as i64)),
+        _ => None,
+    }
+}
+
+fn kvs(list: &[Value]) -> Vec<KeyValue> {
+    list.iter()
+        .map(|kv| KeyValue {
+            key: kv.get("key").and_then(Value::as_str).unwrap_or_default().to_string(),
+            value: kv.get("value").map(any_value),
+        })
+        .collect()
+}
+
+fn any_value(v: &Value) -> AnyValue {
+    use base64::Engine as _;
+    let value = if let Some(s) = v.get("stringValue").and_then(Value::as_str) {
+        Some(proto::Value::String(s.to_string()))
+    } else if let Some(b) = v.get("boolValue").and_then(Value::as_bool) {
+        Some(proto::Value::Bool(b))
+    } else if let Some(i) = int(v.get("intValue")) {
+        Some(proto::Value::Int(i))
+    } else if let Some(d) = v.get("doubleValue").and_then(|d| d.as_f64().or_else(|| d.as_str()?.parse().ok())) {
+        Some(proto::Value::Double(d))
+    } else if let Some(a) = v.get("arrayValue") {
+        let values = a.get("values").and_then(Value::as_array).map(|l| l.iter().map(any_value).collect());
+        Some(proto::Value::Array(proto::ArrayValue { values: values.unwrap_or_default() }))
+    } else if let Some(l) = v.get("kvlistValue") {
+        let values = l.get("values").and_then(Value::as_array).map(|l| kvs(l));
+        Some(proto::Value::Kvlist(proto::KeyValueList { values: values.unwrap_or_default() }))
+    } else {
+        v.get("bytesValue")
+            .and_then(Value::as_str)
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .map(proto::Value::Bytes)
+    };
+    AnyValue { value }
+}
+
+fn format_of(headers: &HeaderMap) -> Result<Format, ApiError> {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match mime.as_str() {
+        "application/x-protobuf" | "application/protobuf" => Ok(Format::Protobuf),
+        "application/json" => Ok(Format::Json),
+        _ => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("content-type {ct:?}: OTLP/HTTP takes application/x-protobuf or application/json"),
+        )),
+    }
+}
+
+/// The answer in the request's encoding: an `ExportLogsServiceResponse` (with
+/// `partial_success` when records were rejected), or for a failed request a `google.rpc.Status`
+/// (protobuf: code and message) or the native JSON error.
+fn respond(format: Format, rejected: Option<Rejected>, err: Option<ApiError>) -> Response {
+    if let Some(e) = err {
+        if format == Format::Json {
+            return e.into_response();
+        }
+        let (status, retry_after) = (e.status, e.retry_after);
+        let mut buf = Vec::new();
+        // google.rpc.Status { int32 code = 1; string message = 2; }
+        prost::encoding::int32::encode(1, &(status_code(status)), &mut buf);
+        prost::encoding::string::encode(2, &e.message, &mut buf);
+        let mut resp = (status, buf).into_response();
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-protobuf"));
+        if let Some(s) = retry_after {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        return resp;
+    }
+    let partial = rejected
+        .filter(|r| r.count > 0)
+        .map(|r| proto::ExportLogsPartialSuccess { rejected_log_records: r.count, error_message: r.first_error });
+    match format {
+        Format::Protobuf => {
+            let body = proto::ExportLogsServiceResponse { partial_success: partial }.encode_to_vec();
+            let mut resp = (StatusCode::OK, body).into_response();
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-protobuf"));
+            resp
+        }
+        Format::Json => {
+            let body = match partial {
+                Some(p) => serde_json::json!({"partialSuccess": {
+                    "rejectedLogRecords": p.rejected_log_records.to_string(), "errorMessage": p.error_message}}),
+                None => serde_json::json!({}),
+            };
+            axum::Json(body).into_response()
+        }
+    }
+}
+
+/// The gRPC status code that goes with an HTTP status (for `google.rpc.Status.code`).
+fn status_code(s: StatusCode) -> i32 {
+    match s.as_u16() {
+        400 | 413 | 415 | 422 => 3, // INVALID_ARGUMENT
+        401 => 16,                  // UNAUTHENTICATED
+        403 => 7,                   // PERMISSION_DENIED
+        429 | 507 => 8,             // RESOURCE_EXHAUSTED
+        503 => 14,                  // UNAVAILABLE
+        _ => 13,                    // INTERNAL
+    }
+}
+
+pub async fn logs(
+    State(st): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let format = match format_of(&headers) {
+        Ok(f) => f,
+        Err(e) => {
+            crate::ingest::drain(body).await;
+            return respond(Format::Json, None, Some(e));
+        }
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
+    match accept(&st, access, &headers, body, None, move |body, ctx| decode(body, format, ctx, now)).await {
+        Ok((_, rejected)) => respond(format, Some(rejected), None),
+        Err(e) => {
+            st.metrics.rejected.with_label_values(&["otlp_logs", e.reason()]).inc();
+            respond(format, None, Some(e))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use logpipe_model::Limits;
+
+    fn kv(k: &str, v: proto::Value) -> KeyValue {
+        KeyValue { key: k.into(), value: Some(AnyValue { value: Some(v) }) }
+    }
+
+    fn run(body: &[u8], format: Format) -> Result<(Vec<Record>, Rejected), ApiError> {
+        let limits = Limits { max_message_bytes: 100, ..Limits::default() };
+        let ctx = DecodeCtx { default_app: None, limits: &limits, cutoff: &|_| None };
+        decode(body, format, &ctx, 42)
+    }
+
+    #[test]
+    fn protobuf_maps_resource_scope_record_and_rejects_on_its_own() {
+        let s = |x: &str| proto::Value::String(x.into());
+        let req = ExportLogsServiceRequest {
+            resource_logs: vec![proto::ResourceLogs {
+                resource: Some(proto::Resource {
+                    attributes: vec![kv("service.name", s("Checkout:API")), kv("host.name", s("h1"))],
+                }),
+                scope_logs: vec![proto::ScopeLogs {
+                    scope: Some(proto::InstrumentationScope { name: "lib".into(), ..Default::default() }),
+                    log_records: vec![
+                        LogRecord {
+                            time_unix_nano: 0,
+                            observed_time_unix_nano: 7,
+                            severity_number: 17,
+                            body: Some(AnyValue { value: Some(s("boom")) }),
+                            attributes: vec![
+                                kv("n", proto::Value::Int(3)),
+                                kv(
+                                    "m",
+                                    proto::Value::Kvlist(proto::KeyValueList {
+                                        values: vec![kv("a", proto::Value::Bool(true))],
+                                    }),
+                                ),
+                            ],
+                            trace_id: vec![0xab; 16],
+                            span_id: vec![0; 8],
+                            ..Default::default()
+                        },
+                        LogRecord {
+                            time_unix_nano: 5,
+                            severity_text: "Warning".into(),
+                            body: Some(AnyValue {
+                                value: Some(proto::Value::Array(proto::ArrayValue {
+                                    values: vec![AnyValue { value: Some(proto::Value::Int(1)) }],
+                                })),
+                            }),
+                            ..Default::default()
+                        },
+                        LogRecord { body: Some(AnyValue { value: Some(s(&"x".repeat(101))) }), ..Default::default() },
+                    ],
+                }],
+            }],
+        };
+        let (records, rejected) = run(&req.encode_to_vec(), Format::Protobuf).unwrap();
+        assert_eq!(records.len(), 2);
+        let r = &records[0];
+        assert_eq!((r.app.as_str(), r.ts, r.message.as_str()), ("checkout_api", 7, "boom"));
+        assert_eq!(
+            r.tags,
+            [
+                "host.name=h1",
+                "level=ERROR",
+                "m.a=true",
+                "n=3",
+                "scope.name=lib",
+                "service.name=Checkout:API",
+                &format!("trace_id={}", "ab".repeat(16)),
+            ]
+        );
+        assert_eq!((records[1].ts, records[1].message.as_str()), (5, "[1]"));
+        assert!(records[1].tags.contains(&"level=Warning".to_string()));
+        assert_eq!(rejected.count, 1);
+        assert!(rejected.first_error.contains("over the limit"), "{}", rejected.first_error);
+        assert!(run(b"\xff\xff\xff", Format::Protobuf).is_err());
+    }
+
+    #[test]
+    fn json_encoding_with_string_integers_and_hex_ids() {
+        let body = r#"{"resourceLogs":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"web"}}]},
+            "scopeLogs":[{"scope":{"name":"s"},"logRecords":[
+              {"timeUnixNano":"1735689600000000001","severityNumber":9,"body":{"stringValue":"hi"},
+               "traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174",
+               "attributes":[{"key":"k","value":{"intValue":"12"}},{"key":"d","value":{"doubleValue":1.5}},{"key":"arr","value":{"arrayValue":{"values":[{"stringValue":"a"},{"stringValue":"b"}]}}}],
+               "unknownField":1},
+              {"observedTimeUnixNano":1735689600000000002,"body":{"kvlistValue":{"values":[{"key":"x","value":{"boolValue":false}}]}}}
+            ]}]}]}"#;
+        let (records, rejected) = run(body.as_bytes(), Format::Json).unwrap();
+        assert_eq!(rejected, Rejected::default());
+        assert_eq!(
+            (records[0].app.as_str(), records[0].ts, records[0].message.as_str()),
+            ("web", 1735689600000000001, "hi")
+        );
+        assert_eq!(
+            records[0].tags,
+            [
+                "arr=a",
+                "arr=b",
+                "d=1.5",
+                "k=12",
+                "level=INFO",
+                "scope.name=s",
+                "service.name=web",
+                "span_id=eee19b7ec3c1b174",
+                "trace_id=5b8efff798038103d269b633813fc60c"
+            ]
+        );
+        assert_eq!((records[1].ts, records[1].message.as_str()), (1735689600000000002, "{\"x\":false}"));
+        assert!(run(b"{\"resourceLogs\":[{\"scopeLogs\":[{\"logRecords\":[{\"traceId\":\"zz\"}]}]}]}", Format::Json)
+            .is_err());
+        assert!(run(b"[", Format::Json).is_err());
+        // no service.name: the SDKs' own default
+        let (r, _) = run(b"{\"resourceLogs\":[{\"scopeLogs\":[{\"logRecords\":[{}]}]}]}", Format::Json).unwrap();
+        assert_eq!((r[0].app.as_str(), r[0].ts), ("unknown_service", 42));
+    }
+
+    #[test]
+    fn app_names_are_made_valid() {
+        for (raw, want) in
+            [("unknown_service:python", "unknown_service_python"), ("--Web", "web"), ("::", "unknown_service")]
+        {
+            assert_eq!(sanitize_app(raw).as_str(), want, "{raw}");
+        }
+        assert_eq!(sanitize_app(&"a".repeat(100)).as_str().len(), 64);
+    }
+}
