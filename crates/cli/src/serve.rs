@@ -107,6 +107,11 @@ pub struct ServeArgs {
     /// distinct values); past it the query fails with 422 [default: 256 MiB].
     #[arg(long)]
     query_memory_bytes: Option<usize>,
+    /// Loki pushes: a stream label whose value is the app; repeatable, the first found wins
+    /// [default: app, service_name, job].
+    #[arg(long = "loki-app-label", value_name = "LABEL")]
+    #[serde(default)]
+    loki_app_label: Vec<String>,
     /// Resident memory of the server, bytes, past which ingest is refused with 429
     /// memory_pressure until it is back under; 0: no limit [default: 60% of physical memory].
     #[arg(long)]
@@ -282,6 +287,9 @@ impl ServeArgs {
             cold_level
         );
         self.insecure_no_auth |= f.insecure_no_auth;
+        if self.loki_app_label.is_empty() {
+            self.loki_app_label = f.loki_app_label;
+        }
         Ok(self)
     }
 
@@ -369,6 +377,9 @@ impl ServeArgs {
                 bytes_per_second: positive(l.bytes_per_second, &format!("app_limits.{app}.bytes_per_second"))?,
             };
             cfg.app_limits.insert(name, limit);
+        }
+        if !self.loki_app_label.is_empty() {
+            cfg.loki_app_labels = self.loki_app_label.clone();
         }
         cfg.tokens = self.tokens.iter().flatten().map(TokenEntry::spec).collect::<Result<_>>()?;
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {

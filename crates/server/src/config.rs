@@ -51,6 +51,8 @@ pub struct ServerConfig {
     pub tail_buffer_bytes: usize,
     /// Resident memory past which ingest is refused (`429 memory_pressure`); 0: no limit.
     pub max_memory_bytes: u64,
+    /// Loki pushes: the stream labels whose value is the app, first found wins.
+    pub loki_app_labels: Vec<String>,
 }
 
 impl ServerConfig {
@@ -75,6 +77,7 @@ impl ServerConfig {
             tls: None,
             tail_buffer_bytes: DEFAULT_TAIL_BUFFER_BYTES,
             max_memory_bytes: crate::memory::default_limit(),
+            loki_app_labels: crate::compat::loki::DEFAULT_APP_LABELS.iter().map(|s| s.to_string()).collect(),
         }
     }
 }

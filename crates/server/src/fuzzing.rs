@@ -62,3 +62,21 @@ pub fn otlp(data: &[u8]) {
         assert!(records.iter().all(|r| r.message.len() <= 4096 && r.tags.len() <= 16));
     }
 }
+
+/// A Loki push: the first byte picks snappy protobuf or JSON. What decodes is within the
+/// limits; the label parser never panics.
+pub fn loki_push(data: &[u8]) {
+    use crate::compat::loki::{decode, parse_labels, Format};
+    let Some((&f, body)) = data.split_first() else { return };
+    if f % 3 == 2 {
+        let _ = parse_labels(&String::from_utf8_lossy(body));
+        return;
+    }
+    let format = if f % 3 == 0 { Format::Protobuf } else { Format::Json };
+    let limits = Limits { max_message_bytes: 4096, max_tags: 16, max_tag_bytes: 128 };
+    let ctx = crate::ingest::DecodeCtx { default_app: None, limits: &limits, cutoff: &|_| None };
+    let labels = ["app".to_string(), "job".to_string()];
+    if let Ok(records) = decode(body, format, &labels, &ctx, 1 << 20) {
+        assert!(records.iter().all(|r| r.message.len() <= 4096 && r.tags.len() <= 16));
+    }
+}

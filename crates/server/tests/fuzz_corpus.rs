@@ -17,6 +17,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("params", logpipe_server::fuzzing::params),
     ("elastic_bulk", logpipe_server::fuzzing::elastic_bulk),
     ("otlp", logpipe_server::fuzzing::otlp),
+    ("loki_push", logpipe_server::fuzzing::loki_push),
 ];
 
 fn fuzz_dir() -> PathBuf {

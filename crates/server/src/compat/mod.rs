@@ -3,4 +3,5 @@
 //! durability. docs/INTEGRATIONS.md shows how to point each shipper here.
 
 pub mod elastic;
+pub mod loki;
 pub mod otlp;
