@@ -80,3 +80,15 @@ pub fn loki_push(data: &[u8]) {
         assert!(records.iter().all(|r| r.message.len() <= 4096 && r.tags.len() <= 16));
     }
 }
+
+/// VictoriaLogs JSON lines with fixed field settings: what decodes is within the limits.
+pub fn vlogs_jsonline(data: &[u8]) {
+    use crate::compat::vlogs::{decode, Fields};
+    let f = Fields::from_request(Some("_msg_field=msg,_msg&_time_field=t&_stream_fields=s"), &Default::default())
+        .expect("valid settings");
+    let limits = Limits { max_message_bytes: 4096, max_tags: 16, max_tag_bytes: 128 };
+    let ctx = crate::ingest::DecodeCtx { default_app: None, limits: &limits, cutoff: &|_| None };
+    if let Ok(records) = decode(data, &f, &ctx, 0) {
+        assert!(records.iter().all(|r| r.message.len() <= 4096 && r.tags.len() <= 16));
+    }
+}

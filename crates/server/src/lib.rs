@@ -101,6 +101,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/", get(compat::elastic::root).head(compat::elastic::root_head))
         .route("/v1/logs", post(compat::otlp::logs))
         .route("/loki/api/v1/push", post(compat::loki::push))
+        .route("/insert/jsonline", post(compat::vlogs::jsonline))
         .route("/_bulk", post(compat::elastic::bulk).put(compat::elastic::bulk))
         .route("/{index}/_bulk", post(compat::elastic::bulk).put(compat::elastic::bulk))
         .fallback(admin::not_found)

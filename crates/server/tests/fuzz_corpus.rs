@@ -18,6 +18,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("elastic_bulk", logpipe_server::fuzzing::elastic_bulk),
     ("otlp", logpipe_server::fuzzing::otlp),
     ("loki_push", logpipe_server::fuzzing::loki_push),
+    ("vlogs_jsonline", logpipe_server::fuzzing::vlogs_jsonline),
 ];
 
 fn fuzz_dir() -> PathBuf {

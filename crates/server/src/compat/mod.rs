@@ -5,3 +5,4 @@
 pub mod elastic;
 pub mod loki;
 pub mod otlp;
+pub mod vlogs;
