@@ -107,6 +107,19 @@ pub struct ServeArgs {
     /// distinct values); past it the query fails with 422 [default: 256 MiB].
     #[arg(long)]
     query_memory_bytes: Option<usize>,
+    /// Receive syslog over TCP on this address (RFC 5424 and 3164; octet-counted, newline or
+    /// NUL framing) [default: off].
+    #[arg(long, value_name = "ADDR")]
+    syslog_tcp: Option<String>,
+    /// Receive syslog over UDP on this address [default: off].
+    #[arg(long, value_name = "ADDR")]
+    syslog_udp: Option<String>,
+    /// Syslog TCP connections served at once [default: 256].
+    #[arg(long)]
+    syslog_max_connections: Option<usize>,
+    /// Largest syslog frame, bytes [default: 64 KiB].
+    #[arg(long)]
+    syslog_max_frame_bytes: Option<usize>,
     /// Loki pushes: a stream label whose value is the app; repeatable, the first found wins
     /// [default: app, service_name, job].
     #[arg(long = "loki-app-label", value_name = "LABEL")]
@@ -275,6 +288,10 @@ impl ServeArgs {
             idempotency_max_keys,
             max_disk_usage,
             max_memory_bytes,
+            syslog_tcp,
+            syslog_udp,
+            syslog_max_connections,
+            syslog_max_frame_bytes,
             max_tails,
             tail_buffer_bytes,
             memtable_flush_bytes,
@@ -364,7 +381,9 @@ impl ServeArgs {
             query_memory_bytes => query_memory_bytes,
             max_tails => max_tails,
             tail_buffer_bytes => tail_buffer_bytes,
-            max_memory_bytes => max_memory_bytes
+            max_memory_bytes => max_memory_bytes,
+            syslog_max_connections => syslog_max_connections,
+            syslog_max_frame_bytes => syslog_max_frame
         );
         cfg.app_limit = logpipe_server::AppLimit {
             records_per_second: positive(self.app_records_per_second, "--app-records-per-second")?,
@@ -413,6 +432,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .init();
     let args = args.merge_file()?;
     let insecure_no_auth = args.insecure_no_auth;
+    let (syslog_tcp, syslog_udp) = (args.syslog_tcp.clone(), args.syslog_udp.clone());
     let (listen, cfg) = args.into_config()?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
@@ -428,11 +448,31 @@ pub fn run(args: ServeArgs) -> Result<()> {
             }
             tracing::warn!(%addr, "listening beyond loopback without authentication (--insecure-no-auth)");
         }
-        // the line tests and scripts read to find a port picked with :0
+        // syslog has no authentication at all: beyond loopback only when asked for
+        let mut syslog = logpipe_server::SyslogListeners::default();
+        let open = |addr: std::net::SocketAddr, what: &str| -> Result<()> {
+            if !addr.ip().is_loopback() && !insecure_no_auth {
+                bail!("refusing syslog {what} on {addr}: syslog has no authentication; listen on loopback or pass --insecure-no-auth");
+            }
+            Ok(())
+        };
+        if let Some(a) = &syslog_tcp {
+            let l = tokio::net::TcpListener::bind(a).await.with_context(|| format!("syslog tcp on {a}"))?;
+            open(l.local_addr()?, "tcp")?;
+            println!("logpipe syslog tcp on {}", l.local_addr()?);
+            syslog.tcp = Some(l);
+        }
+        if let Some(a) = &syslog_udp {
+            let u = tokio::net::UdpSocket::bind(a).await.with_context(|| format!("syslog udp on {a}"))?;
+            open(u.local_addr()?, "udp")?;
+            println!("logpipe syslog udp on {}", u.local_addr()?);
+            syslog.udp = Some(u);
+        }
+        // the line tests and scripts read to find a port picked with :0 (printed last)
         let scheme = if cfg.tls.is_some() { "https" } else { "http" };
         println!("logpipe listening on {scheme}://{addr}");
         tracing::info!(%addr, data_dir = %cfg.engine.data_dir.display(), fsync = ?cfg.engine.fsync, "starting");
-        logpipe_server::serve(cfg, listener, shutdown_signal()).await?;
+        logpipe_server::serve_all(cfg, listener, syslog, shutdown_signal()).await?;
         tracing::info!("stopped cleanly");
         Ok(())
     })

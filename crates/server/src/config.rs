@@ -53,6 +53,9 @@ pub struct ServerConfig {
     pub max_memory_bytes: u64,
     /// Loki pushes: the stream labels whose value is the app, first found wins.
     pub loki_app_labels: Vec<String>,
+    /// Syslog: TCP connections served at once, and the largest frame.
+    pub syslog_max_connections: usize,
+    pub syslog_max_frame: usize,
 }
 
 impl ServerConfig {
@@ -78,6 +81,8 @@ impl ServerConfig {
             tail_buffer_bytes: DEFAULT_TAIL_BUFFER_BYTES,
             max_memory_bytes: crate::memory::default_limit(),
             loki_app_labels: crate::compat::loki::DEFAULT_APP_LABELS.iter().map(|s| s.to_string()).collect(),
+            syslog_max_connections: crate::compat::syslog::DEFAULT_MAX_CONNECTIONS,
+            syslog_max_frame: crate::compat::syslog::DEFAULT_MAX_FRAME,
         }
     }
 }

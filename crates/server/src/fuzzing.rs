@@ -92,3 +92,23 @@ pub fn vlogs_jsonline(data: &[u8]) {
         assert!(records.iter().all(|r| r.message.len() <= 4096 && r.tags.len() <= 16));
     }
 }
+
+/// A syslog byte stream: framed as a TCP connection would be, each frame parsed. Frames never
+/// exceed the limit; what parses is within the record limits.
+pub fn syslog(data: &[u8]) {
+    use crate::compat::syslog::{next_frame, parse};
+    let limits = Limits { max_message_bytes: 4096, max_tags: 16, max_tag_bytes: 128 };
+    let mut buf = bytes::BytesMut::from(data);
+    for _ in 0..10_000 {
+        match next_frame(&mut buf, 2048, true) {
+            Ok(Some(frame)) => {
+                assert!(frame.len() <= data.len());
+                if let Ok(r) = parse(&frame, 1_740_830_400_000_000_000, &limits) {
+                    assert!(r.message.len() <= 4096 && r.tags.len() <= 16);
+                }
+            }
+            Ok(None) => break,
+            Err(_) => buf.clear(),
+        }
+    }
+}

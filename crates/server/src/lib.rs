@@ -119,6 +119,23 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    serve_all(cfg, listener, SyslogListeners::default(), shutdown).await
+}
+
+/// Sockets for syslog, bound by the caller (so it can report their addresses).
+#[derive(Default)]
+pub struct SyslogListeners {
+    pub tcp: Option<TcpListener>,
+    pub udp: Option<tokio::net::UdpSocket>,
+}
+
+/// [`serve`], and syslog on the given sockets once storage is open.
+pub async fn serve_all(
+    cfg: ServerConfig,
+    listener: TcpListener,
+    syslog: SyslogListeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
     let registry = prometheus::Registry::new();
     let metrics = ServerMetrics::new(&registry).map_err(|e| ServerError::Setup(e.to_string()))?;
     let tokens = match cfg.tokens.as_slice() {
@@ -201,7 +218,19 @@ pub async fn serve(
         let _ = server.await;
         return Err(e.into());
     }
+    let mut syslog_tasks = Vec::new();
+    if let Some(engine) = state.engine.get().cloned() {
+        if let Some(tcp) = syslog.tcp {
+            syslog_tasks.push(tokio::spawn(compat::syslog::serve_tcp(state.clone(), tcp, engine.clone())));
+        }
+        if let Some(udp) = syslog.udp {
+            syslog_tasks.push(tokio::spawn(compat::syslog::serve_udp(state.clone(), udp, engine)));
+        }
+    }
     server.await.map_err(|e| ServerError::Setup(e.to_string()))??;
+    for t in syslog_tasks {
+        let _ = t.await;
+    }
     tracing::info!("http server stopped; flushing storage");
     if let Some(engine) = state.engine.get().cloned() {
         tokio::task::spawn_blocking(move || engine.close()).await.map_err(|e| ServerError::Setup(e.to_string()))??;

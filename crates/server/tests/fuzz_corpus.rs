@@ -19,6 +19,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("otlp", logpipe_server::fuzzing::otlp),
     ("loki_push", logpipe_server::fuzzing::loki_push),
     ("vlogs_jsonline", logpipe_server::fuzzing::vlogs_jsonline),
+    ("syslog", logpipe_server::fuzzing::syslog),
 ];
 
 fn fuzz_dir() -> PathBuf {

@@ -10,6 +10,8 @@ pub struct Server {
     child: Child,
     pub base: String,
     pub data_dir: PathBuf,
+    /// Lines printed before the listening line (the syslog addresses).
+    pub printed: Vec<String>,
 }
 
 impl Server {
@@ -37,11 +39,19 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn logpipe");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let base = line.trim().rsplit(' ').next().unwrap().to_string();
-        assert!(base.contains("://127.0.0.1:"), "unexpected first line {line:?}");
-        Server { child, base, data_dir: data_dir.to_path_buf() }
+        // the listening line comes last; syslog addresses, if any, before it
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut before = Vec::new();
+        let base = loop {
+            let mut line = String::new();
+            assert!(out.read_line(&mut line).unwrap() > 0, "the server exited before listening");
+            match line.trim().strip_prefix("logpipe listening on ") {
+                Some(base) => break base.to_string(),
+                None => before.push(line.trim().to_string()),
+            }
+        };
+        assert!(base.contains("://127.0.0.1:"), "unexpected address {base:?}");
+        Server { child, base, data_dir: data_dir.to_path_buf(), printed: before }
     }
 
     pub fn signal(&self, sig: i32) {

@@ -5,4 +5,5 @@
 pub mod elastic;
 pub mod loki;
 pub mod otlp;
+pub mod syslog;
 pub mod vlogs;
