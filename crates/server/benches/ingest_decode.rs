@@ -1,9 +1,11 @@
-//! NDJSON ingest decoding (parse + validate) on bench-kit records, against plain serde_json.
+//! Ingest decoding (parse + validate) on bench-kit records: native NDJSON against plain
+//! serde_json, and every other protocol's decoder on the same 2,000 records.
 //!
 //!   cargo bench -p logpipe-server --bench ingest_decode
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use logpipe_model::Limits;
+use logpipe_server::bench::{decode, encode, Sample, ALL};
 
 /// 2,000 native records shaped like loggen.py's, from the real loghub lines of the bench kit.
 fn body() -> String {
@@ -35,6 +37,35 @@ fn benches(c: &mut Criterion) {
     g.bench_function("reference_serde_json_value_per_line", |b| {
         b.iter(|| body.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).collect::<Vec<_>>())
     });
+    g.finish();
+
+    // the same records in every wire format, records/s per protocol
+    let lines = std::fs::read_to_string(
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/bench/data/loghub/HDFS_2k.log"),
+    )
+    .expect("bench kit");
+    let samples: Vec<Sample> = lines
+        .lines()
+        .enumerate()
+        .map(|(i, l)| Sample {
+            app: "hdfs".into(),
+            ts: 1_735_736_400_000_000_000 + (i as i64) * 1_000_000_007,
+            message: l.to_string(),
+            tags: vec![
+                ("level".into(), "INFO".into()),
+                ("host".into(), format!("node-{}", i % 300)),
+                ("env".into(), "prod".into()),
+                ("region".into(), "us-west-2".into()),
+            ],
+        })
+        .collect();
+    let mut g = c.benchmark_group("protocol");
+    g.throughput(Throughput::Elements(samples.len() as u64));
+    for p in ALL {
+        let body = encode(p, &samples);
+        assert_eq!(decode(p, &body).len(), samples.len(), "{p:?}");
+        g.bench_function(format!("{p:?}"), |b| b.iter(|| decode(p, &body)));
+    }
     g.finish();
 }
 

@@ -377,6 +377,13 @@ pub(crate) fn check_json_depth(text: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A JSON document of a compatibility protocol as a `serde_json::Value`, parsed by sonic-rs
+/// (several times faster than serde_json here) after the depth check that keeps it safe.
+pub(crate) fn json_value(text: &str) -> Result<serde_json::Value, String> {
+    check_json_depth(text)?;
+    sonic_rs::from_str(text).map_err(|e| e.to_string())
+}
+
 /// Parses and validates every record of a body (NDJSON or a JSON array); the first bad one
 /// fails the batch. `cutoff` gives the oldest timestamp kept for an app, if any.
 pub fn parse_records(

@@ -34,6 +34,9 @@ use logpipe_storage::Engine;
 use tokio::net::TcpListener;
 
 pub use auth::{Scope, TokenSpec, MIN_TOKEN_LEN};
+/// Every protocol's decoder and sample encoders, for the decoding benchmark. Not an API.
+#[doc(hidden)]
+pub use compat::bench;
 pub use config::{ServerConfig, DEFAULT_LISTEN};
 pub use error::ApiError;
 pub use ingest::parse_records;

@@ -17,14 +17,35 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use logpipe_model::{parse_time, AppName, Record};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
+use sonic_rs::JsonValueTrait;
 
 use crate::auth::Access;
-use crate::ingest::{accept, check_json_depth, DecodeCtx};
+use crate::compat::doc;
+use crate::ingest::{accept, DecodeCtx};
 use crate::{ApiError, AppState};
 
 /// The version the root endpoint reports: what clients of 7.x to 9.x accept.
 const VERSION: &str = "8.17.0";
+
+/// An action line: exactly one of these is set.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionLine {
+    index: Option<Meta>,
+    create: Option<Meta>,
+    update: Option<Meta>,
+    delete: Option<Meta>,
+}
+
+/// An action's metadata; other keys (`routing`, `pipeline`, `_type` …) are ignored.
+#[derive(serde::Deserialize)]
+struct Meta {
+    #[serde(rename = "_index")]
+    index: Option<String>,
+    #[serde(rename = "_id")]
+    id: Option<sonic_rs::Value>,
+}
 
 /// What one bulk item became.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,29 +79,17 @@ pub(crate) fn decode_bulk(body: &[u8], ctx: &DecodeCtx, now: i64) -> Result<(Vec
             ApiError::bad_request("illegal_argument_exception", format!("malformed action line {}: {why}", n + 1))
                 .with("line", (n + 1).into())
         };
-        check_json_depth(line).map_err(bad_action)?;
-        let action: Map<String, Value> = serde_json::from_str(line).map_err(|e| bad_action(e.to_string()))?;
-        let (name, meta) = match action.iter().next() {
-            Some((k, Value::Object(m))) if action.len() == 1 => (k.as_str(), m),
-            _ => return Err(bad_action("expected one action, such as {\"index\":{}}".into())),
+        crate::ingest::check_json_depth(line).map_err(bad_action)?;
+        let line: ActionLine = sonic_rs::from_str(line).map_err(|e| bad_action(e.to_string()))?;
+        let (action, meta): (&'static str, Meta) = match line {
+            ActionLine { index: Some(m), create: None, update: None, delete: None } => ("index", m),
+            ActionLine { index: None, create: Some(m), update: None, delete: None } => ("create", m),
+            ActionLine { index: None, create: None, update: Some(m), delete: None } => ("update", m),
+            ActionLine { index: None, create: None, update: None, delete: Some(m) } => ("delete", m),
+            _ => return Err(bad_action("expected one action: index, create, update or delete".into())),
         };
-        let action: &'static str = match name {
-            "index" => "index",
-            "create" => "create",
-            "update" => "update",
-            "delete" => "delete",
-            other => return Err(bad_action(format!("unknown action [{other}]"))),
-        };
-        let index = match meta.get("_index") {
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(_) => return Err(bad_action("_index must be a string".into())),
-            None => ctx.default_app.map(|a| a.as_str().to_string()),
-        };
-        let id = match meta.get("_id") {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            _ => format!("{:016x}{:06x}", now, items.len()),
-        };
+        let index = meta.index.or_else(|| ctx.default_app.map(|a| a.as_str().to_string()));
+        let id = meta.id.map_or_else(|| format!("{:016x}{:06x}", now, items.len()), |v| doc::text(&v));
         let source = if action == "delete" {
             None
         } else {
@@ -120,44 +129,28 @@ pub(crate) fn decode_bulk(body: &[u8], ctx: &DecodeCtx, now: i64) -> Result<(Vec
 }
 
 /// One document as a record.
-fn document(app: AppName, doc: &str, ctx: &DecodeCtx, now: i64) -> Result<Record, String> {
-    check_json_depth(doc)?;
-    let Value::Object(mut fields) = serde_json::from_str::<Value>(doc).map_err(|e| e.to_string())? else {
-        return Err("a document must be a JSON object".into());
-    };
-    let ts = match fields.remove("@timestamp") {
-        None | Some(Value::Null) => now,
-        Some(Value::String(s)) => parse_time(&s).map_err(|e| format!("@timestamp: {e}"))?,
-        Some(Value::Number(n)) => n
+fn document(app: AppName, source: &str, ctx: &DecodeCtx, now: i64) -> Result<Record, String> {
+    let mut fields = doc::object(source)?;
+    let ts = match fields.remove(&"@timestamp") {
+        None => now,
+        Some(v) if v.is_null() => now,
+        Some(v) if v.is_str() => parse_time(v.as_str().unwrap_or_default()).map_err(|e| format!("@timestamp: {e}"))?,
+        Some(v) if v.is_number() => v
             .as_i64()
             .and_then(|ms| ms.checked_mul(1_000_000))
-            .ok_or_else(|| format!("@timestamp: {n} is not epoch milliseconds"))?,
-        Some(other) => return Err(format!("@timestamp: {other} is not a date")),
+            .ok_or_else(|| format!("@timestamp: {} is not epoch milliseconds", doc::text(&v)))?,
+        Some(v) => return Err(format!("@timestamp: {} is not a date", doc::text(&v))),
     };
     if let Some(c) = (ctx.cutoff)(&app).filter(|&c| ts < c) {
         return Err(format!("@timestamp is older than the retention of app {app} (cut-off {c} ns)"));
     }
-    let message = match ["message", "msg", "log", "_msg"].iter().find_map(|k| fields.remove(*k)) {
-        Some(Value::String(s)) => s,
-        Some(other) => other.to_string(),
-        None => Value::Object(fields.clone()).to_string(),
+    let message = match ["message", "msg", "log", "_msg"].iter().find_map(|k| fields.remove(k)) {
+        Some(v) => doc::text(&v),
+        None => sonic_rs::to_string(&fields).unwrap_or_default(),
     };
     let mut tags = Vec::new();
-    for (k, v) in &fields {
-        flatten(k, v, &mut tags);
-    }
+    doc::tags(&fields, &mut tags);
     Record::new(app, ts, message, tags, ctx.limits).map_err(|e| e.to_string())
-}
-
-/// `key=value` tags of a JSON value: objects by dotted path, arrays as one tag per element.
-pub(crate) fn flatten(key: &str, v: &Value, out: &mut Vec<String>) {
-    match v {
-        Value::Null => {}
-        Value::String(s) => out.push(format!("{key}={s}")),
-        Value::Bool(_) | Value::Number(_) => out.push(format!("{key}={v}")),
-        Value::Array(a) => a.iter().for_each(|e| flatten(key, e, out)),
-        Value::Object(m) => m.iter().for_each(|(k, e)| flatten(&format!("{key}.{k}"), e, out)),
-    }
 }
 
 /// Elasticsearch's answer to a bulk request.

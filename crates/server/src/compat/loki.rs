@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use crate::auth::Access;
 use crate::compat::otlp::sanitize_app;
-use crate::ingest::{accept, check_json_depth, DecodeCtx};
+use crate::ingest::{accept, json_value, DecodeCtx};
 use crate::{ApiError, AppState};
 
 /// The protobuf messages of Loki's `push.proto` (`logproto.PushRequest`).
@@ -148,8 +148,7 @@ type JsonStream = (Vec<(String, String)>, Vec<(i64, String, Vec<(String, String)
 /// `{"streams":[{"stream":{"label":"value"},"values":[["<ns>","line",{"meta":"v"}]]}]}`.
 fn from_json(body: &[u8]) -> Result<Vec<JsonStream>, String> {
     let text = std::str::from_utf8(body).map_err(|e| e.to_string())?;
-    check_json_depth(text)?;
-    let v: Value = serde_json::from_str(text).map_err(|e| format!("not a Loki push: {e}"))?;
+    let v = json_value(text).map_err(|e| format!("not a Loki push: {e}"))?;
     let streams = v.get("streams").and_then(Value::as_array).ok_or("expected {\"streams\": [...]}")?;
     let pairs = |v: Option<&Value>, what: &str| -> Result<Vec<(String, String)>, String> {
         match v {

@@ -2,6 +2,9 @@
 //! and sharing the native ingest path (`ingest::accept`): its limits, admission, scopes and
 //! durability. docs/INTEGRATIONS.md shows how to point each shipper here.
 
+#[doc(hidden)]
+pub mod bench;
+mod doc;
 pub mod elastic;
 pub mod loki;
 pub mod otlp;

@@ -335,87 +335,195 @@ fn to_json(v: &proto::Value) -> Value {
 }
 
 /// The OTLP/JSON encoding (lowerCamelCase names; 64-bit integers as strings or numbers; ids
-/// as hex; enums as numbers) into the same messages. Unknown fields are ignored.
+/// as hex; enums as numbers), deserialized straight into typed structs by sonic-rs (after the
+/// depth check), then moved into the protobuf messages. Unknown fields are ignored.
+mod json {
+    use serde::Deserialize;
+
+    #[derive(Deserialize, Default)]
+    #[serde(rename_all = "camelCase", default)]
+    pub struct Request {
+        pub resource_logs: Vec<ResourceLogs>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(rename_all = "camelCase", default)]
+    pub struct ResourceLogs {
+        pub resource: Option<Attributes>,
+        pub scope_logs: Vec<ScopeLogs>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(rename_all = "camelCase", default)]
+    pub struct Attributes {
+        pub attributes: Vec<KeyValue>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(rename_all = "camelCase", default)]
+    pub struct ScopeLogs {
+        pub scope: Option<Scope>,
+        pub log_records: Vec<LogRecord>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(rename_all = "camelCase", default)]
+    pub struct Scope {
+        pub name: String,
+        pub version: String,
+        pub attributes: Vec<KeyValue>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(rename_all = "camelCase", default)]
+    pub struct LogRecord {
+        pub time_unix_nano: Option<Int>,
+        pub observed_time_unix_nano: Option<Int>,
+        pub severity_number: Option<Int>,
+        pub severity_text: String,
+        pub body: Option<AnyValue>,
+        pub attributes: Vec<KeyValue>,
+        pub trace_id: String,
+        pub span_id: String,
+        pub event_name: String,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    pub struct KeyValue {
+        pub key: String,
+        pub value: Option<AnyValue>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(rename_all = "camelCase", default)]
+    pub struct AnyValue {
+        pub string_value: Option<String>,
+        pub bool_value: Option<bool>,
+        pub int_value: Option<Int>,
+        pub double_value: Option<Float>,
+        pub array_value: Option<Values>,
+        pub kvlist_value: Option<KeyValues>,
+        pub bytes_value: Option<String>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    pub struct Values {
+        pub values: Vec<AnyValue>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    pub struct KeyValues {
+        pub values: Vec<KeyValue>,
+    }
+
+    /// A 64-bit integer: a number, or a decimal string (read by a visitor: an untagged enum
+    /// would buffer every value first).
+    pub struct Int(pub Option<i64>);
+
+    impl<'de> Deserialize<'de> for Int {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Int, D::Error> {
+            struct V;
+            impl serde::de::Visitor<'_> for V {
+                type Value = Int;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("an integer or a decimal string")
+                }
+                fn visit_i64<E>(self, v: i64) -> Result<Int, E> {
+                    Ok(Int(Some(v)))
+                }
+                fn visit_u64<E>(self, v: u64) -> Result<Int, E> {
+                    Ok(Int(Some(v as i64)))
+                }
+                fn visit_f64<E>(self, v: f64) -> Result<Int, E> {
+                    Ok(Int(Some(v as i64)))
+                }
+                fn visit_str<E>(self, s: &str) -> Result<Int, E> {
+                    Ok(Int(s.parse::<i64>().ok().or_else(|| s.parse::<u64>().ok().map(|u| u as i64))))
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+
+    impl Int {
+        pub fn get(&self) -> Option<i64> {
+            self.0
+        }
+    }
+
+    /// A double: a number, or a string (`"1.5"`, `"NaN"`).
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    pub enum Float {
+        Number(f64),
+        Text(String),
+    }
+}
+
 fn from_json(body: &[u8]) -> Result<ExportLogsServiceRequest, ApiError> {
     let bad = |m: String| ApiError::bad_request("bad_otlp", format!("not an OTLP/JSON logs request: {m}"));
     let text = std::str::from_utf8(body).map_err(|e| bad(e.to_string()))?;
     check_json_depth(text).map_err(bad)?;
-    let v: Value = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
-    let list = |v: &Value, k: &str| -> Vec<Value> { v.get(k).and_then(Value::as_array).cloned().unwrap_or_default() };
-    let string = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
-    let mut req = ExportLogsServiceRequest::default();
-    for rl in list(&v, "resourceLogs") {
-        let resource = rl.get("resource").map(|r| proto::Resource { attributes: kvs(&list(r, "attributes")) });
-        let mut scope_logs = Vec::new();
-        for sl in list(&rl, "scopeLogs") {
-            let scope = sl.get("scope").map(|s| proto::InstrumentationScope {
-                name: string(s, "name"),
-                version: string(s, "version"),
-                attributes: kvs(&list(s, "attributes")),
+    let req: json::Request = sonic_rs::from_str(text).map_err(|e| bad(e.to_string()))?;
+    let int = |i: Option<json::Int>| i.and_then(|i| i.get()).unwrap_or(0);
+    let mut out = ExportLogsServiceRequest::default();
+    for rl in req.resource_logs {
+        let resource = rl.resource.map(|r| proto::Resource { attributes: kvs(r.attributes) });
+        let mut scope_logs = Vec::with_capacity(rl.scope_logs.len());
+        for sl in rl.scope_logs {
+            let scope = sl.scope.map(|s| proto::InstrumentationScope {
+                name: s.name,
+                version: s.version,
+                attributes: kvs(s.attributes),
             });
-            let mut log_records = Vec::new();
-            for lr in list(&sl, "logRecords") {
-                let id = |k: &str| -> Result<Vec<u8>, ApiError> {
-                    hex::decode(string(&lr, k)).map_err(|e| bad(format!("{k}: not hex: {e}")))
-                };
+            let mut log_records = Vec::with_capacity(sl.log_records.len());
+            for lr in sl.log_records {
+                let id = |k: &str, v: &str| hex::decode(v).map_err(|e| bad(format!("{k}: not hex: {e}")));
                 log_records.push(LogRecord {
-                    time_unix_nano: int(lr.get("timeUnixNano")).unwrap_or(0) as u64,
-                    observed_time_unix_nano: int(lr.get("observedTimeUnixNano")).unwrap_or(0) as u64,
-                    severity_number: int(lr.get("severityNumber")).unwrap_or(0) as i32,
-                    severity_text: string(&lr, "severityText"),
-                    body: lr.get("body").map(any_value),
-                    attributes: kvs(&list(&lr, "attributes")),
-                    trace_id: id("traceId")?,
-                    span_id: id("spanId")?,
-                    event_name: string(&lr, "eventName"),
+                    time_unix_nano: int(lr.time_unix_nano) as u64,
+                    observed_time_unix_nano: int(lr.observed_time_unix_nano) as u64,
+                    severity_number: int(lr.severity_number) as i32,
+                    severity_text: lr.severity_text,
+                    body: lr.body.map(any_value),
+                    attributes: kvs(lr.attributes),
+                    trace_id: id("traceId", &lr.trace_id)?,
+                    span_id: id("spanId", &lr.span_id)?,
+                    event_name: lr.event_name,
                 });
             }
             scope_logs.push(proto::ScopeLogs { scope, log_records });
         }
-        req.resource_logs.push(proto::ResourceLogs { resource, scope_logs });
+        out.resource_logs.push(proto::ResourceLogs { resource, scope_logs });
     }
-    Ok(req)
+    Ok(out)
 }
 
-/// A 64-bit integer of OTLP/JSON: a number or a decimal string.
-fn int(v: Option<&Value>) -> Option<i64> {
-    match v? {
-        Value::Number(n) => n.as_i64().or_else(|| n.as_u64().map(|u| u as i64)),
-        Value::String(s) => s.parse::<i64>().ok().or_else(|| s.parse::<u64>().ok().map(|u| u as i64)),
-        _ => None,
-    }
+fn kvs(list: Vec<json::KeyValue>) -> Vec<KeyValue> {
+    list.into_iter().map(|kv| KeyValue { key: kv.key, value: kv.value.map(any_value) }).collect()
 }
 
-fn kvs(list: &[Value]) -> Vec<KeyValue> {
-    list.iter()
-        .map(|kv| KeyValue {
-            key: kv.get("key").and_then(Value::as_str).unwrap_or_default().to_string(),
-            value: kv.get("value").map(any_value),
-        })
-        .collect()
-}
-
-fn any_value(v: &Value) -> AnyValue {
+fn any_value(v: json::AnyValue) -> AnyValue {
     use base64::Engine as _;
-    let value = if let Some(s) = v.get("stringValue").and_then(Value::as_str) {
-        Some(proto::Value::String(s.to_string()))
-    } else if let Some(b) = v.get("boolValue").and_then(Value::as_bool) {
+    let value = if let Some(s) = v.string_value {
+        Some(proto::Value::String(s))
+    } else if let Some(b) = v.bool_value {
         Some(proto::Value::Bool(b))
-    } else if let Some(i) = int(v.get("intValue")) {
+    } else if let Some(i) = v.int_value.and_then(|i| i.get()) {
         Some(proto::Value::Int(i))
-    } else if let Some(d) = v.get("doubleValue").and_then(|d| d.as_f64().or_else(|| d.as_str()?.parse().ok())) {
+    } else if let Some(d) = v.double_value.and_then(|d| match d {
+        json::Float::Number(f) => Some(f),
+        json::Float::Text(s) => s.parse().ok(),
+    }) {
         Some(proto::Value::Double(d))
-    } else if let Some(a) = v.get("arrayValue") {
-        let values = a.get("values").and_then(Value::as_array).map(|l| l.iter().map(any_value).collect());
-        Some(proto::Value::Array(proto::ArrayValue { values: values.unwrap_or_default() }))
-    } else if let Some(l) = v.get("kvlistValue") {
-        let values = l.get("values").and_then(Value::as_array).map(|l| kvs(l));
-        Some(proto::Value::Kvlist(proto::KeyValueList { values: values.unwrap_or_default() }))
+    } else if let Some(a) = v.array_value {
+        Some(proto::Value::Array(proto::ArrayValue { values: a.values.into_iter().map(any_value).collect() }))
+    } else if let Some(l) = v.kvlist_value {
+        Some(proto::Value::Kvlist(proto::KeyValueList { values: kvs(l.values) }))
     } else {
-        v.get("bytesValue")
-            .and_then(Value::as_str)
-            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-            .map(proto::Value::Bytes)
+        v.bytes_value.and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok()).map(proto::Value::Bytes)
     };
     AnyValue { value }
 }

@@ -18,12 +18,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use logpipe_model::{parse_time, AppName, Record};
-use serde_json::{Map, Value};
+use sonic_rs::{JsonValueTrait, Object, Value};
 
 use crate::auth::Access;
-use crate::compat::elastic::flatten;
+use crate::compat::doc;
 use crate::compat::otlp::sanitize_app;
-use crate::ingest::{accept, check_json_depth, DecodeCtx};
+use crate::ingest::{accept, DecodeCtx};
 use crate::{ApiError, AppState};
 
 /// Which fields mean what, from the request's parameters and headers.
@@ -134,14 +134,16 @@ fn unix(s: &str) -> Option<i64> {
 }
 
 fn time(v: &Value) -> Result<i64, String> {
-    match v {
-        Value::Number(n) => {
-            let text = n.to_string();
-            unix(&text).or_else(|| n.as_f64().map(|f| (f * 1e9) as i64)).ok_or_else(|| format!("{n} is not a time"))
-        }
-        Value::String(s) => unix(s.trim()).map_or_else(|| parse_time(s).map_err(|e| e.to_string()), Ok),
-        other => Err(format!("{other} is not a time")),
+    if let Some(s) = v.as_str() {
+        return unix(s.trim()).map_or_else(|| parse_time(s).map_err(|e| e.to_string()), Ok);
     }
+    if v.is_number() {
+        let text = doc::text(v);
+        return unix(&text)
+            .or_else(|| v.as_f64().map(|f| (f * 1e9) as i64))
+            .ok_or_else(|| format!("{text} is not a time"));
+    }
+    Err(format!("{} is not a time", doc::text(v)))
 }
 
 /// Decodes a body of JSON lines into records, all or nothing.
@@ -156,35 +158,31 @@ pub(crate) fn decode(body: &[u8], f: &Fields, ctx: &DecodeCtx, now: i64) -> Resu
         let bad = |m: String| {
             ApiError::bad_request("bad_record", format!("line {}: {m}", i + 1)).with("line", (i + 1).into())
         };
-        check_json_depth(line).map_err(bad)?;
-        let Value::Object(mut obj) = serde_json::from_str::<Value>(line).map_err(|e| bad(e.to_string()))? else {
-            return Err(bad("a line must be a JSON object".into()));
-        };
+        let mut obj = doc::object(line).map_err(bad)?;
         out.push(record(&mut obj, f, ctx, now).map_err(bad)?);
     }
     Ok(out)
 }
 
-fn record(obj: &mut Map<String, Value>, f: &Fields, ctx: &DecodeCtx, now: i64) -> Result<Record, String> {
+fn record(obj: &mut Object, f: &Fields, ctx: &DecodeCtx, now: i64) -> Result<Record, String> {
     for k in &f.ignore {
         obj.remove(k);
     }
     let ts = match obj.remove(&f.time) {
-        None | Some(Value::Null) => now,
-        Some(v) => time(&v).map_err(|e| format!("{}: {e}", f.time))?,
+        Some(v) if !v.is_null() => time(&v).map_err(|e| format!("{}: {e}", f.time))?,
+        _ => now,
     };
     let message = match f.msg.iter().find_map(|k| obj.remove(k)) {
-        None | Some(Value::Null) => String::new(),
-        Some(Value::String(s)) => s,
-        Some(other) => other.to_string(),
+        Some(v) if !v.is_null() => doc::text(&v),
+        _ => String::new(),
     };
-    let app = match (&f.app, obj.get("app")) {
+    let app = match (&f.app, obj.get(&"app").and_then(|v| v.as_str())) {
         (Some(a), _) => a.clone(),
-        (None, Some(Value::String(a))) => sanitize_app(a),
+        (None, Some(a)) => sanitize_app(a),
         _ => f
             .stream
             .iter()
-            .find_map(|k| obj.get(k).and_then(Value::as_str).map(sanitize_app))
+            .find_map(|k| obj.get(k).and_then(|v| v.as_str()).map(sanitize_app))
             .or_else(|| ctx.default_app.cloned())
             .unwrap_or_else(|| AppName::parse("unknown_service").expect("a valid name")),
     };
@@ -192,9 +190,7 @@ fn record(obj: &mut Map<String, Value>, f: &Fields, ctx: &DecodeCtx, now: i64) -
         return Err(format!("time {ts} is older than the retention of app {app} (cut-off {c})"));
     }
     let mut tags = f.extra.clone();
-    for (k, v) in obj.iter() {
-        flatten(k, v, &mut tags);
-    }
+    doc::tags(obj, &mut tags);
     Record::new(app, ts, message, tags, ctx.limits).map_err(|e| e.to_string())
 }
 
