@@ -4,6 +4,10 @@
 //!   cargo bench -p logpipe-server --bench ingest_decode
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+/// The logpipe binary's allocator: decoding allocates many small strings.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use logpipe_model::Limits;
 use logpipe_server::bench::{decode, encode, Sample, ALL};
 
