@@ -18,12 +18,6 @@ fn client(base: &str, which: &str, app: &str, count: usize) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn stored(base: &str, app: &str) -> Vec<Value> {
-    let (status, body, _) = get(base, &format!("/api/v1/logs?app={app}&limit=10000&order=asc"));
-    assert_eq!(status, 200, "{body}");
-    body.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
 fn ns(r: &Value) -> i64 {
     let t = r["timestamp"].as_str().unwrap();
     chrono::DateTime::parse_from_rfc3339(t).unwrap().timestamp_nanos_opt().unwrap()

@@ -16,12 +16,6 @@ fn client(base: &str, service: &str, count: usize, compression: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn stored(base: &str, app: &str) -> Vec<Value> {
-    let (status, body, _) = get(base, &format!("/api/v1/logs?app={app}&limit=10000&order=asc"));
-    assert_eq!(status, 200, "{body}");
-    body.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
 #[test]
 fn the_python_sdk_exports_exactly_what_it_logs() {
     let dir = tempfile::tempdir().unwrap();

@@ -17,12 +17,6 @@ fn addr(s: &Server, proto: &str) -> String {
     s.printed.iter().find_map(|l| l.strip_prefix(&prefix)).expect("syslog address printed").to_string()
 }
 
-fn stored(base: &str, app: &str) -> Vec<Value> {
-    let (status, body, _) = get(base, &format!("/api/v1/logs?app={app}&limit=10000&order=asc"));
-    assert_eq!(status, 200, "{body}");
-    body.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
 /// Syslog has no acknowledgement: wait until `n` records of `app` are there.
 fn wait_for(base: &str, app: &str, n: u64) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(20);

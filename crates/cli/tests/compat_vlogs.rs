@@ -7,13 +7,6 @@ mod common;
 use std::process::Command;
 
 use common::*;
-use serde_json::Value;
-
-fn stored(base: &str, app: &str) -> Vec<Value> {
-    let (status, body, _) = get(base, &format!("/api/v1/logs?app={app}&limit=10000&order=asc"));
-    assert_eq!(status, 200, "{body}");
-    body.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
 
 #[test]
 fn victorialogs_handler_sends_exactly_what_it_logs() {

@@ -215,3 +215,15 @@ pub fn q(s: &str) -> String {
 pub fn ndjson(lines: &[serde_json::Value]) -> String {
     lines.iter().map(|v| v.to_string() + "\n").collect()
 }
+
+/// Every record of `app`, oldest first (one page of up to 10,000), read with `token` if any.
+pub fn stored_as(base: &str, app: &str, token: Option<&str>) -> Vec<serde_json::Value> {
+    let (status, body) = get_as(base, &format!("/api/v1/logs?app={app}&limit=10000&order=asc"), token);
+    assert_eq!(status, 200, "{body}");
+    body.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Every record of `app`, oldest first (one page of up to 10,000).
+pub fn stored(base: &str, app: &str) -> Vec<serde_json::Value> {
+    stored_as(base, app, None)
+}
