@@ -129,10 +129,16 @@ pub struct Matcher {
     tokens: Vec<u64>,
 }
 
+/// Deepest nesting of groups and repetitions a query's regex may have. Parsing, compiling and
+/// walking a regex recurse once per level; the regex crate allows 250, deep enough for a
+/// forged `a*****…` to exhaust a debug build's thread stack (found by the `params` fuzz target).
+pub const REGEX_NEST_LIMIT: u32 = 32;
+
 impl Matcher {
     fn new(pattern: &str, ci: bool, size_limit: usize) -> Result<Matcher> {
         let build = |unicode: bool| {
             RegexBuilder::new(pattern)
+                .nest_limit(REGEX_NEST_LIMIT)
                 .case_insensitive(ci)
                 .unicode(unicode)
                 .size_limit(size_limit)
@@ -141,7 +147,12 @@ impl Matcher {
         };
         let unicode = build(true).map_err(|e| StorageError::BadQuery(format!("regex {pattern:?}: {e}")))?;
         let ascii = if pattern.is_ascii() { build(false).ok() } else { None };
-        let hir = regex_syntax::ParserBuilder::new().case_insensitive(ci).build().parse(pattern).ok();
+        let hir = regex_syntax::ParserBuilder::new()
+            .nest_limit(REGEX_NEST_LIMIT)
+            .case_insensitive(ci)
+            .build()
+            .parse(pattern)
+            .ok();
         let column_safe = hir.as_ref().is_some_and(|h| {
             h.properties().look_set().is_empty() && h.properties().minimum_len().is_some_and(|n| n > 0)
         });
@@ -397,6 +408,7 @@ impl Node {
             Expr::TagKey(k) => Node::TagKey { key: k.clone(), prefix: format!("{k}=") },
             Expr::TagRegex { key, pattern } => {
                 let re = RegexBuilder::new(&format!("^(?:{pattern})$"))
+                    .nest_limit(REGEX_NEST_LIMIT + 1)
                     .size_limit(size_limit)
                     .build()
                     .map_err(|e| StorageError::BadQuery(format!("regex {pattern:?}: {e}")))?;
@@ -655,6 +667,19 @@ mod tests {
             let reference = regex::Regex::new(pattern).unwrap().is_match(msg);
             assert_eq!(reference, want, "reference for {pattern:?} on {msg:?}");
         }
+    }
+
+    #[test]
+    fn regexes_nested_past_the_limit_are_refused() {
+        let deep = format!("{}a{}", "(".repeat(40), ")".repeat(40));
+        let stars = format!("(a{})user", "*".repeat(150));
+        for p in [deep.as_str(), stars.as_str()] {
+            let e = Matcher::new(p, false, DEFAULT_REGEX_SIZE_LIMIT).err().expect("refused");
+            assert!(e.to_string().contains("nest"), "{e}");
+        }
+        assert!(
+            Matcher::new(&format!("{}a{}", "(".repeat(20), ")".repeat(20)), false, DEFAULT_REGEX_SIZE_LIMIT).is_ok()
+        );
     }
 
     /// The keys a regex demands of a block come from its literals; any message the regex
