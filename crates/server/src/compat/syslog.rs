@@ -8,8 +8,9 @@
 //! `msgid=` when given; structured data as `SD-ID.PARAM=value` (`origin.ip=10.0.0.1`). A
 //! message whose time cannot be read keeps the time it arrived.
 //!
-//! Syslog has no acknowledgement and no authentication: TCP is read no faster than records are
-//! made durable (a writer that outruns the server waits in TCP's flow control), UDP datagrams
+//! Frames are cut on the async runtime; parsing runs on the ingest pool, as for every other
+//! protocol. Syslog has no acknowledgement and no authentication: TCP is read no faster than
+//! records are made durable (a writer that outruns the server waits in TCP's flow control), UDP datagrams
 //! that arrive while the server is overloaded are dropped and counted. Connections and frame
 //! sizes are bounded.
 
@@ -270,26 +271,55 @@ fn now_ns() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
 }
 
-/// Submits `records`, waiting while the engine is full (TCP: backpressure) unless `drop_when_full`
+/// Parses `frames` on the ingest pool (never on the async runtime) and submits the records,
+/// waiting while the pool or the engine is full (TCP: backpressure) unless `drop_when_full`
 /// (UDP). Returns how many were stored.
-async fn submit(st: &AppState, engine: &Arc<Engine>, records: Vec<Record>, drop_when_full: bool) -> usize {
-    if records.is_empty() {
+async fn submit(st: &AppState, engine: &Arc<Engine>, frames: Vec<Vec<u8>>, drop_when_full: bool) -> usize {
+    if frames.is_empty() {
         return 0;
     }
-    let mut records = records;
-    let before = records.len();
-    records.retain(|r| engine.retention_cutoff(&r.app).is_none_or(|c| r.ts >= c));
-    let stale = before - records.len();
-    if stale > 0 {
-        st.metrics.rejected.with_label_values(&["syslog", "older_than_retention"]).inc_by(stale as u64);
+    let n_frames = frames.len() as u64;
+    let place = loop {
+        match st.ingest_pool.admit(axum::http::StatusCode::TOO_MANY_REQUESTS) {
+            Ok(p) => break p,
+            Err(_) if !drop_when_full => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(_) => {
+                st.metrics.rejected.with_label_values(&["syslog", "overloaded"]).inc_by(n_frames);
+                return 0;
+            }
+        }
+    };
+    let (limits, metrics, cutoff_engine) = (st.cfg.limits, st.metrics.clone(), engine.clone());
+    let parsed = st
+        .ingest_pool
+        .run(move || {
+            let now = now_ns();
+            let mut records = Vec::with_capacity(frames.len());
+            for f in &frames {
+                match parse(f, now, &limits) {
+                    Ok(r) if cutoff_engine.retention_cutoff(&r.app).is_none_or(|c| r.ts >= c) => records.push(r),
+                    Ok(_) => metrics.rejected.with_label_values(&["syslog", "older_than_retention"]).inc(),
+                    Err(_) => metrics.rejected.with_label_values(&["syslog", "bad_message"]).inc(),
+                }
+            }
+            records
+        })
+        .await;
+    drop(place);
+    let Ok(records) = parsed else { return 0 };
+    if records.is_empty() {
+        return 0;
     }
     let n = records.len();
     let mut per_app: std::collections::HashMap<AppName, u64> = Default::default();
     for r in &records {
         *per_app.entry(r.app.clone()).or_default() += 1;
     }
+    let mut pending = records;
     loop {
-        match engine.submit(records.clone()) {
+        // the engine takes the batch by value; TCP offers a refused one again, so keeps a copy
+        let retry = (!drop_when_full).then(|| pending.clone());
+        match engine.submit(std::mem::take(&mut pending)) {
             Ok(ticket) => match ticket.await {
                 Ok(Ok(_)) => {
                     for (app, c) in per_app {
@@ -307,7 +337,8 @@ async fn submit(st: &AppState, engine: &Arc<Engine>, records: Vec<Record>, drop_
                 | IngestError::FlushBehind(_)
                 | IngestError::DiskFull { .. }
                 | IngestError::NoSpace(_),
-            ) if !drop_when_full => {
+            ) if retry.is_some() => {
+                pending = retry.unwrap_or_default();
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Err(_) => {
@@ -361,10 +392,7 @@ async fn connection(st: &AppState, mut sock: TcpStream, engine: &Arc<Engine>) {
                     if std::mem::take(&mut skipping) {
                         continue; // the tail of a frame that was over the limit
                     }
-                    match parse(&frame, now_ns(), &st.cfg.limits) {
-                        Ok(r) => batch.push(r),
-                        Err(_) => st.metrics.rejected.with_label_values(&["syslog", "bad_message"]).inc(),
-                    }
+                    batch.push(frame);
                     if batch.len() >= BATCH {
                         submit(st, engine, std::mem::take(&mut batch), false).await;
                     }
@@ -407,16 +435,11 @@ pub async fn serve_udp(st: Arc<AppState>, sock: UdpSocket, engine: Arc<Engine>) 
             },
             _ = stop.wait_for(|s| *s) => return,
         };
-        let mut batch = Vec::new();
-        let take = |frame: &[u8], batch: &mut Vec<Record>| match parse(frame, now_ns(), &st.cfg.limits) {
-            Ok(r) => batch.push(r),
-            Err(_) => st.metrics.rejected.with_label_values(&["syslog", "bad_message"]).inc(),
-        };
-        take(&buf[..n], &mut batch);
+        let mut batch = vec![buf[..n].to_vec()];
         // whatever else has arrived goes in the same batch
         while batch.len() < BATCH {
             match sock.try_recv(&mut buf) {
-                Ok(n) => take(&buf[..n], &mut batch),
+                Ok(n) => batch.push(buf[..n].to_vec()),
                 Err(_) => break,
             }
         }
