@@ -11,5 +11,5 @@ if grep -qE 'FAILED|error(\[|:)' /tmp/logpipe-cargo-test.log || ! grep -q '^test
   exit 1
 fi
 # every fuzz target for a few seconds from its kept corpus (docs/RELIABILITY.md)
-scripts/fuzz.sh "${LOGPIPE_FUZZ_SECONDS:-15}"
+scripts/fuzz.sh "${LOGPIPE_FUZZ_SECONDS:-10}"
 scripts/bench-check.sh 200000
