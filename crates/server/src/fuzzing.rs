@@ -4,6 +4,9 @@ use logpipe_model::{AppName, Limits};
 
 use crate::ingest::{decode_bytes, parse_records, text, Encoding};
 
+/// Record caps of every target: small, so inputs reach them.
+const LIMITS: Limits = Limits { max_message_bytes: 4096, max_tags: 16, max_tag_bytes: 128 };
+
 /// An ingest body: the first byte picks the encoding (identity, gzip, zstd), the rest is the
 /// body. Decompression stays under its cap; every record accepted is within the limits.
 pub fn ingest(data: &[u8]) {
@@ -17,7 +20,7 @@ pub fn ingest(data: &[u8]) {
     let Ok(bytes) = decode_bytes(body, enc, CAP) else { return };
     assert!(bytes.len() <= CAP.max(body.len()));
     let text = text(bytes);
-    let limits = Limits { max_message_bytes: 4096, max_tags: 8, max_tag_bytes: 64 };
+    let limits = LIMITS;
     let default_app = AppName::parse("fuzz").expect("valid name");
     if let Ok(records) = parse_records(&text, Some(&default_app), &limits, &|_| Some(0)) {
         for r in &records {
@@ -40,12 +43,12 @@ pub fn params(data: &[u8]) {
 /// An Elasticsearch bulk body: decoded, each item answered, every stored record within the
 /// limits, and exactly the items reported as created are stored.
 pub fn elastic_bulk(data: &[u8]) {
-    let limits = Limits { max_message_bytes: 4096, max_tags: 8, max_tag_bytes: 64 };
+    let limits = LIMITS;
     let default_app = AppName::parse("fuzz").expect("valid name");
     let ctx = crate::ingest::DecodeCtx { default_app: Some(&default_app), limits: &limits, cutoff: &|_| None };
     if let Ok((records, items)) = crate::compat::elastic::decode_bulk(data, &ctx, 0) {
         assert_eq!(records.len(), items.iter().filter(|i| i.is_ok()).count());
-        assert!(records.iter().all(|r| r.message.len() <= 4096 && r.tags.len() <= 8));
+        assert!(records.iter().all(|r| r.message.len() <= LIMITS.max_message_bytes && r.tags.len() <= LIMITS.max_tags));
     }
 }
 
@@ -55,11 +58,11 @@ pub fn otlp(data: &[u8]) {
     use crate::compat::otlp::{decode, Format};
     let Some((&f, body)) = data.split_first() else { return };
     let format = if f % 2 == 0 { Format::Protobuf } else { Format::Json };
-    let limits = Limits { max_message_bytes: 4096, max_tags: 16, max_tag_bytes: 128 };
+    let limits = LIMITS;
     let ctx = crate::ingest::DecodeCtx { default_app: None, limits: &limits, cutoff: &|_| None };
     if let Ok((records, rejected)) = decode(body, format, &ctx, 0) {
         assert!(rejected.count >= 0);
-        assert!(records.iter().all(|r| r.message.len() <= 4096 && r.tags.len() <= 16));
+        assert!(records.iter().all(|r| r.message.len() <= LIMITS.max_message_bytes && r.tags.len() <= LIMITS.max_tags));
     }
 }
 
@@ -73,11 +76,11 @@ pub fn loki_push(data: &[u8]) {
         return;
     }
     let format = if f % 3 == 0 { Format::Protobuf } else { Format::Json };
-    let limits = Limits { max_message_bytes: 4096, max_tags: 16, max_tag_bytes: 128 };
+    let limits = LIMITS;
     let ctx = crate::ingest::DecodeCtx { default_app: None, limits: &limits, cutoff: &|_| None };
     let labels = ["app".to_string(), "job".to_string()];
     if let Ok(records) = decode(body, format, &labels, &ctx, 1 << 20) {
-        assert!(records.iter().all(|r| r.message.len() <= 4096 && r.tags.len() <= 16));
+        assert!(records.iter().all(|r| r.message.len() <= LIMITS.max_message_bytes && r.tags.len() <= LIMITS.max_tags));
     }
 }
 
@@ -86,10 +89,10 @@ pub fn vlogs_jsonline(data: &[u8]) {
     use crate::compat::vlogs::{decode, Fields};
     let f = Fields::from_request(Some("_msg_field=msg,_msg&_time_field=t&_stream_fields=s"), &Default::default())
         .expect("valid settings");
-    let limits = Limits { max_message_bytes: 4096, max_tags: 16, max_tag_bytes: 128 };
+    let limits = LIMITS;
     let ctx = crate::ingest::DecodeCtx { default_app: None, limits: &limits, cutoff: &|_| None };
     if let Ok(records) = decode(data, &f, &ctx, 0) {
-        assert!(records.iter().all(|r| r.message.len() <= 4096 && r.tags.len() <= 16));
+        assert!(records.iter().all(|r| r.message.len() <= LIMITS.max_message_bytes && r.tags.len() <= LIMITS.max_tags));
     }
 }
 
@@ -97,14 +100,14 @@ pub fn vlogs_jsonline(data: &[u8]) {
 /// exceed the limit; what parses is within the record limits.
 pub fn syslog(data: &[u8]) {
     use crate::compat::syslog::{next_frame, parse};
-    let limits = Limits { max_message_bytes: 4096, max_tags: 16, max_tag_bytes: 128 };
+    let limits = LIMITS;
     let mut buf = bytes::BytesMut::from(data);
     for _ in 0..10_000 {
         match next_frame(&mut buf, 2048, true) {
             Ok(Some(frame)) => {
                 assert!(frame.len() <= data.len());
                 if let Ok(r) = parse(&frame, 1_740_830_400_000_000_000, &limits) {
-                    assert!(r.message.len() <= 4096 && r.tags.len() <= 16);
+                    assert!(r.message.len() <= LIMITS.max_message_bytes && r.tags.len() <= LIMITS.max_tags);
                 }
             }
             Ok(None) => break,

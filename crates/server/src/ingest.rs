@@ -392,7 +392,7 @@ pub fn parse_records(
     limits: &Limits,
     cutoff: &dyn Fn(&AppName) -> Option<i64>,
 ) -> Result<Vec<Record>, ApiError> {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
+    let now = crate::now_ns();
     let mut cutoffs: HashMap<AppName, Option<i64>> = HashMap::new();
     // most batches name a handful of apps: parse each name once
     let mut apps: HashMap<String, AppName> = HashMap::new();

@@ -68,6 +68,11 @@ pub(crate) struct AppState {
     pub memory: Arc<memory::MemoryLimit>,
 }
 
+/// The wall-clock time, in nanoseconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn now_ns() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
+}
+
 impl AppState {
     pub fn engine(&self) -> Result<&Arc<Engine>, ApiError> {
         match self.engine.get() {

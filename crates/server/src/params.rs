@@ -4,6 +4,7 @@ use logpipe_model::{parse_duration, parse_time, AppName};
 use logpipe_query::Pipe;
 use logpipe_storage::{Cursor, Order, Query};
 
+use crate::now_ns;
 use crate::ApiError;
 
 /// The filters and options of one query request.
@@ -20,10 +21,6 @@ pub struct QueryParams {
 }
 
 const FILTERS: &[&str] = &["app", "from", "to", "tag", "any", "not", "contains", "icontains", "regex", "q"];
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
-}
 
 /// Parses `raw` accepting the filters plus `extra` parameter names.
 pub fn parse(raw: Option<&str>, extra: &[&str]) -> Result<QueryParams, ApiError> {

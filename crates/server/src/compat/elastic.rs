@@ -218,7 +218,7 @@ pub async fn bulk(
             return elastic_error(ApiError::bad_request("invalid_index_name_exception", e.to_string()));
         }
     };
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
+    let now = crate::now_ns();
     match accept(&st, access, &headers, body, default_app, move |body, ctx| decode_bulk(body, ctx, now)).await {
         Ok((_, items)) => {
             let took = started.elapsed().as_millis() as u64;

@@ -608,7 +608,7 @@ pub async fn logs(
             return respond(Format::Json, None, Some(e));
         }
     };
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
+    let now = crate::now_ns();
     match accept(&st, access, &headers, body, None, move |body, ctx| decode(body, format, ctx, now)).await {
         Ok((_, rejected)) => respond(format, Some(rejected), None),
         Err(e) => {

@@ -25,6 +25,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 use crate::compat::otlp::sanitize_app;
+use crate::now_ns;
 use crate::AppState;
 
 /// Largest syslog frame accepted by default (RFC 5425 asks receivers for at least 2 KiB; most
@@ -265,10 +266,6 @@ fn bsd_time(s: &str, now: i64) -> Option<i64> {
         }
     }
     None
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// Parses `frames` on the ingest pool (never on the async runtime) and submits the records,

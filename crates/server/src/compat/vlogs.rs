@@ -208,7 +208,7 @@ pub async fn jsonline(
             return e.into_response();
         }
     };
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
+    let now = crate::now_ns();
     match accept(&st, access, &headers, body, None, move |body, ctx| Ok((decode(body, &fields, ctx, now)?, ()))).await {
         Ok(_) => StatusCode::OK.into_response(),
         Err(e) => {
