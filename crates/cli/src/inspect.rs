@@ -97,6 +97,9 @@ pub fn run(a: InspectArgs) -> Result<()> {
                 "wal {file} at offset {offset}: {why} (replay drops this frame and the rest of the file)"
             ));
         }
+        if let Err(e) = logpipe_storage::idempotency::verify_file(&a.data_dir) {
+            errors.push(e);
+        }
     }
     let wal: Vec<(String, u64)> = list(&a.data_dir.join("wal"))?
         .into_iter()
@@ -151,7 +154,7 @@ pub fn run(a: InspectArgs) -> Result<()> {
         anyhow::bail!("{} damaged part(s) found", errors.len());
     }
     if a.verify {
-        eprintln!("verified: every block of every segment and every wal frame is intact");
+        eprintln!("verified: every block of every segment, every wal frame and the idempotency keys are intact");
     }
     Ok(())
 }

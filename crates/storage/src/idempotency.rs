@@ -152,6 +152,30 @@ impl Table {
     }
 }
 
+/// Checks `dir/idempotency.keys` the way a start-up reads it: `Ok(None)` when there is none,
+/// the number of keys it holds, or what is wrong with it (the server then ignores it).
+pub fn verify_file(dir: &Path) -> std::result::Result<Option<usize>, String> {
+    let path = dir.join(FILE);
+    let buf = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let why = match buf.len().checked_sub(4).map(|n| buf.split_at(n)) {
+        None => "too short",
+        Some((body, _)) if !body.starts_with(MAGIC) => "bad magic",
+        Some((body, crc)) if crc32c::crc32c(body).to_le_bytes() != crc => "checksum mismatch",
+        Some(_) => match parse_file(&buf) {
+            Some(entries) => return Ok(Some(entries.len())),
+            None => "malformed entries",
+        },
+    };
+    Err(format!(
+        "{}: {why} (the server ignores the file: batches retried under its keys within the window may be stored twice)",
+        path.display()
+    ))
+}
+
 pub(crate) fn parse_file(buf: &[u8]) -> Option<Vec<(String, Seen)>> {
     let (body, crc) = buf.split_at(buf.len().checked_sub(4)?);
     if crate::CHECK_CRC && crc32c::crc32c(body).to_le_bytes() != crc || !body.starts_with(MAGIC) {

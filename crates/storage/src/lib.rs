@@ -27,7 +27,7 @@ mod error;
 mod filter;
 #[doc(hidden)]
 pub mod fuzzing;
-mod idempotency;
+pub mod idempotency;
 mod maintenance;
 mod memtable;
 mod metrics;
