@@ -281,9 +281,10 @@ fn admit(st: &Arc<AppState>, headers: &HeaderMap, declared: Option<usize>) -> Re
             }
         };
     let engine = st.engine()?.clone();
-    st.memory.check()?;
     // Reserve memory for the raw body before reading it; a body of unknown length reserves the cap.
     let kib = (declared.unwrap_or(st.cfg.max_body_bytes) / 1024 + 1).min(u32::MAX as usize) as u32;
+    let in_flight_kib = (st.cfg.ingest_memory_bytes / 1024).saturating_sub(st.ingest_memory.available_permits());
+    st.memory.check((in_flight_kib as u64 + kib as u64) * 1024)?;
     let memory = st.ingest_memory.clone().try_acquire_many_owned(kib).map_err(|_| {
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,

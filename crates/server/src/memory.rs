@@ -16,6 +16,10 @@ use crate::ApiError;
 
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(50);
 
+/// What one raw byte of an admitted ingest body may become before it is appended: the body,
+/// its decompressed and decoded records, and their WAL frame, held at once.
+pub const PENDING_GROWTH: u64 = 3;
+
 pub(crate) struct MemoryLimit {
     /// Bytes; 0: no limit.
     limit: u64,
@@ -34,19 +38,28 @@ impl MemoryLimit {
         rss
     }
 
-    /// `429 memory_pressure` while resident memory is over the limit.
-    pub fn check(&self) -> Result<(), ApiError> {
+    /// `429 memory_pressure` when resident memory, plus what the ingest bodies admitted and
+    /// this one (`pending` raw bytes in all) may still grow into, is over the limit.
+    ///
+    /// A body admitted now is read, decoded and appended after the sample that admitted it:
+    /// counting it [`PENDING_GROWTH`] times is what makes the limit hold under a flood instead
+    /// of being overshot by everything the admission queues took in before a sample saw it.
+    /// Bodies already decoded are counted twice (in resident memory and in `pending`), which
+    /// only makes the limit err on the safe side.
+    pub fn check(&self, pending: u64) -> Result<(), ApiError> {
         let rss = self.resident.load(Ordering::Relaxed);
-        if self.limit == 0 || rss <= self.limit {
+        let growth = pending.saturating_mul(PENDING_GROWTH);
+        if self.limit == 0 || rss.saturating_add(growth) <= self.limit {
             return Ok(());
         }
         let mut e = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "memory_pressure",
             format!(
-                "the server's resident memory ({} MiB) is over its limit of {} MiB (--max-memory-bytes); \
-                 ingest resumes when it is back under",
+                "the server's resident memory ({} MiB) and the ingest bodies in flight ({} MiB) are over its \
+                 limit of {} MiB (--max-memory-bytes); ingest resumes when it is back under",
                 rss >> 20,
+                pending >> 20,
                 self.limit >> 20
             ),
         );
@@ -83,10 +96,15 @@ mod tests {
         let rss = resident_bytes().expect("linux /proc");
         assert!(rss > 0);
         let tight = MemoryLimit::new(rss / 2);
-        let e = tight.check().unwrap_err();
+        let e = tight.check(0).unwrap_err();
         assert_eq!((e.status, e.code, e.retry_after), (StatusCode::TOO_MANY_REQUESTS, "memory_pressure", Some(1)));
-        assert!(MemoryLimit::new(rss * 4).check().is_ok());
-        assert!(MemoryLimit::new(0).check().is_ok(), "0 is no limit");
+        let roomy = MemoryLimit::new(rss * 4);
+        assert!(roomy.check(0).is_ok());
+        // bodies in flight count against the limit, with their growth
+        let r = roomy.resident.load(Ordering::Relaxed);
+        assert!(roomy.check((rss * 4 - r) / PENDING_GROWTH - 1).is_ok());
+        assert!(roomy.check((rss * 4 - r) / PENDING_GROWTH + 1).is_err());
+        assert!(MemoryLimit::new(0).check(u64::MAX).is_ok(), "0 is no limit");
         assert!(default_limit() > 0);
     }
 }
