@@ -129,6 +129,11 @@ pub struct ServeArgs {
     /// memory_pressure until it is back under; 0: no limit [default: 60% of physical memory].
     #[arg(long)]
     max_memory_bytes: Option<u64>,
+    /// Segment files kept open at once; past it the least recently read are closed and opened
+    /// again when needed [default: half the open-file limit, which logpipe raises to its hard
+    /// limit at start-up, at most 65536].
+    #[arg(long)]
+    max_open_segment_files: Option<usize>,
     /// Bytes of segments and WAL the data directory may hold; past it the oldest partitions
     /// (before today) are dropped, then ingest is refused with 507 [default: unlimited].
     #[arg(long)]
@@ -287,6 +292,7 @@ impl ServeArgs {
             idempotency_window,
             idempotency_max_keys,
             max_disk_usage,
+            max_open_segment_files,
             max_memory_bytes,
             syslog_tcp,
             syslog_udp,
@@ -409,7 +415,48 @@ impl ServeArgs {
             anyhow::ensure!(ns > 0, "--query-timeout must be positive");
             cfg.query_timeout = Duration::from_nanos(ns as u64);
         }
+        let explicit = Explicit {
+            ingest_memory: self.ingest_memory_bytes.is_some(),
+            max_memtable: self.max_memtable_bytes.is_some(),
+            memtable_flush: self.memtable_flush_bytes.is_some(),
+            query_memory: self.query_memory_bytes.is_some(),
+        };
+        fit_to_memory_limit(&mut cfg, explicit);
         Ok((self.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_string()), cfg))
+    }
+}
+
+/// Which memory budgets were set by flag or config file.
+#[derive(Clone, Copy)]
+struct Explicit {
+    ingest_memory: bool,
+    max_memtable: bool,
+    memtable_flush: bool,
+    query_memory: bool,
+}
+
+/// The memory budgets not set explicitly are shrunk to fit `--max-memory-bytes`: each of
+/// ingest bodies in flight, memtables and one query's working set to an eighth of it (memtables
+/// cost about twice their bytes in allocator terms), so that their sum stays under the limit
+/// that the resident-memory check enforces. Ingest bodies keep room for one body of the
+/// largest size.
+fn fit_to_memory_limit(cfg: &mut ServerConfig, set: Explicit) {
+    let limit = usize::try_from(cfg.max_memory_bytes).unwrap_or(usize::MAX);
+    if limit == 0 {
+        return;
+    }
+    let eighth = (limit / 8).max(1 << 20);
+    if !set.ingest_memory {
+        cfg.ingest_memory_bytes = cfg.ingest_memory_bytes.min(eighth).max(cfg.max_body_bytes + 1024);
+    }
+    if !set.max_memtable {
+        cfg.engine.max_memtable_bytes = cfg.engine.max_memtable_bytes.min(eighth);
+    }
+    if !set.memtable_flush {
+        cfg.engine.memtable_flush_bytes = cfg.engine.memtable_flush_bytes.min(cfg.engine.max_memtable_bytes / 4);
+    }
+    if !set.query_memory {
+        cfg.query_memory_bytes = cfg.query_memory_bytes.min(eighth);
     }
 }
 
@@ -424,6 +471,27 @@ fn parse_fsync(s: &str) -> Result<FsyncMode> {
     })
 }
 
+/// Raises the soft limit on open files to the hard limit (as Go programs such as VictoriaLogs
+/// do): the usual soft limit of 1,024 is a leftover of `select(2)`. Returns the soft limit in
+/// force.
+fn raise_open_file_limit() -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid resource and a pointer to a live rlimit.
+    #[allow(unsafe_code)]
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    lim.rlim_cur
+}
+
 pub fn run(args: ServeArgs) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
@@ -431,6 +499,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = args.merge_file()?;
+    let nofile = raise_open_file_limit();
+    let max_open = args.max_open_segment_files.unwrap_or((nofile / 2).clamp(64, 65536) as usize);
+    logpipe_storage::files::set_max_open(max_open);
+    tracing::debug!(nofile, max_open, "open-file limits");
     let insecure_no_auth = args.insecure_no_auth;
     let (syslog_tcp, syslog_udp) = (args.syslog_tcp.clone(), args.syslog_udp.clone());
     let (listen, cfg) = args.into_config()?;

@@ -23,9 +23,11 @@ const BATCH: usize = 50;
 const CLIENTS: usize = 4;
 const DAY: i64 = 86_400_000_000_000;
 /// Retention of app `aged` in days: 60 at the first start, shortened at every restart to 20
-/// at the last. (Days are partitions and every segment holds a file open: writing into dozens
-/// of days at once with tiny flushes multiplies segments faster than merges fold them, and the
-/// process runs out of file descriptors; see docs/RELIABILITY.md. So `aged` writes into five.)
+/// at the last.
+/// Days `aged` writes into at once. Every flush writes a segment into each of them: many days
+/// with small memtables make many segments, more than the open-file budget holds.
+const AGED_DAYS: u64 = 15;
+
 fn aged_retention(cycle: usize, cycles: usize) -> i64 {
     60 - (cycle * 40 / cycles.max(1)) as i64
 }
@@ -78,10 +80,13 @@ fn env_u64(name: &str) -> Option<u64> {
 #[test]
 fn acknowledged_records_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
-    // small memtables so kills also land during flushes and merges
+    // small memtables so kills also land during flushes and merges; a small open-file budget
+    // so segment files are closed and opened again all the time
     let opts = |retention: i64| {
         let mut o: Vec<String> =
-            ["--memtable-flush-bytes", "200000", "--max-segments-per-partition", "1"].map(String::from).to_vec();
+            ["--memtable-flush-bytes", "200000", "--max-segments-per-partition", "1", "--max-open-segment-files", "16"]
+                .map(String::from)
+                .to_vec();
         o.extend(["--retention-app".to_string(), format!("aged={retention}d")]);
         o
     };
@@ -138,9 +143,9 @@ fn acknowledged_records_survive_sigkill() {
             let mut pick = Rng(seed ^ (cycle as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
             clients.push(std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    // the five oldest days this start keeps: the next starts' shorter
-                    // retention drops them (few days, so flushes do not multiply segments)
-                    let day = today() - (retention - 2) + (pick.next() % 5) as i64;
+                    // the fifteen oldest days this start keeps: the next starts' shorter
+                    // retention drops them
+                    let day = today() - (retention - 2) + (pick.next() % AGED_DAYS) as i64;
                     let body: String = (0..BATCH)
                         .map(|i| {
                             let ts = day * DAY + 3_600_000_000_000 + i as i64;

@@ -546,7 +546,7 @@ fn decompress(src: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
 /// column is then read on its own, checked against its crc and decompressed.
 pub struct BlockData<'m> {
     pub meta: &'m BlockMeta,
-    pub file: &'m File,
+    pub file: std::sync::Arc<File>,
     pub corrupt: Corruption,
     /// Where the bytes read and decompressed are counted, for a query's cost.
     pub cost: Option<&'m crate::Cost>,

@@ -637,6 +637,9 @@ impl Engine {
         m.disk_bytes.set(s.segment_bytes as i64);
         m.memtable_bytes.set(s.memtable_bytes as i64);
         m.memtable_records.set(s.memtable_records as i64);
+        let files = crate::files::stats();
+        m.open_segment_files.set(files.open as i64);
+        m.segment_file_opens.inc_by(files.opens.saturating_sub(m.segment_file_opens.get()));
     }
 
     /// Flushes the memtable, stops the background threads and waits for them.

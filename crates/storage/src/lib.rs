@@ -24,6 +24,7 @@ pub mod bloom;
 mod cost;
 mod engine;
 mod error;
+pub mod files;
 mod filter;
 #[doc(hidden)]
 pub mod fuzzing;

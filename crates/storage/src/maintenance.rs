@@ -211,10 +211,11 @@ fn merge_and_publish(inner: &Inner, key: &PartitionKey, inputs: &[Arc<Segment>],
             _ => false,
         }
     };
-    let doomed: Vec<&std::path::Path> =
-        if published { inputs.iter().map(|s| s.path()).collect() } else { vec![merged.path()] };
-    for p in doomed {
-        std::fs::remove_file(p).map_err(crate::io_err(p))?;
+    let doomed: Vec<&Segment> = if published { inputs.iter().map(|s| &**s).collect() } else { vec![&*merged] };
+    for s in doomed {
+        // a query may still hold the segment: it reads on from the open file
+        s.keep_open()?;
+        std::fs::remove_file(s.path()).map_err(crate::io_err(s.path()))?;
     }
     crate::sync_dir(&key.dir(&inner.root))?;
     inner.metrics.merges.inc();
@@ -383,6 +384,11 @@ fn in_memory(st: &State, key: &PartitionKey) -> bool {
 }
 
 fn drop_partition(inner: &Inner, key: &PartitionKey) -> Result<()> {
+    let segs = inner.state.read().partitions.get(key).cloned().unwrap_or_default();
+    for s in &segs {
+        // a query may still hold the segment: it reads on from the open file
+        s.keep_open()?;
+    }
     inner.state.write().partitions.remove(key);
     let dir = key.dir(&inner.root);
     std::fs::remove_dir_all(&dir).map_err(crate::io_err(&dir))?;

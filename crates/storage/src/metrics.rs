@@ -13,6 +13,8 @@ pub struct EngineMetrics {
     pub segments: IntGauge,
     pub partitions: IntGauge,
     pub disk_bytes: IntGauge,
+    pub open_segment_files: IntGauge,
+    pub segment_file_opens: IntCounter,
     pub flushes: IntCounter,
     pub merges: IntCounter,
     pub partitions_dropped: IntCounter,
@@ -39,6 +41,14 @@ impl EngineMetrics {
             segments: gauge("logpipe_segments", "Segment files on disk."),
             partitions: gauge("logpipe_partitions", "Partitions (app, day) on disk."),
             disk_bytes: gauge("logpipe_disk_bytes", "Bytes of segment files on disk."),
+            open_segment_files: gauge(
+                "logpipe_open_segment_files",
+                "Segment files open now (at most --max-open-segment-files, plus those being read).",
+            ),
+            segment_file_opens: counter(
+                "logpipe_segment_file_opens_total",
+                "Segment files opened again after the file cache had closed them.",
+            ),
             flushes: counter("logpipe_flushes_total", "Memtable flushes to segments."),
             merges: counter("logpipe_merges_total", "Segment merges."),
             partitions_dropped: counter(
@@ -59,10 +69,12 @@ impl EngineMetrics {
             &self.segments,
             &self.partitions,
             &self.disk_bytes,
+            &self.open_segment_files,
         ] {
             r.register(Box::new(g.clone()))?;
         }
-        for c in [&self.flushes, &self.merges, &self.partitions_dropped, &self.corrupt_files] {
+        for c in [&self.segment_file_opens, &self.flushes, &self.merges, &self.partitions_dropped, &self.corrupt_files]
+        {
             r.register(Box::new(c.clone()))?;
         }
         Ok(())

@@ -32,6 +32,7 @@ use std::sync::Arc;
 use logpipe_model::AppName;
 
 use crate::block::{BlockBuilder, BlockData, BlockMeta, BlockOptions};
+use crate::files::Handle;
 use crate::varint::{self, Malformed, Reader};
 use crate::{io_err, Corruption, Result, SegmentId, StorageError};
 
@@ -234,8 +235,7 @@ impl SegmentWriter {
         let file_len = self.offset + tail.len() as u64;
         Ok(Segment {
             meta: self.meta,
-            path: Arc::new(path),
-            file: self.file,
+            handle: Handle::new(Arc::new(path), self.file),
             file_len,
             quarantined: Default::default(),
         })
@@ -273,8 +273,8 @@ fn injected() -> std::io::Error {
 #[derive(Debug)]
 pub struct Segment {
     pub meta: SegmentMeta,
-    path: Arc<PathBuf>,
-    file: File,
+    /// The file, opened when read and closed by the file cache when too many are open.
+    handle: Arc<Handle>,
     pub file_len: u64,
     /// Blocks found corrupt: skipped by queries from then on, the rest still served.
     quarantined: parking_lot::Mutex<Vec<usize>>,
@@ -327,7 +327,8 @@ impl Segment {
                 return Err(corrupt(meta_offset, "block outside the data region"));
             }
         }
-        Ok(Segment { meta, path: Arc::new(path.to_path_buf()), file, file_len, quarantined: Default::default() })
+        let handle = Handle::new(Arc::new(path.to_path_buf()), file);
+        Ok(Segment { meta, handle, file_len, quarantined: Default::default() })
     }
 
     pub fn is_quarantined(&self, idx: usize) -> bool {
@@ -363,7 +364,13 @@ impl Segment {
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.handle.path()
+    }
+
+    /// Keeps the file open for as long as the segment lives: call before deleting the file
+    /// while queries may still read the segment.
+    pub fn keep_open(&self) -> Result<()> {
+        self.handle.pin().map_err(io_err(self.path()))
     }
 
     pub fn id(&self) -> SegmentId {
@@ -373,8 +380,9 @@ impl Segment {
     /// Block `idx`; its columns are read, checked and decompressed when asked for.
     pub fn read_block(&self, idx: usize) -> Result<BlockData<'_>> {
         let meta = &self.meta.blocks[idx];
-        let corrupt = Corruption { path: self.path.clone(), offset: meta.offset };
-        Ok(BlockData { meta, file: &self.file, corrupt, cost: None })
+        let file = self.handle.file().map_err(io_err(self.path()))?;
+        let corrupt = Corruption { path: self.handle.path_arc(), offset: meta.offset };
+        Ok(BlockData { meta, file, corrupt, cost: None })
     }
 
     /// Indices of the blocks that may hold timestamps in `[from, to)`.

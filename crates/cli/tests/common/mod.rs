@@ -17,7 +17,29 @@ pub struct Server {
 impl Server {
     /// Starts the server on a free port with `data_dir` and waits until it is ready.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
-        let s = Server::spawn(data_dir, extra);
+        Server::ready(Server::spawn(data_dir, extra))
+    }
+
+    /// [`Server::start`] with the process's open-file limit (soft and hard) set to `nofile`.
+    pub fn start_with_nofile(data_dir: &Path, extra: &[&str], nofile: u64) -> Server {
+        Server::ready(Server::spawn_with(data_dir, extra, |cmd| {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit(2) is async-signal-safe; the closure touches nothing else.
+            #[allow(unsafe_code)]
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit { rlim_cur: nofile, rlim_max: nofile };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }))
+    }
+
+    /// Waits until `s` is ready.
+    fn ready(s: Server) -> Server {
         assert!(s.base.starts_with("http://127.0.0.1:"), "unexpected address {}", s.base);
         let deadline = Instant::now() + Duration::from_secs(30);
         while get(&s.base, "/ready").0 != 200 {
@@ -30,15 +52,19 @@ impl Server {
     /// Starts the server on a free port with `data_dir` and returns once it is listening (its
     /// base URL printed), without waiting for readiness.
     pub fn spawn(data_dir: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_logpipe"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        Server::spawn_with(data_dir, extra, |_| {})
+    }
+
+    fn spawn_with(data_dir: &Path, extra: &[&str], configure: impl FnOnce(&mut Command)) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_logpipe"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn logpipe");
+            .stderr(Stdio::inherit());
+        configure(&mut cmd);
+        let mut child = cmd.spawn().expect("spawn logpipe");
         // the listening line comes last; syslog addresses, if any, before it
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut before = Vec::new();
