@@ -40,11 +40,21 @@ for t in "${targets[@]}"; do
       -max_len=65536 -timeout=10 -print_final_stats=1 >"$log" 2>&1; then
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
     cov=$(grep -E '^#[0-9]+' "$log" | tail -1 | grep -o 'cov: [0-9]*' || true)
-    printf 'fuzz %-17s ok: %s runs in %s s, %s\n' "$t" "$execs" "$secs" "$cov"
+    # the plateau: how far into the run (by executions) the last new coverage was found
+    # (`INITED` is the corpus loaded; `NEW`/`REDUCE` lines are finds after it)
+    last=$(grep -E '^#[0-9]+[[:space:]]+NEW' "$log" | tail -1 | sed -E 's/^#([0-9]+).*/\1/' || true)
+    inited=$(grep -E '^#[0-9]+[[:space:]]+INITED' "$log" | head -1 | sed -E 's/^#([0-9]+).*/\1/' || true)
+    if [ -n "$last" ] && [ -n "$execs" ] && [ "$execs" -gt 0 ]; then
+      plateau="last new coverage at run $last ($((100 * last / execs)) % into the run)"
+    else
+      plateau="no new coverage after the corpus (${inited:-?} inputs)"
+    fi
+    printf 'fuzz %-17s ok: %s runs in %s s, %s; %s\n' "$t" "$execs" "$secs" "$cov" "$plateau"
   else
     status=1
     printf 'fuzz %-17s FAILED:\n' "$t"
-    grep -E 'panicked|ERROR|SUMMARY|Test unit written|deadly' "$log" | head -8
+    # a crash names itself; anything else (a build error) shows its last lines
+    grep -E 'panicked|ERROR|SUMMARY|Test unit written|deadly' "$log" | head -8 || tail -20 "$log"
   fi
 done
 exit $status

@@ -109,6 +109,21 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/", get(compat::elastic::root).head(compat::elastic::root_head))
         .route("/v1/logs", post(compat::otlp::logs))
         .route("/loki/api/v1/push", post(compat::loki::push))
+        .route("/loki/api/v1/query_range", get(compat::loki_query::query_range).post(compat::loki_query::query_range))
+        .route("/loki/api/v1/query", get(compat::loki_query::query).post(compat::loki_query::query))
+        .route("/loki/api/v1/labels", get(compat::loki_query::labels).post(compat::loki_query::labels))
+        .route("/loki/api/v1/label", get(compat::loki_query::labels).post(compat::loki_query::labels))
+        .route(
+            "/loki/api/v1/label/{name}/values",
+            get(compat::loki_query::label_values).post(compat::loki_query::label_values),
+        )
+        .route("/loki/api/v1/series", get(compat::loki_query::series).post(compat::loki_query::series))
+        .route("/loki/api/v1/index/stats", get(compat::loki_query::index_stats).post(compat::loki_query::index_stats))
+        .route(
+            "/loki/api/v1/format_query",
+            get(compat::loki_query::format_query).post(compat::loki_query::format_query),
+        )
+        .route("/loki/api/v1/status/buildinfo", get(compat::loki_query::buildinfo))
         .route("/insert/jsonline", post(compat::vlogs::jsonline))
         .route("/_bulk", post(compat::elastic::bulk).put(compat::elastic::bulk))
         .route("/{index}/_bulk", post(compat::elastic::bulk).put(compat::elastic::bulk))

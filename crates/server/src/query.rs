@@ -141,12 +141,20 @@ impl Drop for CancelOnDrop {
 }
 
 async fn run(st: &Arc<AppState>, p: QueryParams, req: Request) -> Result<(Answer, CostSummary), ApiError> {
+    run_query(st, p.query, req).await
+}
+
+/// Runs `q` on the query pool within the query timeout and memory budget.
+pub(crate) async fn run_query(
+    st: &Arc<AppState>,
+    q: logpipe_storage::Query,
+    req: Request,
+) -> Result<(Answer, CostSummary), ApiError> {
     let started = Instant::now();
     let engine = st.engine()?.clone();
     let place = st.query_pool.admit(StatusCode::SERVICE_UNAVAILABLE)?;
     let cost = Arc::new(Cost::with_memory_limit(st.cfg.query_memory_bytes as u64));
     let _cancel = CancelOnDrop(cost.clone());
-    let q = p.query;
     let work_cost = cost.clone();
     // the query (regexes included) compiles on the pool: compiling a large regex is CPU work
     // that must not run on the async runtime. The pool place goes with the work, so a timed
@@ -276,7 +284,7 @@ async fn explain_inner(st: &Arc<AppState>, access: &Access, raw: Option<String>)
     let matched = match answer {
         Answer::Logs { records, .. } => json!({"records": records.len()}),
         Answer::Count(n) => json!({"count": n}),
-        Answer::Values { total, .. } => json!({"distinct": total}),
+        Answer::Values { total, .. } | Answer::Streams { total, .. } => json!({"distinct": total}),
         Answer::Histogram(b) => json!({"buckets": b.len()}),
         Answer::Series { series, total, .. } => json!({"series": series.len(), "distinct": total}),
     };

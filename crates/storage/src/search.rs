@@ -9,7 +9,7 @@
 use std::cmp::Ordering;
 use std::sync::Arc;
 
-use logpipe_model::Record;
+use logpipe_model::{AppName, Record};
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
@@ -68,6 +68,11 @@ pub enum Request {
         key: String,
         limit: usize,
     },
+    /// The distinct streams (app and whole tag set) among the matches, the `limit` with the
+    /// most matches.
+    Streams {
+        limit: usize,
+    },
     /// Buckets of `step` ns per value of tag key `key`, for the `limit` values with the most
     /// matches; the other values' buckets summed.
     HistogramBy {
@@ -91,6 +96,12 @@ pub enum Answer {
     /// without the key. `total` is the number of distinct values before the limit.
     Values {
         values: Vec<(Option<String>, u64)>,
+        total: usize,
+    },
+    /// `(app, tags, count)`, most matches first (ties by app and tags); `total` is the number
+    /// of distinct streams before the limit.
+    Streams {
+        streams: Vec<(AppName, Vec<String>, u64)>,
         total: usize,
     },
     /// Per value (as in `Values`, most matches first): its number of matches and non-empty
@@ -194,6 +205,15 @@ fn value_of<'t>(tags: impl IntoIterator<Item = &'t str>, key: &str) -> Option<&'
 }
 
 /// The value of tag key `key` in tag set `set` of a block.
+/// How many of `rows` have each tag set.
+fn rows_per_set(tags: &crate::block::Tags, rows: &[u32]) -> FxHashMap<u32, u64> {
+    let mut per_set: FxHashMap<u32, u64> = FxHashMap::default();
+    for &r in rows {
+        *per_set.entry(tags.rows[r as usize]).or_default() += 1;
+    }
+    per_set
+}
+
 fn set_value(tags: &crate::block::Tags, set: u32, key: &str) -> Option<String> {
     let ids = tags.sets.set(set as usize);
     value_of(ids.iter().map(|&id| tags.sets.strings[id as usize].as_str()), key).map(str::to_owned)
@@ -532,11 +552,7 @@ pub(crate) fn run(mut sources: Vec<Source>, f: &Filter, req: &Request, cost: &Co
                         let m = eval_block(seg, *idx, f, Want::Tags, cost)?;
                         if let Some(tags) = &m.tags {
                             // one lookup per distinct tag set, then a count per row
-                            let mut per_set: FxHashMap<u32, u64> = FxHashMap::default();
-                            for &r in &m.rows {
-                                *per_set.entry(tags.rows[r as usize]).or_default() += 1;
-                            }
-                            for (set, n) in per_set {
+                            for (set, n) in rows_per_set(tags, &m.rows) {
                                 emit(set_value(tags, set, key), n);
                             }
                         }
@@ -554,6 +570,40 @@ pub(crate) fn run(mut sources: Vec<Source>, f: &Filter, req: &Request, cost: &Co
             by_count(&mut values);
             values.truncate(limit);
             Ok(Answer::Values { values, total })
+        }
+        Request::Streams { limit } => {
+            type Key = (AppName, Vec<String>);
+            let size = |k: &Key| VALUE_ENTRY_BYTES + k.1.iter().map(|t| t.len() as u64 + 24).sum::<u64>();
+            let counts = tally(&sources, cost, "distinct streams", size, |s, emit: &mut dyn FnMut(Key, u64)| {
+                match s {
+                    Source::Block { seg, idx } => {
+                        let m = eval_block(seg, *idx, f, Want::Tags, cost)?;
+                        if let Some(tags) = &m.tags {
+                            for (set, n) in rows_per_set(tags, &m.rows) {
+                                let ids = tags.sets.set(set as usize);
+                                let mut set: Vec<String> =
+                                    ids.iter().map(|&id| tags.sets.strings[id as usize].clone()).collect();
+                                set.sort_unstable();
+                                emit((seg.meta.app.clone(), set), n);
+                            }
+                        }
+                    }
+                    Source::Mem(c) => {
+                        for r in mem_matches(c, f, cost)? {
+                            let mut set = r.tags.clone();
+                            set.sort_unstable();
+                            emit((r.app.clone(), set), 1);
+                        }
+                    }
+                }
+                Ok(())
+            })?;
+            let total = counts.len();
+            let mut streams: Vec<(AppName, Vec<String>, u64)> =
+                counts.into_iter().map(|((app, tags), n)| (app, tags, n)).collect();
+            streams.sort_unstable_by(|a, b| b.2.cmp(&a.2).then_with(|| (&a.0, &a.1).cmp(&(&b.0, &b.1))));
+            streams.truncate(limit);
+            Ok(Answer::Streams { streams, total })
         }
         Request::HistogramBy { step, ref key, limit } => {
             let bucket = |t: i64| t - t.rem_euclid(step);

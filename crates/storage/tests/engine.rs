@@ -179,6 +179,19 @@ fn check(engine: &Engine, pool: &rayon::ThreadPool, data: &[Record], qe: &(Query
     }
     assert_eq!(run(&Request::Histogram { step }), Answer::Histogram(hist.into_iter().collect()), "{stage}: histogram");
 
+    // streams: each distinct (app, tag set), most matches first, ties by app and tags
+    let mut streams: std::collections::HashMap<(logpipe_model::AppName, Vec<String>), u64> = Default::default();
+    for r in &expected {
+        let mut tags = r.tags.clone();
+        tags.sort();
+        *streams.entry((r.app.clone(), tags)).or_default() += 1;
+    }
+    let total = streams.len();
+    let mut want: Vec<_> = streams.into_iter().map(|((a, t), n)| (a, t, n)).collect();
+    want.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| (&a.0, &a.1).cmp(&(&b.0, &b.1))));
+    want.truncate(3);
+    assert_eq!(run(&Request::Streams { limit: 3 }), Answer::Streams { streams: want, total }, "{stage}: streams");
+
     // count by: the value of `level=` (or the bare tag `canary`, whose value is empty), None without
     for key in ["level", "canary"] {
         let value = |r: &Record| {

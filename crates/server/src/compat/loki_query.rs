@@ -1,0 +1,953 @@
+//! Loki's query API, enough for Grafana's Loki data source and logcli:
+//! `/loki/api/v1/query_range`, `/query`, `/labels`, `/label/{name}/values`, `/series`,
+//! `/index/stats`, `/format_query` and `/status/buildinfo`, answering in Loki's shapes
+//! (`streams`, `matrix`, `vector`, `scalar`).
+//!
+//! A record is a stream entry: its labels are `app` and its tags (`key=value` → `key`, a bare
+//! tag → an empty value; names made valid label names, `a.b` → `a_b`). The stream selector and
+//! the line filters before any `line_format` are pushed down into the native query (apps, tags,
+//! tag regexes, substrings, regexes: the same blocks pruned by the same bloom filters); what is
+//! left (`| json`, `| logfmt`, label filters, `line_format`, and the matchers that cannot be
+//! pushed down exactly) runs on each record read. Metric queries read the matching records of
+//! `[start - range, end]` once and evaluate every step from them.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use logpipe_model::{AppName, Record};
+use logpipe_query::Expr;
+use logpipe_storage::{Answer, Cursor, Order, Request};
+use serde_json::{json, Value};
+
+use super::logql::{
+    self, AggOp, BinOp, Grouping, Labels, LineOp, LogExpr, MatchOp, Matcher, MetricExpr, Pipeline, Query, RangeFn,
+    Stage,
+};
+use crate::auth::Access;
+use crate::query::run_query;
+use crate::{ApiError, AppState};
+
+/// Points one range query may return per series (Loki's limit too).
+pub const MAX_POINTS: i64 = 11_000;
+/// Records read per page while scanning.
+const PAGE: usize = 5_000;
+/// Distinct streams the metadata endpoints look at.
+const MAX_STREAMS: usize = 100_000;
+/// Bytes one sample of a metric query is counted as against `--query-memory-bytes`.
+const SAMPLE_BYTES: usize = 48;
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError::bad_request("bad_query", msg.into())
+}
+
+/// The parameters of the query string and, for POST, of a form body.
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn new(raw: Option<&str>, body: &[u8]) -> Params {
+        let mut v: Vec<(String, String)> = form_urlencoded::parse(raw.unwrap_or("").as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        v.extend(form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), v.into_owned())));
+        Params(v)
+    }
+
+    fn get(&self, k: &str) -> Option<&str> {
+        self.0.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+    }
+
+    fn all(&self, k: &str) -> Vec<&str> {
+        self.0.iter().filter(|(n, _)| n == k).map(|(_, v)| v.as_str()).collect()
+    }
+
+    /// A time as Loki takes it: nanoseconds, seconds (10 digits or fewer, or with a fraction)
+    /// or RFC 3339.
+    fn time(&self, k: &str) -> Result<Option<i64>, ApiError> {
+        let Some(v) = self.get(k).filter(|v| !v.is_empty()) else { return Ok(None) };
+        let wrong =
+            || ApiError::bad_request("bad_parameter", format!("{k}: {v:?} is not a time")).with("parameter", k.into());
+        if v.contains('.') {
+            if let Ok(s) = v.parse::<f64>() {
+                return Ok(Some((s * 1e9).round() as i64));
+            }
+        }
+        if let Ok(n) = v.parse::<i64>() {
+            return Ok(Some(if v.trim_start_matches('-').len() <= 10 { n.saturating_mul(1_000_000_000) } else { n }));
+        }
+        logpipe_model::parse_time(v).map(Some).map_err(|_| wrong())
+    }
+
+    /// A duration: `5m`, `1h30m`, or seconds (`15`, `0.5`).
+    fn duration(&self, k: &str) -> Result<Option<i64>, ApiError> {
+        let Some(v) = self.get(k).filter(|v| !v.is_empty()) else { return Ok(None) };
+        let d = v
+            .parse::<f64>()
+            .ok()
+            .map(|s| (s * 1e9) as i64)
+            .or_else(|| logql::parse_duration(v))
+            .filter(|d| *d > 0)
+            .ok_or_else(|| {
+                ApiError::bad_request("bad_parameter", format!("{k}: {v:?} is not a positive duration"))
+                    .with("parameter", k.into())
+            })?;
+        Ok(Some(d))
+    }
+
+    /// `[start, end]` with Loki's defaults: `end` now, `start` `since` (or `default_since`)
+    /// before it.
+    fn range(&self, default_since: i64) -> Result<(i64, i64), ApiError> {
+        let end = self.time("end")?.unwrap_or_else(crate::now_ns);
+        let since = self.duration("since")?.unwrap_or(default_since);
+        let start = self.time("start")?.unwrap_or(end - since);
+        if start > end {
+            return Err(ApiError::bad_request("bad_parameter", "start: after end").with("parameter", "start".into()));
+        }
+        Ok((start, end))
+    }
+
+    fn query(&self) -> Result<Query, ApiError> {
+        let text = self.get("query").ok_or_else(|| {
+            ApiError::bad_request("bad_parameter", "query: required").with("parameter", "query".into())
+        })?;
+        logql::parse(text).map_err(|e| bad(e.to_string()))
+    }
+}
+
+/// A stream's labels from a record's app and tags.
+fn base_labels(app: &AppName, tags: &[String]) -> Labels {
+    let mut l = Labels::new();
+    for t in tags {
+        let (k, v) = t.split_once('=').unwrap_or((t, ""));
+        l.insert(logql::sanitize_label(k), v.to_string());
+    }
+    l.insert("app".into(), app.to_string());
+    l
+}
+
+/// The stream selector, compiled for checking labels.
+struct Selector(Vec<(String, MatchOp, String, Option<regex::Regex>)>);
+
+impl Selector {
+    fn new(ms: &[Matcher]) -> Result<Selector, ApiError> {
+        ms.iter()
+            .map(|m| {
+                let re = match m.op {
+                    MatchOp::Re | MatchOp::Nre => Some(logql::anchored(&m.value).map_err(bad)?),
+                    _ => None,
+                };
+                Ok((m.name.clone(), m.op, m.value.clone(), re))
+            })
+            .collect::<Result<_, _>>()
+            .map(Selector)
+    }
+
+    fn matches(&self, l: &Labels) -> bool {
+        self.0.iter().all(|(name, op, value, re)| {
+            let v = l.get(name).map_or("", String::as_str);
+            match (op, re) {
+                (MatchOp::Eq, _) => v == value,
+                (MatchOp::Ne, _) => v != value,
+                (MatchOp::Re, Some(re)) => re.is_match(v),
+                (MatchOp::Nre, Some(re)) => !re.is_match(v),
+                _ => unreachable!("regex matchers carry their regex"),
+            }
+        })
+    }
+}
+
+/// What of a log expression the native query can do: the conditions are exact or wider than
+/// the LogQL ones (the selector is checked again on every record). `None`: nothing can match.
+fn pushdown(log: &LogExpr) -> Option<Vec<Expr>> {
+    let mut parts = Vec::new();
+    for m in &log.matchers {
+        // a label name with `_` may stand for a tag key with another character there (`a.b`)
+        let valid_key = !m.name.is_empty() && m.name.chars().all(|c| c.is_ascii_alphanumeric());
+        match (m.name.as_str(), m.op) {
+            ("app", MatchOp::Eq) => parts.push(Expr::App(AppName::parse(&m.value).ok()?)),
+            ("app", MatchOp::Ne) => {
+                if let Ok(a) = AppName::parse(&m.value) {
+                    parts.push(Expr::Not(Box::new(Expr::App(a))))
+                }
+            }
+            ("app", _) => {}
+            // such a label is checked per record only
+            _ if !valid_key => {}
+            (_, MatchOp::Eq) if !m.value.is_empty() => parts.push(Expr::Tag(format!("{}={}", m.name, m.value))),
+            (_, MatchOp::Ne) if !m.value.is_empty() => {
+                parts.push(Expr::Not(Box::new(Expr::Tag(format!("{}={}", m.name, m.value)))))
+            }
+            (_, MatchOp::Re) if !logql::anchored(&m.value).is_ok_and(|re| re.is_match("")) => {
+                parts.push(Expr::TagRegex { key: m.name.clone(), pattern: m.value.clone() })
+            }
+            _ => {}
+        }
+    }
+    for s in &log.stages {
+        match s {
+            Stage::Line { op, value } => parts.push(match op {
+                LineOp::Contains => Expr::Substring { text: value.clone(), case_insensitive: false },
+                LineOp::NotContains => {
+                    Expr::Not(Box::new(Expr::Substring { text: value.clone(), case_insensitive: false }))
+                }
+                LineOp::Re => Expr::Regex { pattern: value.clone(), case_insensitive: false },
+                LineOp::NotRe => Expr::Not(Box::new(Expr::Regex { pattern: value.clone(), case_insensitive: false })),
+            }),
+            // the line changes from here on
+            Stage::LineFormat(_) => break,
+            _ => {}
+        }
+    }
+    Some(parts)
+}
+
+/// The native query for `log` over `[from, to)` within what the caller may read; `None` when
+/// nothing can match.
+fn native(
+    access: &Access,
+    log: Option<&LogExpr>,
+    from: i64,
+    to: i64,
+) -> Result<Option<logpipe_storage::Query>, ApiError> {
+    let mut q = logpipe_storage::Query { from: Some(from), to: Some(to), ..Default::default() };
+    q.app_scope = access.read_scope()?;
+    if let Some(log) = log {
+        let Some(parts) = pushdown(log) else { return Ok(None) };
+        if !parts.is_empty() {
+            q.and_expr(Expr::and(parts), 0).map_err(|e| bad(e.to_string()))?;
+        }
+    }
+    Ok(Some(q))
+}
+
+/// Reads the records of `q` in `order`, a page at a time, until `each` says stop or they are
+/// all read.
+async fn scan(
+    st: &Arc<AppState>,
+    q: logpipe_storage::Query,
+    order: Order,
+    mut each: impl FnMut(&Record) -> Result<bool, ApiError>,
+) -> Result<u64, ApiError> {
+    let mut cursor: Option<Cursor> = None;
+    let mut read = 0u64;
+    loop {
+        let req = Request::Logs { limit: PAGE, order, cursor };
+        let (Answer::Logs { records, next }, _) = run_query(st, q.clone(), req).await? else {
+            unreachable!("logs answer logs")
+        };
+        for r in &records {
+            read += 1;
+            if !each(r)? {
+                return Ok(read);
+            }
+        }
+        match next {
+            Some(c) => cursor = Some(c),
+            None => return Ok(read),
+        }
+    }
+}
+
+fn success(data: Value) -> Response {
+    axum::Json(json!({"status": "success", "data": data})).into_response()
+}
+
+fn seconds(ns: i64) -> Value {
+    serde_json::Number::from_f64(ns as f64 / 1e9).map_or(Value::Null, Value::Number)
+}
+
+fn sample_value(v: f64) -> Value {
+    Value::from(if v.is_nan() {
+        "NaN".to_string()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.to_string()
+    } else {
+        format!("{v}")
+    })
+}
+
+fn stats(read: u64, bytes: u64, returned: usize, started: Instant) -> Value {
+    let secs = started.elapsed().as_secs_f64();
+    json!({"summary": {
+        "bytesProcessedPerSecond": (bytes as f64 / secs.max(1e-9)) as u64,
+        "linesProcessedPerSecond": (read as f64 / secs.max(1e-9)) as u64,
+        "totalBytesProcessed": bytes,
+        "totalLinesProcessed": read,
+        "totalEntriesReturned": returned,
+        "execTime": secs,
+        "queueTime": 0,
+        "subqueries": 0,
+    }})
+}
+
+async fn within_timeout<T>(
+    st: &AppState,
+    f: impl std::future::Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    tokio::time::timeout(st.cfg.query_timeout, f).await.unwrap_or_else(|_| {
+        Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "query_timeout",
+            format!("the query ran longer than {:?} and was stopped", st.cfg.query_timeout),
+        ))
+    })
+}
+
+// ---- log queries ----
+
+async fn log_query(
+    st: &Arc<AppState>,
+    access: &Access,
+    log: &LogExpr,
+    (start, end): (i64, i64),
+    limit: usize,
+    order: Order,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let selector = Selector::new(&log.matchers)?;
+    let pipeline = Pipeline::new(&log.stages).map_err(bad)?;
+    let mut streams: BTreeMap<Labels, Vec<(i64, String)>> = BTreeMap::new();
+    let (mut found, mut bytes) = (0usize, 0u64);
+    let mut read = 0;
+    // Loki's end is exclusive for log queries
+    if let Some(q) = native(access, Some(log), start, end)? {
+        if limit > 0 {
+            read = scan(st, q, order, |r| {
+                bytes += r.message.len() as u64;
+                let mut labels = base_labels(&r.app, &r.tags);
+                if !selector.matches(&labels) {
+                    return Ok(true);
+                }
+                if let Some(line) = pipeline.run(&r.message, &mut labels) {
+                    streams.entry(labels).or_default().push((r.ts, line));
+                    found += 1;
+                }
+                Ok(found < limit)
+            })
+            .await?;
+        }
+    }
+    let result: Vec<Value> = streams
+        .into_iter()
+        .map(|(labels, values)| {
+            let values: Vec<Value> = values.into_iter().map(|(t, l)| json!([t.to_string(), l])).collect();
+            json!({"stream": labels, "values": values})
+        })
+        .collect();
+    Ok(success(json!({"resultType": "streams", "result": result, "stats": stats(read, bytes, found, started)})))
+}
+
+// ---- metric queries ----
+
+/// A value at every step: a number, or samples with their labels.
+enum Val {
+    Scalar(f64),
+    Vector(Vec<Vec<(Labels, f64)>>),
+}
+
+struct Eval<'a> {
+    st: &'a Arc<AppState>,
+    access: &'a Access,
+    steps: Vec<i64>,
+    /// Samples read so far, against the query's memory budget.
+    samples: usize,
+    max_samples: usize,
+    read: u64,
+    bytes: u64,
+}
+
+impl Eval<'_> {
+    /// Evaluates `e`: its range functions first (each reads the store once), in the order
+    /// [`Eval::combine`] takes them back.
+    async fn eval(&mut self, e: &MetricExpr) -> Result<Val, ApiError> {
+        let mut ranges = Vec::new();
+        collect_ranges(e, &mut ranges);
+        let mut values = Vec::with_capacity(ranges.len());
+        for (func, log, range) in ranges {
+            values.push(self.range(func, log, range).await?);
+        }
+        self.combine(e, &mut values.into_iter())
+    }
+
+    fn combine(&self, e: &MetricExpr, ranges: &mut std::vec::IntoIter<Val>) -> Result<Val, ApiError> {
+        Ok(match e {
+            MetricExpr::Number(v) => Val::Scalar(*v),
+            MetricExpr::Vector(v) => Val::Vector(self.steps.iter().map(|_| vec![(Labels::new(), *v)]).collect()),
+            MetricExpr::Range { .. } => ranges.next().expect("one value per range function"),
+            MetricExpr::Agg { op, param, grouping, inner } => {
+                let Val::Vector(v) = self.combine(inner, ranges)? else {
+                    return Err(bad("an aggregation takes a vector, not a number"));
+                };
+                Val::Vector(v.into_iter().map(|samples| aggregate(*op, *param, grouping.as_ref(), samples)).collect())
+            }
+            MetricExpr::Binary { op, lhs, rhs } => {
+                let l = self.combine(lhs, ranges)?;
+                let r = self.combine(rhs, ranges)?;
+                binary(*op, l, r)?
+            }
+        })
+    }
+
+    async fn range(&mut self, func: RangeFn, log: &LogExpr, range: i64) -> Result<Val, ApiError> {
+        let selector = Selector::new(&log.matchers)?;
+        let pipeline = Pipeline::new(&log.stages).map_err(bad)?;
+        let (first, last) = (self.steps[0], *self.steps.last().expect("at least one step"));
+        // every window is (t - range, t]
+        let mut series: HashMap<Labels, Vec<(i64, u64)>> = HashMap::new();
+        if let Some(q) = native(self.access, Some(log), first - range + 1, last.saturating_add(1))? {
+            let (samples, max) = (&mut self.samples, self.max_samples);
+            let bytes = &mut self.bytes;
+            self.read += scan(self.st, q, Order::Asc, |r| {
+                *bytes += r.message.len() as u64;
+                let mut labels = base_labels(&r.app, &r.tags);
+                if !selector.matches(&labels) {
+                    return Ok(true);
+                }
+                if let Some(line) = pipeline.run(&r.message, &mut labels) {
+                    *samples += 1;
+                    if *samples > max {
+                        return Err(ApiError::new(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "query_too_big",
+                            format!(
+                                "the query reads more than {max} samples (--query-memory-bytes); narrow the time range \
+                                 or the selector"
+                            ),
+                        ));
+                    }
+                    series.entry(labels).or_default().push((r.ts, line.len() as u64));
+                }
+                Ok(true)
+            })
+            .await?;
+        }
+        let secs = range as f64 / 1e9;
+        let mut out: Vec<Vec<(Labels, f64)>> = vec![Vec::new(); self.steps.len()];
+        let mut series: Vec<(Labels, Vec<(i64, u64)>)> = series.into_iter().collect();
+        series.sort_by(|a, b| a.0.cmp(&b.0));
+        for (labels, points) in series {
+            // both window edges only move forward
+            let (mut lo, mut hi, mut sum) = (0usize, 0usize, 0u64);
+            for (k, &t) in self.steps.iter().enumerate() {
+                while hi < points.len() && points[hi].0 <= t {
+                    sum += points[hi].1;
+                    hi += 1;
+                }
+                while lo < hi && points[lo].0 <= t - range {
+                    sum -= points[lo].1;
+                    lo += 1;
+                }
+                let n = hi - lo;
+                if n == 0 {
+                    continue;
+                }
+                let v = match func {
+                    RangeFn::CountOverTime => n as f64,
+                    RangeFn::Rate => n as f64 / secs,
+                    RangeFn::BytesOverTime => sum as f64,
+                    RangeFn::BytesRate => sum as f64 / secs,
+                };
+                out[k].push((labels.clone(), v));
+            }
+        }
+        Ok(Val::Vector(out))
+    }
+}
+
+/// The range functions of `e`, left to right.
+fn collect_ranges<'e>(e: &'e MetricExpr, out: &mut Vec<(RangeFn, &'e LogExpr, i64)>) {
+    match e {
+        MetricExpr::Range { func, log, range } => out.push((*func, log, *range)),
+        MetricExpr::Agg { inner, .. } => collect_ranges(inner, out),
+        MetricExpr::Binary { lhs, rhs, .. } => {
+            collect_ranges(lhs, out);
+            collect_ranges(rhs, out);
+        }
+        MetricExpr::Number(_) | MetricExpr::Vector(_) => {}
+    }
+}
+
+fn group_key(l: &Labels, g: Option<&Grouping>) -> Labels {
+    match g {
+        None => Labels::new(),
+        Some(Grouping::By(names)) => names.iter().filter_map(|n| l.get(n).map(|v| (n.clone(), v.clone()))).collect(),
+        Some(Grouping::Without(names)) => {
+            l.iter().filter(|(k, _)| !names.contains(k)).map(|(k, v)| (k.clone(), v.clone())).collect()
+        }
+    }
+}
+
+fn aggregate(op: AggOp, param: Option<f64>, g: Option<&Grouping>, samples: Vec<(Labels, f64)>) -> Vec<(Labels, f64)> {
+    let mut groups: BTreeMap<Labels, Vec<(Labels, f64)>> = BTreeMap::new();
+    for (l, v) in samples {
+        groups.entry(group_key(&l, g)).or_default().push((l, v));
+    }
+    let mut out = Vec::new();
+    for (key, mut members) in groups {
+        let vals = members.iter().map(|m| m.1);
+        match op {
+            AggOp::Sum => out.push((key, vals.sum())),
+            AggOp::Count => out.push((key, members.len() as f64)),
+            AggOp::Min => out.push((key, vals.fold(f64::INFINITY, f64::min))),
+            AggOp::Max => out.push((key, vals.fold(f64::NEG_INFINITY, f64::max))),
+            AggOp::Avg => out.push((key, vals.sum::<f64>() / members.len() as f64)),
+            AggOp::Topk | AggOp::Bottomk => {
+                // the k largest (smallest) members keep their own labels
+                let k = param.unwrap_or(1.0) as usize;
+                members.sort_by(|a, b| {
+                    let o = a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Equal);
+                    if op == AggOp::Topk {
+                        o.reverse()
+                    } else {
+                        o
+                    }
+                });
+                members.truncate(k);
+                out.extend(members);
+            }
+        }
+    }
+    out
+}
+
+fn apply(op: BinOp, a: f64, b: f64) -> Option<f64> {
+    Some(match op {
+        BinOp::Add => a + b,
+        BinOp::Sub => a - b,
+        BinOp::Mul => a * b,
+        BinOp::Div => a / b,
+        // a comparison filters: the sample stays (with the left value) when it holds
+        BinOp::Eq => return (a == b).then_some(a),
+        BinOp::Ne => return (a != b).then_some(a),
+        BinOp::Gt => return (a > b).then_some(a),
+        BinOp::Ge => return (a >= b).then_some(a),
+        BinOp::Lt => return (a < b).then_some(a),
+        BinOp::Le => return (a <= b).then_some(a),
+    })
+}
+
+fn is_comparison(op: BinOp) -> bool {
+    !matches!(op, BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div)
+}
+
+fn binary(op: BinOp, l: Val, r: Val) -> Result<Val, ApiError> {
+    Ok(match (l, r) {
+        (Val::Scalar(a), Val::Scalar(b)) => {
+            if is_comparison(op) {
+                return Err(bad("comparisons between two numbers are not supported"));
+            }
+            Val::Scalar(apply(op, a, b).expect("arithmetic gives a value"))
+        }
+        (Val::Vector(v), Val::Scalar(b)) => Val::Vector(
+            v.into_iter().map(|s| s.into_iter().filter_map(|(l, a)| Some((l, apply(op, a, b)?))).collect()).collect(),
+        ),
+        (Val::Scalar(a), Val::Vector(v)) => Val::Vector(
+            v.into_iter()
+                .map(|s| {
+                    s.into_iter()
+                        .filter_map(|(l, b)| {
+                            let x = apply(op, a, b)?;
+                            // a comparison keeps the vector's value
+                            Some((l, if is_comparison(op) { b } else { x }))
+                        })
+                        .collect()
+                })
+                .collect(),
+        ),
+        (Val::Vector(lv), Val::Vector(rv)) => Val::Vector(
+            lv.into_iter()
+                .zip(rv)
+                .map(|(ls, rs)| {
+                    let right: HashMap<Labels, f64> = rs.into_iter().collect();
+                    ls.into_iter().filter_map(|(l, a)| Some((l.clone(), apply(op, a, *right.get(&l)?)?))).collect()
+                })
+                .collect(),
+        ),
+    })
+}
+
+async fn metric_query(
+    st: &Arc<AppState>,
+    access: &Access,
+    expr: &MetricExpr,
+    steps: Vec<i64>,
+    instant: bool,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let mut ev = Eval {
+        st,
+        access,
+        steps,
+        samples: 0,
+        max_samples: (st.cfg.query_memory_bytes / SAMPLE_BYTES).max(1),
+        read: 0,
+        bytes: 0,
+    };
+    let val = ev.eval(expr).await?;
+    let steps = std::mem::take(&mut ev.steps);
+    let stats = stats(ev.read, ev.bytes, 0, started);
+    let data = match (val, instant) {
+        (Val::Scalar(v), true) => json!({"resultType": "scalar", "result": [seconds(steps[0]), sample_value(v)]}),
+        (Val::Vector(mut v), true) => {
+            let result: Vec<Value> = v
+                .remove(0)
+                .into_iter()
+                .map(|(l, x)| json!({"metric": l, "value": [seconds(steps[0]), sample_value(x)]}))
+                .collect();
+            json!({"resultType": "vector", "result": result})
+        }
+        (val, false) => {
+            let per_step = match val {
+                Val::Scalar(x) => steps.iter().map(|_| vec![(Labels::new(), x)]).collect(),
+                Val::Vector(v) => v,
+            };
+            let mut series: BTreeMap<Labels, Vec<Value>> = BTreeMap::new();
+            for (t, samples) in steps.iter().zip(per_step) {
+                for (l, x) in samples {
+                    series.entry(l).or_default().push(json!([seconds(*t), sample_value(x)]));
+                }
+            }
+            let result: Vec<Value> =
+                series.into_iter().map(|(l, values)| json!({"metric": l, "values": values})).collect();
+            json!({"resultType": "matrix", "result": result})
+        }
+    };
+    let mut data = data;
+    data["stats"] = stats;
+    Ok(success(data))
+}
+
+fn limit(st: &AppState, p: &Params) -> Result<usize, ApiError> {
+    let n = match p.get("limit") {
+        None => 100,
+        Some(v) => v.parse::<usize>().map_err(|_| {
+            ApiError::bad_request("bad_parameter", format!("limit: {v:?} is not a number"))
+                .with("parameter", "limit".into())
+        })?,
+    };
+    if n > st.cfg.max_query_limit {
+        return Err(ApiError::bad_request(
+            "bad_parameter",
+            format!("limit: {n} is over the maximum of {} (--max-query-limit)", st.cfg.max_query_limit),
+        )
+        .with("parameter", "limit".into()));
+    }
+    Ok(n)
+}
+
+fn direction(p: &Params) -> Result<Order, ApiError> {
+    match p.get("direction").map(str::to_ascii_lowercase).as_deref() {
+        None | Some("backward") => Ok(Order::Desc),
+        Some("forward") => Ok(Order::Asc),
+        Some(d) => Err(ApiError::bad_request("bad_parameter", format!("direction: {d:?}; use forward or backward"))
+            .with("parameter", "direction".into())),
+    }
+}
+
+fn counted(
+    st: &AppState,
+    endpoint: &'static str,
+    started: Instant,
+    res: Result<Response, ApiError>,
+) -> Result<Response, ApiError> {
+    match &res {
+        Err(e) => st.metrics.rejected.with_label_values(&[endpoint, e.reason()]).inc(),
+        Ok(_) => st.metrics.query_seconds.with_label_values(&[endpoint]).observe(started.elapsed().as_secs_f64()),
+    }
+    res
+}
+
+/// `GET|POST /loki/api/v1/query_range`.
+pub async fn query_range(
+    State(st): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let res = async {
+        let p = Params::new(raw.as_deref(), &body);
+        let q = p.query()?;
+        let (start, end) = p.range(3_600_000_000_000)?;
+        match q {
+            Query::Log(log) => {
+                let (limit, order) = (limit(&st, &p)?, direction(&p)?);
+                within_timeout(&st, log_query(&st, &access, &log, (start, end), limit, order)).await
+            }
+            Query::Metric(m) => {
+                // Loki's default step gives about 250 points over the range
+                let step = p.duration("step")?.unwrap_or_else(|| ((end - start) / 250).max(1_000_000_000));
+                if (end - start) / step >= MAX_POINTS {
+                    return Err(ApiError::bad_request(
+                        "bad_parameter",
+                        format!("step: more than {MAX_POINTS} points over the range; use a larger step"),
+                    )
+                    .with("parameter", "step".into()));
+                }
+                let steps: Vec<i64> = (0..=(end - start) / step).map(|k| start + k * step).collect();
+                within_timeout(&st, metric_query(&st, &access, &m, steps, false)).await
+            }
+        }
+    }
+    .await;
+    counted(&st, "loki_query_range", started, res)
+}
+
+/// `GET|POST /loki/api/v1/query`: an instant query at `time` (default now). A log query
+/// answers the newest `limit` entries of the hour before `time`.
+pub async fn query(
+    State(st): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let res = async {
+        let p = Params::new(raw.as_deref(), &body);
+        let q = p.query()?;
+        let time = p.time("time")?.unwrap_or_else(crate::now_ns);
+        match q {
+            Query::Log(log) => {
+                let (limit, order) = (limit(&st, &p)?, direction(&p)?);
+                let range = (time - 3_600_000_000_000, time.saturating_add(1));
+                within_timeout(&st, log_query(&st, &access, &log, range, limit, order)).await
+            }
+            Query::Metric(m) => within_timeout(&st, metric_query(&st, &access, &m, vec![time], true)).await,
+        }
+    }
+    .await;
+    counted(&st, "loki_query", started, res)
+}
+
+/// The distinct streams of `[start, end]` (within the caller's scope) whose labels match
+/// `selector`, if any.
+async fn streams(
+    st: &Arc<AppState>,
+    access: &Access,
+    selector: Option<&LogExpr>,
+    (start, end): (i64, i64),
+) -> Result<Vec<Labels>, ApiError> {
+    let Some(q) = native(access, selector, start, end.saturating_add(1))? else { return Ok(Vec::new()) };
+    let check = selector.map(|s| Selector::new(&s.matchers)).transpose()?;
+    let (Answer::Streams { streams, .. }, _) = run_query(st, q, Request::Streams { limit: MAX_STREAMS }).await? else {
+        unreachable!("streams answer streams")
+    };
+    let mut out: BTreeSet<Labels> = BTreeSet::new();
+    for (app, tags, _) in streams {
+        let l = base_labels(&app, &tags);
+        if check.as_ref().is_none_or(|c| c.matches(&l)) {
+            out.insert(l);
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
+/// A `query` or `match[]` parameter that must be a stream selector (line filters are ignored).
+fn selector_param(v: &str) -> Result<LogExpr, ApiError> {
+    match logql::parse(v).map_err(|e| bad(e.to_string()))? {
+        Query::Log(l) => Ok(LogExpr { matchers: l.matchers, stages: Vec::new() }),
+        Query::Metric(_) => Err(bad("expected a stream selector such as {app=\"web\"}")),
+    }
+}
+
+const SIX_HOURS: i64 = 6 * 3_600_000_000_000;
+
+/// The streams of the optional `query` selector over `[start, end]` (default: the last 6 hours).
+async fn streams_of_query(st: &Arc<AppState>, access: &Access, p: &Params) -> Result<Vec<Labels>, ApiError> {
+    let sel = p.get("query").map(selector_param).transpose()?;
+    streams(st, access, sel.as_ref(), p.range(SIX_HOURS)?).await
+}
+
+/// `GET|POST /loki/api/v1/labels`: label names of the streams in the range.
+pub async fn labels(
+    State(st): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let res = async {
+        let found = streams_of_query(&st, &access, &Params::new(raw.as_deref(), &body)).await?;
+        let names: BTreeSet<&String> = found.iter().flat_map(|l| l.keys()).collect();
+        Ok(success(json!(names)))
+    }
+    .await;
+    counted(&st, "loki_labels", started, res)
+}
+
+/// `GET|POST /loki/api/v1/label/{name}/values`.
+pub async fn label_values(
+    State(st): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let res = async {
+        let found = streams_of_query(&st, &access, &Params::new(raw.as_deref(), &body)).await?;
+        let values: BTreeSet<&String> = found.iter().filter_map(|l| l.get(&name)).collect();
+        Ok(success(json!(values)))
+    }
+    .await;
+    counted(&st, "loki_label_values", started, res)
+}
+
+/// `GET|POST /loki/api/v1/series`: the label sets of the streams matching any `match[]`.
+pub async fn series(
+    State(st): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let res = async {
+        let p = Params::new(raw.as_deref(), &body);
+        let range = p.range(SIX_HOURS)?;
+        let mut matches = p.all("match[]");
+        matches.extend(p.all("match"));
+        let mut out: BTreeSet<Labels> = BTreeSet::new();
+        if matches.is_empty() {
+            out.extend(streams(&st, &access, None, range).await?);
+        }
+        for m in matches {
+            out.extend(streams(&st, &access, Some(&selector_param(m)?), range).await?);
+        }
+        Ok(success(json!(out)))
+    }
+    .await;
+    counted(&st, "loki_series", started, res)
+}
+
+/// `GET|POST /loki/api/v1/index/stats`: streams and entries matching a selector. `chunks`
+/// counts streams (logpipe has no chunks) and `bytes` is the message bytes of the entries.
+pub async fn index_stats(
+    State(st): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let res = async {
+        let p = Params::new(raw.as_deref(), &body);
+        let sel = selector_param(p.get("query").unwrap_or("{app=~\".+\"}"))?;
+        let (start, end) = p.range(3_600_000_000_000)?;
+        let check = Selector::new(&sel.matchers)?;
+        let (mut entries, mut bytes) = (0u64, 0u64);
+        let mut seen: BTreeSet<Labels> = BTreeSet::new();
+        if let Some(q) = native(&access, Some(&sel), start, end.saturating_add(1))? {
+            within_timeout(
+                &st,
+                scan(&st, q, Order::Asc, |r| {
+                    let l = base_labels(&r.app, &r.tags);
+                    if check.matches(&l) {
+                        entries += 1;
+                        bytes += r.message.len() as u64;
+                        if seen.len() < MAX_STREAMS {
+                            seen.insert(l);
+                        }
+                    }
+                    Ok(true)
+                }),
+            )
+            .await?;
+        }
+        Ok(axum::Json(json!({"streams": seen.len(), "chunks": seen.len(), "entries": entries, "bytes": bytes}))
+            .into_response())
+    }
+    .await;
+    counted(&st, "loki_index_stats", started, res)
+}
+
+/// `GET|POST /loki/api/v1/format_query`: the query printed in canonical form.
+pub async fn format_query(RawQuery(raw): RawQuery, body: Bytes) -> Result<Response, ApiError> {
+    let p = Params::new(raw.as_deref(), &body);
+    Ok(success(Value::from(p.query()?.to_string())))
+}
+
+/// `GET /loki/api/v1/status/buildinfo`: the Loki API version this follows.
+pub async fn buildinfo() -> Response {
+    axum::Json(json!({
+        "version": "3.0.0",
+        "revision": concat!("logpipe-", env!("CARGO_PKG_VERSION")),
+        "branch": "",
+        "buildUser": "",
+        "buildDate": "",
+        "goVersion": "",
+    }))
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn aggregations_and_binary_operations() {
+        let v = vec![
+            (labels(&[("app", "a"), ("level", "info")]), 3.0),
+            (labels(&[("app", "a"), ("level", "error")]), 1.0),
+            (labels(&[("app", "b"), ("level", "info")]), 5.0),
+        ];
+        let by = Grouping::By(vec!["level".into()]);
+        let got = aggregate(AggOp::Sum, None, Some(&by), v.clone());
+        assert_eq!(got, vec![(labels(&[("level", "error")]), 1.0), (labels(&[("level", "info")]), 8.0)]);
+        assert_eq!(aggregate(AggOp::Count, None, None, v.clone()), vec![(Labels::new(), 3.0)]);
+        assert_eq!(aggregate(AggOp::Avg, None, None, v.clone()), vec![(Labels::new(), 3.0)]);
+        let top = aggregate(AggOp::Topk, Some(2.0), None, v.clone());
+        assert_eq!(top.iter().map(|s| s.1).collect::<Vec<_>>(), [5.0, 3.0]);
+        let without = Grouping::Without(vec!["level".into()]);
+        let got = aggregate(AggOp::Max, None, Some(&without), v.clone());
+        assert_eq!(got, vec![(labels(&[("app", "a")]), 3.0), (labels(&[("app", "b")]), 5.0)]);
+
+        let Val::Vector(two) = binary(
+            BinOp::Add,
+            Val::Vector(vec![vec![(Labels::new(), 1.0)]]),
+            Val::Vector(vec![vec![(Labels::new(), 1.0)]]),
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(two, vec![vec![(Labels::new(), 2.0)]]);
+        let Val::Vector(over) = binary(BinOp::Gt, Val::Vector(vec![v]), Val::Scalar(2.0)).unwrap() else { panic!() };
+        assert_eq!(over[0].iter().map(|s| s.1).collect::<Vec<_>>(), [3.0, 5.0]);
+        assert!(matches!(binary(BinOp::Div, Val::Scalar(1.0), Val::Scalar(4.0)).unwrap(), Val::Scalar(x) if x == 0.25));
+    }
+
+    #[test]
+    fn pushdown_is_exact_or_wider() {
+        let Query::Log(l) = logql::parse(r#"{app="web", level="error", env!="dev", host=~"h.*", x="", y=~".*", a_b="1"} |= "GET" !~ "x+" | line_format "{{.level}}" |= "after""#).unwrap() else {
+            panic!()
+        };
+        let got: Vec<String> = pushdown(&l).unwrap().iter().map(|e| e.to_string()).collect();
+        // label matchers that also match an absent label (x="", y=~".*") are not pushed down,
+        // nor line filters after line_format
+        // nor a label whose `_` may stand for another character of a tag key (a_b: a.b?)
+        assert_eq!(got.len(), 6, "{got:?}");
+        let Query::Log(l) = logql::parse(r#"{app="Not An App!"}"#).unwrap() else { panic!() };
+        assert!(pushdown(&l).is_none(), "an app name that cannot exist matches nothing");
+    }
+
+    #[test]
+    fn loki_times() {
+        let p = Params::new(Some("a=1700000000&b=1700000000000000000&c=1700000000.5&d=2023-11-14T22:13:20Z&e=x"), b"");
+        assert_eq!(p.time("a").unwrap(), Some(1_700_000_000_000_000_000));
+        assert_eq!(p.time("b").unwrap(), Some(1_700_000_000_000_000_000));
+        assert_eq!(p.time("c").unwrap(), Some(1_700_000_000_500_000_000));
+        assert_eq!(p.time("d").unwrap(), Some(1_700_000_000_000_000_000));
+        assert!(p.time("e").is_err());
+        let p = Params::new(Some("step=15&s2=1m&s3=0"), b"");
+        assert_eq!(p.duration("step").unwrap(), Some(15_000_000_000));
+        assert_eq!(p.duration("s2").unwrap(), Some(60_000_000_000));
+        assert!(p.duration("s3").is_err());
+    }
+}
