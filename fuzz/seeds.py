@@ -100,6 +100,14 @@ def text_seeds():
     for q in queries:
         put("query", q)
         put("params", "q=" + urllib.request.quote(q))
+    logql = ['{app="web", level=~"err.*", env!="dev"} |= "timeout" != "retry" |~ `t(ime)?out` !~ "\\d+"',
+             '{app="web"} | json | status >= 500 and method="GET" or took > 1.5s | line_format "{{.method}} {{__line__}}"',
+             '{app="web"} | logfmt | level="warn", duration <= 250ms',
+             'sum by (level) (count_over_time({app="web"} |= "x" [5m]))',
+             'topk(3, sum(rate({app=~".+"}[1m])) without (host)) / 2 > 0.5',
+             'vector(1)+vector(1)', 'bottomk(1, avg by (a) (bytes_rate({a="b"}[1h]))) - 1e3 * -2']
+    for q in logql:
+        put("logql", q)
     for p in ["app=web&tag=level%3DERROR&from=2024-01-01T00:00:00Z&to=now&limit=5&order=asc",
               "contains=GET&icontains=get&regex=%5Cd%2Bms&any=a&not=b&step=1m&fill=zero", "cursor=AAAA&app=db"]:
         put("params", p)

@@ -115,3 +115,20 @@ pub fn syslog(data: &[u8]) {
         }
     }
 }
+
+/// A LogQL query (Loki's query API): what parses prints back to a query that parses to the
+/// same tree; its log stages run on the query text itself as a line.
+pub fn logql(data: &[u8]) {
+    use crate::compat::logql::{self, Query};
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(q) = logql::parse(text) else { return };
+    let printed = q.to_string();
+    let back = logql::parse(&printed).unwrap_or_else(|e| panic!("{printed:?} does not parse back: {e}"));
+    // compared printed: NaN literals are not equal to themselves
+    assert_eq!(printed, back.to_string());
+    if let Query::Log(l) = &q {
+        if let Ok(p) = logql::Pipeline::new(&l.stages) {
+            let _ = p.run(text, &mut logql::Labels::new());
+        }
+    }
+}

@@ -20,6 +20,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("loki_push", logpipe_server::fuzzing::loki_push),
     ("vlogs_jsonline", logpipe_server::fuzzing::vlogs_jsonline),
     ("syslog", logpipe_server::fuzzing::syslog),
+    ("logql", logpipe_server::fuzzing::logql),
 ];
 
 fn fuzz_dir() -> PathBuf {

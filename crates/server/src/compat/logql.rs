@@ -271,6 +271,11 @@ impl<'a> Parser<'a> {
                                 'n' => '\n',
                                 't' => '\t',
                                 'r' => '\r',
+                                'a' => '\u{7}',
+                                'b' => '\u{8}',
+                                'f' => '\u{c}',
+                                'v' => '\u{b}',
+                                '/' => '/',
                                 '\\' => '\\',
                                 '"' => '"',
                                 '\'' => '\'',
@@ -297,6 +302,20 @@ impl<'a> Parser<'a> {
     fn number(&mut self) -> Result<f64, ParseError> {
         self.ws();
         let r = self.rest();
+        // Inf and NaN, as Prometheus spells them (what `fmt_num` prints)
+        let (sign, body) = match r.as_bytes().first() {
+            Some(b'+') => (1.0, &r[1..]),
+            Some(b'-') => (-1.0, &r[1..]),
+            _ => (1.0, r),
+        };
+        for (word, v) in [("Inf", f64::INFINITY), ("NaN", f64::NAN)] {
+            if body.get(..3).is_some_and(|w| w.eq_ignore_ascii_case(word))
+                && !body[3..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+            {
+                self.i += r.len() - body.len() + 3;
+                return Ok(sign * v);
+            }
+        }
         let n = r
             .char_indices()
             .find(|&(i, c)| {
@@ -520,7 +539,8 @@ impl<'a> Parser<'a> {
             self.expect(")")?;
             return Ok(e);
         }
-        if matches!(self.peek(), Some(b'0'..=b'9' | b'.' | b'-' | b'+')) {
+        let special = |w: &str| self.rest().get(..3).is_some_and(|p| p.eq_ignore_ascii_case(w));
+        if matches!(self.peek(), Some(b'0'..=b'9' | b'.' | b'-' | b'+')) || special("inf") || special("nan") {
             return Ok(MetricExpr::Number(self.number()?));
         }
         if self.keyword("vector") {
@@ -1152,6 +1172,7 @@ mod tests {
             r#"topk(3, sum by (host) (bytes_over_time({app="web"}[1h])))"#,
             "vector(1)+vector(1)",
             r#"sum(count_over_time({app="a"}[1m])) / 2 > 1"#,
+            "Inf - -inf * 1e300 * 1e300 < 4",
         ] {
             let a = parse(q).unwrap_or_else(|e| panic!("{q}: {e}"));
             let printed = a.to_string();
