@@ -1,4 +1,5 @@
-//! Loki push: real clients from PyPI (`python-logging-loki`, `loki-logger-handler`) send lines;
+//! Loki push: real clients from PyPI (`python-logging-loki`, `loki-logger-handler`) and npm
+//! (`winston-loki` with JSON and with protobuf, `pino-loki`) send lines;
 //! logpipe's native query must return exactly them. Raw requests cover protobuf + snappy
 //! (with and without `Content-Encoding: snappy`), gzip JSON, the app label setting and errors.
 //! Needs the clients installed (`.ci/run`).
@@ -58,6 +59,42 @@ fn python_clients_push_exactly_what_they_log() {
         // what the handler computes: int((base + i / 1000) * 1e9), in floating point
         let want = ((1_740_830_400.0f64 + i as f64 / 1000.0) * 1e9) as i64;
         assert_eq!(ns(r), want, "record {i}");
+    }
+}
+
+#[test]
+fn node_shippers_push_exactly_what_they_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    // winston-loki: JSON, and protobuf + snappy; pino-loki: JSON, from a worker thread
+    for which in ["winston-json", "winston-proto", "pino"] {
+        let app = format!("node-{which}");
+        let sent = node("loki_push.mjs", &[&s.base, which, &app, "30"]);
+        let (start, end) = (sent["start"].as_i64().unwrap() * 1_000_000, sent["end"].as_i64().unwrap() * 1_000_000);
+        let got = stored(&s.base, &app);
+        assert_eq!(got.len(), 30, "{which}");
+        // lines logged in one millisecond are stored in message order, not in logging order
+        let mut seen = Vec::new();
+        for r in &got {
+            let msg = r["message"].as_str().unwrap();
+            let text = if which == "pino" {
+                // pino sends its JSON line; the level becomes a label
+                let line: Value = serde_json::from_str(msg).unwrap();
+                assert_eq!(line["level"].as_i64(), Some(40));
+                let t = tags(r);
+                assert!(t.contains(&"level=warning") && t.contains(&"env=test"), "{t:?}");
+                line["msg"].as_str().unwrap().to_string()
+            } else {
+                // winston-loki appends the remaining metadata as JSON
+                assert_eq!(tags(r), [&*format!("app={app}"), "env=test", "level=warn"], "{which}");
+                msg.strip_suffix(r#" {"level":"warn"}"#).unwrap_or_else(|| panic!("{which}: {msg}")).to_string()
+            };
+            let i: usize = text.strip_prefix("loki says hello ").unwrap().parse().unwrap();
+            seen.push(i);
+            assert!(ns(r) >= start && ns(r) <= end, "{which} record {i}: {} outside [{start}, {end}]", ns(r));
+        }
+        seen.sort();
+        assert_eq!(seen, (0..30).collect::<Vec<_>>(), "{which}: every line once");
     }
 }
 

@@ -7,25 +7,11 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 use serde_json::{json, Value};
 
-fn node_client(base: &str, app: &str, token: Option<&str>) -> Value {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/clients/node");
-    assert!(
-        std::path::Path::new(dir).join("node_modules/@myunisoft/loki").exists(),
-        "the npm clients are not installed: npm ci --prefix tests/clients/node"
-    );
-    let mut cmd = Command::new("node");
-    cmd.current_dir(dir).args(["loki_query.mjs", base, app]);
-    if let Some(t) = token {
-        cmd.arg(t);
-    }
-    let out = cmd.output().expect("node");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
+fn node_client(base: &str, app: &str) -> Value {
+    node("loki_query.mjs", &[base, app])
 }
 
 fn loki(base: &str, path: &str) -> Value {
@@ -48,7 +34,7 @@ fn lines(stream_result: &Value) -> Vec<String> {
 fn the_npm_loki_sdk_pushes_and_queries() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &[]);
-    let got = node_client(&s.base, "shop", None);
+    let got = node_client(&s.base, "shop");
 
     // {app="shop"} |= "level=error": the ten error lines, in one stream {app, env}
     let streams = got["errors"]["streams"].as_array().unwrap();

@@ -1,5 +1,5 @@
-//! OpenTelemetry OTLP/HTTP logs: the Python SDK's protobuf exporter (plain and gzip) sends
-//! records; logpipe's native query must return exactly them. Raw requests cover OTLP/JSON,
+//! OpenTelemetry OTLP/HTTP logs: the Python SDK's protobuf exporter (plain and gzip) and the
+//! Node.js SDK's JSON and protobuf exporters send records; logpipe's native query must return exactly them. Raw requests cover OTLP/JSON,
 //! partial success and errors. Needs the SDK installed (`.ci/run`).
 
 mod common;
@@ -50,6 +50,33 @@ fn the_python_sdk_exports_exactly_what_it_logs() {
             want.push(version);
             want.sort();
             assert_eq!(tags, want, "record {i}");
+        }
+    }
+}
+
+#[test]
+fn the_node_sdk_exports_json_and_protobuf_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    // @opentelemetry/exporter-logs-otlp-http (OTLP/JSON) and -proto (protobuf)
+    for (service, format) in [("node-json", "json"), ("node-proto", "proto")] {
+        assert_eq!(node("otlp_logs.mjs", &[&s.base, service, "250", format])["flushed"], true);
+        let got = stored(&s.base, service);
+        assert_eq!(got.len(), 250, "{service}");
+        for (i, r) in got.iter().enumerate() {
+            assert_eq!(r["app"], service);
+            assert_eq!(r["message"], format!("otel says hello {i}"));
+            assert_eq!(r["timestamp"], format!("2025-03-01T12:00:00.{:03}000000Z", i), "{service} record {i}");
+            let want = serde_json::json!([
+                "deployment.environment=test",
+                "level=WARN",
+                format!("order.id={i}"),
+                "scope.name=logpipe-test",
+                format!("service.name={service}"),
+                "tags=a",
+                "tags=b",
+            ]);
+            assert_eq!(r["tags"], want, "{service} record {i}");
         }
     }
 }

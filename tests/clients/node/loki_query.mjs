@@ -2,6 +2,7 @@
 // push(), then reads them back with its query_range (streams and matrix), labels, label values
 // and series calls. Prints what it got as one JSON object.
 //   node loki_query.mjs BASE_URL APP [TOKEN]
+// (With a token, its series() call fails: it sends no credentials.)
 import { GrafanaApi } from "@myunisoft/loki";
 
 const [base, app, token] = process.argv.slice(2);

@@ -253,3 +253,17 @@ pub fn stored_as(base: &str, app: &str, token: Option<&str>) -> Vec<serde_json::
 pub fn stored(base: &str, app: &str) -> Vec<serde_json::Value> {
     stored_as(base, app, None)
 }
+
+/// Runs `tests/clients/node/SCRIPT ARGS` (a real npm client, installed by `.ci/run` with
+/// `npm ci --prefix tests/clients/node`) and parses the JSON line it prints.
+pub fn node(script: &str, args: &[&str]) -> serde_json::Value {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/clients/node");
+    assert!(
+        Path::new(dir).join("node_modules").exists(),
+        "the npm clients are not installed: npm ci --prefix tests/clients/node"
+    );
+    let out = Command::new("node").current_dir(dir).arg(script).args(args).output().expect("node");
+    assert!(out.status.success(), "{script} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{script}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
