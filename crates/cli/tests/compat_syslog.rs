@@ -189,3 +189,38 @@ fn raw_framing_nul_close_and_oversized_frames() {
             >= 2
     );
 }
+
+#[test]
+fn an_app_over_its_rate_limit_is_dropped_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--syslog-tcp", "127.0.0.1:0", "--app-records-per-second", "50"]);
+    let tcp = addr(&s, "tcp");
+    // one connection carrying two apps, as from a forwarding rsyslog: 1,000 lines of `flood`
+    // and 20 of `calm` among them
+    let mut c = std::net::TcpStream::connect(&tcp).unwrap();
+    let mut out = String::new();
+    for i in 0..1000 {
+        out.push_str(&format!("<14>1 2026-01-01T00:00:00Z h flood - - - flood line {i}\n"));
+        if i % 50 == 0 {
+            out.push_str(&format!("<14>1 2026-01-01T00:00:00Z h calm - - - calm line {}\n", i / 50));
+        }
+    }
+    c.write_all(out.as_bytes()).unwrap();
+    drop(c);
+    let calm = wait_for(&s.base, "calm", 20);
+    assert_eq!(calm.len(), 20, "the calm app loses nothing");
+    // the flooding app got its second's worth, the rest was dropped and counted
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let dropped = loop {
+        let dropped =
+            metric(&s.base, "logpipe_rejected_requests_total{endpoint=\"syslog\",reason=\"app_rate_limited\"}");
+        let stored = count(&s.base, "app=flood");
+        if dropped.unwrap_or(0) + stored == 1000 {
+            break dropped.unwrap();
+        }
+        assert!(Instant::now() < deadline, "flood: {stored} stored, {dropped:?} dropped");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // 50 a second, and the whole exchange takes well under two seconds
+    assert!(1000 - dropped <= 200, "{} of the flooding app's 1000 lines stored", 1000 - dropped);
+}

@@ -304,6 +304,7 @@ async fn submit(st: &AppState, engine: &Arc<Engine>, frames: Vec<Vec<u8>>, drop_
         .await;
     drop(place);
     let Ok(records) = parsed else { return 0 };
+    let records = within_rate_limits(st, records);
     if records.is_empty() {
         return 0;
     }
@@ -344,6 +345,27 @@ async fn submit(st: &AppState, engine: &Arc<Engine>, frames: Vec<Vec<u8>>, drop_
             }
         }
     }
+}
+
+/// The records of the apps within their ingest limits (`--app-records-per-second`, ...). Syslog
+/// cannot answer `429`, and one connection often carries many apps (a forwarding rsyslog), so
+/// an app over its limit has its records dropped, counted as `app_rate_limited`, while the
+/// others' are stored: one flooding app cannot hold the others back.
+fn within_rate_limits(st: &AppState, records: Vec<Record>) -> Vec<Record> {
+    let Some(limits) = st.rate_limits.as_ref() else { return records };
+    let before = records.len();
+    // record by record: how the frames fell into reads must not decide what is kept
+    let kept: Vec<Record> = records
+        .into_iter()
+        .filter(|r| {
+            let bytes = (r.message.len() + r.tags.iter().map(String::len).sum::<usize>()) as u64;
+            limits.admit(&[(&r.app, 1, bytes)]).is_ok()
+        })
+        .collect();
+    if kept.len() < before {
+        st.metrics.rejected.with_label_values(&["syslog", "app_rate_limited"]).inc_by((before - kept.len()) as u64);
+    }
+    kept
 }
 
 /// Serves syslog over TCP until `stop` is set.
