@@ -352,19 +352,25 @@ pub(crate) fn check_json_depth(text: &str) -> Result<(), String> {
     if b.iter().filter(|&&c| c == b'[' || c == b'{').count() <= MAX_JSON_DEPTH {
         return Ok(());
     }
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for &c in b {
-        if in_string {
-            match c {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
+    let (mut depth, mut i) = (0usize, 0usize);
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                // strings are most of the bytes: jump from quote or backslash to the next one
+                i += 1;
+                loop {
+                    match memchr::memchr2(b'"', b'\\', b.get(i..).unwrap_or_default()) {
+                        // unterminated: the parser refuses it
+                        None => return Ok(()),
+                        Some(k) if b[i + k] == b'\\' => i += k + 2,
+                        Some(k) => {
+                            i += k + 1;
+                            break;
+                        }
+                    }
+                }
+                continue;
             }
-            continue;
-        }
-        match c {
-            b'"' => in_string = true,
             b'[' | b'{' => {
                 depth += 1;
                 if depth > MAX_JSON_DEPTH {
@@ -374,6 +380,7 @@ pub(crate) fn check_json_depth(text: &str) -> Result<(), String> {
             b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        i += 1;
     }
     Ok(())
 }
@@ -479,6 +486,8 @@ mod tests {
                 format!("{{\"app\":{deep},\"message\":\"x\"}}"),
                 format!("{{\"app\":\"a\",\"message\":\"x\",\"extra\":{deep}}}"),
                 format!("[{{\"app\":\"a\",\"message\":\"x\",\"tags\":{deep}}}]"),
+                // an escaped backslash ends in a real closing quote
+                format!("{{\"app\":\"a\",\"message\":\"x\\\\\",\"extra\":{deep}}}"),
             ] {
                 let e = parse(&body).unwrap_err();
                 assert!(e.message.contains("nested deeper than 32"), "{n}: {}", e.message);

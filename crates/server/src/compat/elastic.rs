@@ -39,7 +39,7 @@ struct ActionLine {
 }
 
 /// An action's metadata; other keys (`routing`, `pipeline`, `_type` …) are ignored.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, Clone)]
 struct Meta {
     #[serde(rename = "_index")]
     index: Option<String>,
@@ -74,22 +74,25 @@ pub(crate) fn decode_bulk(body: &[u8], ctx: &DecodeCtx, now: i64) -> Result<(Vec
     let text = crate::ingest::text(std::borrow::Cow::Borrowed(body));
     let mut lines = text.split('\n').enumerate().filter(|(_, l)| !l.trim().is_empty());
     let (mut records, mut items) = (Vec::new(), Vec::new());
+    // shippers repeat one action line for every document, and name a few indices: each
+    // distinct line is parsed once, each index checked as an app name once
+    let mut last_action: Option<(&str, &'static str, Meta)> = None;
+    let mut apps: std::collections::HashMap<String, Result<AppName, String>> = Default::default();
     while let Some((n, line)) = lines.next() {
         let bad_action = |why: String| {
             ApiError::bad_request("illegal_argument_exception", format!("malformed action line {}: {why}", n + 1))
                 .with("line", (n + 1).into())
         };
-        crate::ingest::check_json_depth(line).map_err(bad_action)?;
-        let line: ActionLine = sonic_rs::from_str(line).map_err(|e| bad_action(e.to_string()))?;
-        let (action, meta): (&'static str, Meta) = match line {
-            ActionLine { index: Some(m), create: None, update: None, delete: None } => ("index", m),
-            ActionLine { index: None, create: Some(m), update: None, delete: None } => ("create", m),
-            ActionLine { index: None, create: None, update: Some(m), delete: None } => ("update", m),
-            ActionLine { index: None, create: None, update: None, delete: Some(m) } => ("delete", m),
-            _ => return Err(bad_action("expected one action: index, create, update or delete".into())),
+        let (action, meta) = match &last_action {
+            Some((text, action, meta)) if *text == line => (*action, meta.clone()),
+            _ => {
+                let (action, meta) = parse_action(line).map_err(bad_action)?;
+                last_action = Some((line, action, meta.clone()));
+                (action, meta)
+            }
         };
         let index = meta.index.or_else(|| ctx.default_app.map(|a| a.as_str().to_string()));
-        let id = meta.id.map_or_else(|| format!("{:016x}{:06x}", now, items.len()), |v| doc::text(&v));
+        let id = meta.id.map_or_else(|| generated_id(now, items.len()), |v| doc::tree_text(&v));
         let source = if action == "delete" {
             None
         } else {
@@ -109,18 +112,21 @@ pub(crate) fn decode_bulk(body: &[u8], ctx: &DecodeCtx, now: i64) -> Result<(Vec
                 format!("logpipe stores logs append-only: the {action} action is not supported"),
             ),
             (_, None, _) => refuse(400, "action_request_validation_exception", "index is missing"),
-            (_, Some(index), Some(doc)) => match AppName::parse(&index) {
-                Err(e) => {
-                    refuse(400, "invalid_index_name_exception", format!("index [{index}] is not an app name: {e}"))
-                }
-                Ok(app) => match document(app, doc, ctx, now) {
-                    Ok(r) => {
-                        records.push(r);
-                        Ok(())
+            (_, Some(index), Some(doc)) => {
+                match apps.entry(index).or_insert_with_key(|index| AppName::parse(index).map_err(|e| e.to_string())) {
+                    Err(e) => {
+                        let why = format!("index [{}] is not an app name: {e}", item.index);
+                        refuse(400, "invalid_index_name_exception", why)
                     }
-                    Err(why) => refuse(400, "document_parsing_exception", why),
-                },
-            },
+                    Ok(app) => match document(app.clone(), doc, ctx, now) {
+                        Ok(r) => {
+                            records.push(r);
+                            Ok(())
+                        }
+                        Err(why) => refuse(400, "document_parsing_exception", why),
+                    },
+                }
+            }
             (_, Some(_), None) => unreachable!("index and create have a document"),
         };
         items.push(item);
@@ -128,28 +134,55 @@ pub(crate) fn decode_bulk(body: &[u8], ctx: &DecodeCtx, now: i64) -> Result<(Vec
     Ok((records, items))
 }
 
+/// An action line's action and metadata.
+fn parse_action(line: &str) -> Result<(&'static str, Meta), String> {
+    crate::ingest::check_json_depth(line)?;
+    let parsed: ActionLine = sonic_rs::from_str(line).map_err(|e| e.to_string())?;
+    Ok(match parsed {
+        ActionLine { index: Some(m), create: None, update: None, delete: None } => ("index", m),
+        ActionLine { index: None, create: Some(m), update: None, delete: None } => ("create", m),
+        ActionLine { index: None, create: None, update: Some(m), delete: None } => ("update", m),
+        ActionLine { index: None, create: None, update: None, delete: Some(m) } => ("delete", m),
+        _ => return Err("expected one action: index, create, update or delete".into()),
+    })
+}
+
+/// The id of a document sent without one: the request's time and the item's place, in hex
+/// (22 digits, written without the formatting machinery: one per document).
+fn generated_id(now: i64, item: usize) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(22);
+    for shift in (0..16).rev() {
+        s.push(HEX[((now as u64) >> (shift * 4)) as usize & 15] as char);
+    }
+    for shift in (0..6).rev() {
+        s.push(HEX[(item >> (shift * 4)) & 15] as char);
+    }
+    s
+}
+
 /// One document as a record.
 fn document(app: AppName, source: &str, ctx: &DecodeCtx, now: i64) -> Result<Record, String> {
     let mut fields = doc::object(source)?;
-    let ts = match fields.remove(&"@timestamp") {
+    let ts = match fields.remove("@timestamp") {
         None => now,
         Some(v) if v.is_null() => now,
-        Some(v) if v.is_str() => parse_time(v.as_str().unwrap_or_default()).map_err(|e| format!("@timestamp: {e}"))?,
+        Some(v) if v.is_str() => parse_time(&doc::text(&v)?).map_err(|e| format!("@timestamp: {e}"))?,
         Some(v) if v.is_number() => v
             .as_i64()
             .and_then(|ms| ms.checked_mul(1_000_000))
-            .ok_or_else(|| format!("@timestamp: {} is not epoch milliseconds", doc::text(&v)))?,
-        Some(v) => return Err(format!("@timestamp: {} is not a date", doc::text(&v))),
+            .ok_or_else(|| format!("@timestamp: {} is not epoch milliseconds", v.as_raw_str()))?,
+        Some(v) => return Err(format!("@timestamp: {} is not a date", v.as_raw_str())),
     };
     if let Some(c) = (ctx.cutoff)(&app).filter(|&c| ts < c) {
         return Err(format!("@timestamp is older than the retention of app {app} (cut-off {c} ns)"));
     }
     let message = match ["message", "msg", "log", "_msg"].iter().find_map(|k| fields.remove(k)) {
-        Some(v) => doc::text(&v),
-        None => sonic_rs::to_string(&fields).unwrap_or_default(),
+        Some(v) => doc::text(&v)?,
+        None => fields.to_json()?,
     };
     let mut tags = Vec::new();
-    doc::tags(&fields, &mut tags);
+    fields.tags(&mut tags)?;
     Record::new(app, ts, message, tags, ctx.limits).map_err(|e| e.to_string())
 }
 

@@ -300,7 +300,14 @@ fn attributes(kvs: &[KeyValue], out: &mut Vec<String>) {
 
 fn flatten(key: &str, v: &proto::Value, out: &mut Vec<String>) {
     match v {
-        proto::Value::String(s) => out.push(format!("{key}={s}")),
+        proto::Value::String(s) => {
+            // most attributes: built without the formatting machinery
+            let mut tag = String::with_capacity(key.len() + 1 + s.len());
+            tag.push_str(key);
+            tag.push('=');
+            tag.push_str(s);
+            out.push(tag);
+        }
         proto::Value::Bool(b) => out.push(format!("{key}={b}")),
         proto::Value::Int(i) => out.push(format!("{key}={i}")),
         proto::Value::Double(d) => out.push(format!("{key}={d}")),
@@ -395,16 +402,74 @@ mod json {
         pub value: Option<AnyValue>,
     }
 
-    #[derive(Deserialize, Default)]
-    #[serde(rename_all = "camelCase", default)]
-    pub struct AnyValue {
-        pub string_value: Option<String>,
-        pub bool_value: Option<bool>,
-        pub int_value: Option<Int>,
-        pub double_value: Option<Float>,
-        pub array_value: Option<Values>,
-        pub kvlist_value: Option<KeyValues>,
-        pub bytes_value: Option<String>,
+    /// An `AnyValue`, read straight into the protobuf message (a visitor over its one key): no
+    /// struct of seven optional fields per attribute to build, move and convert.
+    pub struct AnyValue(pub super::AnyValue);
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    enum Field {
+        StringValue,
+        BoolValue,
+        IntValue,
+        DoubleValue,
+        ArrayValue,
+        KvlistValue,
+        BytesValue,
+        #[serde(other)]
+        Other,
+    }
+
+    impl<'de> Deserialize<'de> for AnyValue {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<AnyValue, D::Error> {
+            use super::proto::Value;
+            struct V;
+            impl<'de> serde::de::Visitor<'de> for V {
+                type Value = AnyValue;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("an OTLP AnyValue object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<AnyValue, A::Error> {
+                    use base64::Engine as _;
+                    // when a sender sets several, the first of this order wins
+                    let mut found: [Option<Value>; 7] = Default::default();
+                    while let Some(field) = map.next_key::<Field>()? {
+                        let (slot, v) = match field {
+                            Field::StringValue => (0, Some(Value::String(map.next_value()?))),
+                            Field::BoolValue => (1, Some(Value::Bool(map.next_value()?))),
+                            Field::IntValue => (2, map.next_value::<Int>()?.get().map(Value::Int)),
+                            Field::DoubleValue => (
+                                3,
+                                match map.next_value::<Float>()? {
+                                    Float::Number(f) => Some(f),
+                                    Float::Text(s) => s.parse().ok(),
+                                }
+                                .map(Value::Double),
+                            ),
+                            Field::ArrayValue => {
+                                let values = map.next_value::<Values>()?.values.into_iter().map(|v| v.0).collect();
+                                (4, Some(Value::Array(super::proto::ArrayValue { values })))
+                            }
+                            Field::KvlistValue => {
+                                let values = super::kvs(map.next_value::<KeyValues>()?.values);
+                                (5, Some(Value::Kvlist(super::proto::KeyValueList { values })))
+                            }
+                            Field::BytesValue => {
+                                let b: String = map.next_value()?;
+                                (6, base64::engine::general_purpose::STANDARD.decode(b).ok().map(Value::Bytes))
+                            }
+                            Field::Other => {
+                                map.next_value::<serde::de::IgnoredAny>()?;
+                                continue;
+                            }
+                        };
+                        found[slot] = v;
+                    }
+                    Ok(AnyValue(super::AnyValue { value: found.into_iter().flatten().next() }))
+                }
+            }
+            d.deserialize_map(V)
+        }
     }
 
     #[derive(Deserialize, Default)]
@@ -487,7 +552,7 @@ fn from_json(body: &[u8]) -> Result<ExportLogsServiceRequest, ApiError> {
                     observed_time_unix_nano: int(lr.observed_time_unix_nano) as u64,
                     severity_number: int(lr.severity_number) as i32,
                     severity_text: lr.severity_text,
-                    body: lr.body.map(any_value),
+                    body: lr.body.map(|v| v.0),
                     attributes: kvs(lr.attributes),
                     trace_id: id("traceId", &lr.trace_id)?,
                     span_id: id("spanId", &lr.span_id)?,
@@ -502,30 +567,7 @@ fn from_json(body: &[u8]) -> Result<ExportLogsServiceRequest, ApiError> {
 }
 
 fn kvs(list: Vec<json::KeyValue>) -> Vec<KeyValue> {
-    list.into_iter().map(|kv| KeyValue { key: kv.key, value: kv.value.map(any_value) }).collect()
-}
-
-fn any_value(v: json::AnyValue) -> AnyValue {
-    use base64::Engine as _;
-    let value = if let Some(s) = v.string_value {
-        Some(proto::Value::String(s))
-    } else if let Some(b) = v.bool_value {
-        Some(proto::Value::Bool(b))
-    } else if let Some(i) = v.int_value.and_then(|i| i.get()) {
-        Some(proto::Value::Int(i))
-    } else if let Some(d) = v.double_value.and_then(|d| match d {
-        json::Float::Number(f) => Some(f),
-        json::Float::Text(s) => s.parse().ok(),
-    }) {
-        Some(proto::Value::Double(d))
-    } else if let Some(a) = v.array_value {
-        Some(proto::Value::Array(proto::ArrayValue { values: a.values.into_iter().map(any_value).collect() }))
-    } else if let Some(l) = v.kvlist_value {
-        Some(proto::Value::Kvlist(proto::KeyValueList { values: kvs(l.values) }))
-    } else {
-        v.bytes_value.and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok()).map(proto::Value::Bytes)
-    };
-    AnyValue { value }
+    list.into_iter().map(|kv| KeyValue { key: kv.key, value: kv.value.map(|v| v.0) }).collect()
 }
 
 fn format_of(headers: &HeaderMap) -> Result<Format, ApiError> {

@@ -18,10 +18,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use logpipe_model::{parse_time, AppName, Record};
-use sonic_rs::{JsonValueTrait, Object, Value};
+use sonic_rs::{JsonValueTrait, LazyValue};
 
 use crate::auth::Access;
-use crate::compat::doc;
+use crate::compat::doc::{self, Doc};
 use crate::compat::otlp::sanitize_app;
 use crate::ingest::{accept, DecodeCtx};
 use crate::{ApiError, AppState};
@@ -133,17 +133,18 @@ fn unix(s: &str) -> Option<i64> {
     Some(if neg { -ns } else { ns })
 }
 
-fn time(v: &Value) -> Result<i64, String> {
-    if let Some(s) = v.as_str() {
-        return unix(s.trim()).map_or_else(|| parse_time(s).map_err(|e| e.to_string()), Ok);
+fn time(v: &LazyValue) -> Result<i64, String> {
+    if v.is_str() {
+        let s = doc::text(v)?;
+        return unix(s.trim()).map_or_else(|| parse_time(&s).map_err(|e| e.to_string()), Ok);
     }
     if v.is_number() {
-        let text = doc::text(v);
-        return unix(&text)
+        let text = v.as_raw_str();
+        return unix(text)
             .or_else(|| v.as_f64().map(|f| (f * 1e9) as i64))
             .ok_or_else(|| format!("{text} is not a time"));
     }
-    Err(format!("{} is not a time", doc::text(v)))
+    Err(format!("{} is not a time", v.as_raw_str()))
 }
 
 /// Decodes a body of JSON lines into records, all or nothing.
@@ -164,7 +165,7 @@ pub(crate) fn decode(body: &[u8], f: &Fields, ctx: &DecodeCtx, now: i64) -> Resu
     Ok(out)
 }
 
-fn record(obj: &mut Object, f: &Fields, ctx: &DecodeCtx, now: i64) -> Result<Record, String> {
+fn record(obj: &mut Doc, f: &Fields, ctx: &DecodeCtx, now: i64) -> Result<Record, String> {
     for k in &f.ignore {
         obj.remove(k);
     }
@@ -173,10 +174,10 @@ fn record(obj: &mut Object, f: &Fields, ctx: &DecodeCtx, now: i64) -> Result<Rec
         _ => now,
     };
     let message = match f.msg.iter().find_map(|k| obj.remove(k)) {
-        Some(v) if !v.is_null() => doc::text(&v),
+        Some(v) if !v.is_null() => doc::text(&v)?,
         _ => String::new(),
     };
-    let app = match (&f.app, obj.get(&"app").and_then(|v| v.as_str())) {
+    let app = match (&f.app, obj.get("app").and_then(|v| v.as_str())) {
         (Some(a), _) => a.clone(),
         (None, Some(a)) => sanitize_app(a),
         _ => f
@@ -190,7 +191,7 @@ fn record(obj: &mut Object, f: &Fields, ctx: &DecodeCtx, now: i64) -> Result<Rec
         return Err(format!("time {ts} is older than the retention of app {app} (cut-off {c})"));
     }
     let mut tags = f.extra.clone();
-    doc::tags(obj, &mut tags);
+    obj.tags(&mut tags)?;
     Record::new(app, ts, message, tags, ctx.limits).map_err(|e| e.to_string())
 }
 
