@@ -356,11 +356,28 @@ pub(crate) fn check_json_depth(text: &str) -> Result<(), String> {
     while i < b.len() {
         match b[i] {
             b'"' => {
-                // strings are most of the bytes: jump from quote or backslash to the next one
+                // strings are most of the bytes: short ones (keys) byte by byte, past 16 bytes
+                // jump from quote or backslash to the next one
                 i += 1;
+                let mut plain = 0;
                 loop {
+                    if plain < 16 {
+                        match b.get(i) {
+                            // unterminated: the parser refuses it
+                            None => return Ok(()),
+                            Some(b'"') => {
+                                i += 1;
+                                break;
+                            }
+                            Some(b'\\') => i += 2,
+                            Some(_) => {
+                                i += 1;
+                                plain += 1;
+                            }
+                        }
+                        continue;
+                    }
                     match memchr::memchr2(b'"', b'\\', b.get(i..).unwrap_or_default()) {
-                        // unterminated: the parser refuses it
                         None => return Ok(()),
                         Some(k) if b[i + k] == b'\\' => i += k + 2,
                         Some(k) => {

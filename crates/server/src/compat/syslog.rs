@@ -119,9 +119,22 @@ pub(crate) fn next_frame(buf: &mut BytesMut, max: usize, eof: bool) -> Result<Op
     }
 }
 
+/// `key=value`, built without the formatting machinery (several per message).
+fn kv(key: &str, value: &str) -> String {
+    let mut t = String::with_capacity(key.len() + 1 + value.len());
+    t.push_str(key);
+    t.push('=');
+    t.push_str(value);
+    t
+}
+
 /// One syslog message (RFC 5424 or RFC 3164) as a record; `now` is used when it has no time.
 pub(crate) fn parse(frame: &[u8], now: i64, limits: &Limits) -> Result<Record, String> {
-    let text = String::from_utf8_lossy(frame);
+    // the SIMD check first; the lossy conversion only for frames that need it
+    let text = match std::str::from_utf8(frame) {
+        Ok(t) => std::borrow::Cow::Borrowed(t),
+        Err(_) => String::from_utf8_lossy(frame),
+    };
     let text = text.trim_end_matches(['\r', '\n', '\0']);
     let rest = text.strip_prefix('<').ok_or("a syslog message starts with <PRI>")?;
     let close = rest.find('>').filter(|&i| (1..=3).contains(&i)).ok_or("bad <PRI>")?;
@@ -131,7 +144,7 @@ pub(crate) fn parse(frame: &[u8], now: i64, limits: &Limits) -> Result<Record, S
     }
     let (facility, severity) = (FACILITIES[pri / 8], SEVERITIES[pri % 8]);
     let body = &rest[close + 1..];
-    let mut tags = vec![format!("facility={facility}"), format!("level={severity}")];
+    let mut tags = vec![kv("facility", facility), kv("level", severity)];
     let (app, ts, message) = match body.strip_prefix("1 ") {
         Some(v1) => rfc5424(v1, now, &mut tags)?,
         None => rfc3164(body, now, &mut tags),
@@ -159,7 +172,7 @@ fn rfc5424<'a>(s: &'a str, now: i64, tags: &mut Vec<String>) -> Result<(Option<&
     let ts = if time == "-" { now } else { parse_time(time).map_err(|e| format!("timestamp {time:?}: {e}"))? };
     for (k, v) in [("host", host), ("procid", procid), ("msgid", msgid)] {
         if v != "-" && !v.is_empty() {
-            tags.push(format!("{k}={v}"));
+            tags.push(kv(k, v));
         }
     }
     let msg = structured_data(s, tags)?;
@@ -210,7 +223,13 @@ fn structured_data<'a>(s: &'a str, tags: &mut Vec<String>) -> Result<&'a str, St
                 }
             }
             let end = end.ok_or_else(|| format!("structured data {id}.{name}: value is not closed"))?;
-            tags.push(format!("{id}.{name}={value}"));
+            let mut t = String::with_capacity(id.len() + 1 + name.len() + 1 + value.len());
+            t.push_str(id);
+            t.push('.');
+            t.push_str(name);
+            t.push('=');
+            t.push_str(&value);
+            tags.push(t);
             r = &r[end..];
         }
         rest = r;
@@ -227,7 +246,7 @@ fn rfc3164<'a>(s: &'a str, now: i64, tags: &mut Vec<String>) -> (Option<&'a str>
         rest = s[15..].trim_start_matches(' ');
         let (host, r) = field(rest);
         if !host.is_empty() && !host.ends_with(':') {
-            tags.push(format!("host={host}"));
+            tags.push(kv("host", host));
             rest = r;
         }
     }
@@ -241,7 +260,7 @@ fn rfc3164<'a>(s: &'a str, now: i64, tags: &mut Vec<String>) -> (Option<&'a str>
     match after.strip_prefix(':') {
         Some(msg) if tag_len > 0 => {
             if let Some(p) = procid {
-                tags.push(format!("procid={p}"));
+                tags.push(kv("procid", p));
             }
             (Some(tag), ts, msg.strip_prefix(' ').unwrap_or(msg).to_string())
         }
