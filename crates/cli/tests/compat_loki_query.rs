@@ -240,6 +240,10 @@ fn grafana_shapes_logql_stages_and_metrics() {
         &format!("/loki/api/v1/query_range?query={}&{range}&step=0.0001", q(r#"count_over_time({app="web"}[1m])"#)),
     );
     assert_eq!(status, 400, "too many points");
+    let far = format!("start=-9223372036854775808&end={t0}");
+    let (status, _, _) =
+        get(b, &format!("/loki/api/v1/query_range?query={}&{far}", q(r#"count_over_time({app="web"}[1m])"#)));
+    assert_eq!(status, 400, "a start before 1970");
 }
 
 #[test]

@@ -104,9 +104,14 @@ impl Params {
     fn range(&self, default_since: i64) -> Result<(i64, i64), ApiError> {
         let end = self.time("end")?.unwrap_or_else(crate::now_ns);
         let since = self.duration("since")?.unwrap_or(default_since);
-        let start = self.time("start")?.unwrap_or(end - since);
+        let start = self.time("start")?.unwrap_or(end.saturating_sub(since));
         if start > end {
             return Err(ApiError::bad_request("bad_parameter", "start: after end").with("parameter", "start".into()));
+        }
+        // times before 1970 or a span past the ns range are not logs' times: refused, so the
+        // arithmetic on them cannot overflow
+        if start < 0 || end.checked_sub(start).is_none() {
+            return Err(ApiError::bad_request("bad_parameter", "start: before 1970").with("parameter", "start".into()));
         }
         Ok((start, end))
     }
@@ -710,7 +715,7 @@ pub async fn query(
     let res = async {
         let p = Params::new(raw.as_deref(), &body);
         let q = p.query()?;
-        let time = p.time("time")?.unwrap_or_else(crate::now_ns);
+        let time = p.time("time")?.unwrap_or_else(crate::now_ns).max(0);
         match q {
             Query::Log(log) => {
                 let (limit, order) = (limit(&st, &p)?, direction(&p)?);
