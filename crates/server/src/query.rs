@@ -150,6 +150,17 @@ pub(crate) async fn run_query(
     q: logpipe_storage::Query,
     req: Request,
 ) -> Result<(Answer, CostSummary), ApiError> {
+    run_query_then(st, q, req, |a| a).await
+}
+
+/// [`run_query`], then `then` on the answer in the same pool job: work on the answer's
+/// records (a compatibility API's pipeline) stays off the async runtime too.
+pub(crate) async fn run_query_then<R: Send + 'static>(
+    st: &Arc<AppState>,
+    q: logpipe_storage::Query,
+    req: Request,
+    then: impl FnOnce(Answer) -> R + Send + 'static,
+) -> Result<(R, CostSummary), ApiError> {
     let started = Instant::now();
     let engine = st.engine()?.clone();
     let place = st.query_pool.admit(StatusCode::SERVICE_UNAVAILABLE)?;
@@ -161,7 +172,7 @@ pub(crate) async fn run_query(
     // out query keeps it until it has really stopped.
     let work = st.query_pool.run(move || {
         let _place = place;
-        engine.query_with_cost(&q, &req, &work_cost)
+        engine.query_with_cost(&q, &req, &work_cost).map(then)
     });
     match tokio::time::timeout(st.cfg.query_timeout, work).await {
         Ok(answer) => Ok((answer??, cost.summary())),

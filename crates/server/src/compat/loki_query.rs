@@ -30,7 +30,7 @@ use super::logql::{
     Stage,
 };
 use crate::auth::Access;
-use crate::query::run_query;
+use crate::query::{run_query, run_query_then};
 use crate::{ApiError, AppState};
 
 /// Points one range query may return per series (Loki's limit too).
@@ -230,32 +230,57 @@ fn native(
     Ok(Some(q))
 }
 
-/// Reads the records of `q` in `order`, a page at a time, until `each` says stop or they are
-/// all read.
-async fn scan(
+/// What one record became: `None` when the selector or a stage dropped it.
+type PerRecord<T> = Arc<dyn Fn(&Record) -> Option<T> + Send + Sync>;
+
+/// Reads the records of `q` in `order`, a page at a time, turning each into a `T` with
+/// `per_record` on the query pool (the LogQL stages are CPU work), and hands them to `each`
+/// until it says stop or all are read. Returns the records and message bytes read.
+async fn scan<T: Send + 'static>(
     st: &Arc<AppState>,
     q: logpipe_storage::Query,
     order: Order,
-    mut each: impl FnMut(&Record) -> Result<bool, ApiError>,
-) -> Result<u64, ApiError> {
+    per_record: PerRecord<T>,
+    mut each: impl FnMut(T) -> Result<bool, ApiError>,
+) -> Result<(u64, u64), ApiError> {
     let mut cursor: Option<Cursor> = None;
-    let mut read = 0u64;
+    let (mut read, mut bytes) = (0u64, 0u64);
     loop {
         let req = Request::Logs { limit: PAGE, order, cursor };
-        let (Answer::Logs { records, next }, _) = run_query(st, q.clone(), req).await? else {
-            unreachable!("logs answer logs")
-        };
-        for r in &records {
-            read += 1;
-            if !each(r)? {
-                return Ok(read);
+        let f = per_record.clone();
+        let ((items, n, b, next), _) = run_query_then(st, q.clone(), req, move |a| {
+            let Answer::Logs { records, next } = a else { unreachable!("logs answer logs") };
+            let b: u64 = records.iter().map(|r| r.message.len() as u64).sum();
+            let items: Vec<T> = records.iter().filter_map(|r| f(r)).collect();
+            (items, records.len() as u64, b, next)
+        })
+        .await?;
+        read += n;
+        bytes += b;
+        for it in items {
+            if !each(it)? {
+                return Ok((read, bytes));
             }
         }
         match next {
             Some(c) => cursor = Some(c),
-            None => return Ok(read),
+            None => return Ok((read, bytes)),
         }
     }
+}
+
+/// The selector and the stages of `log` over one record: its labels, time and line, or `None`.
+fn pipeline_of(log: &LogExpr) -> Result<PerRecord<(Labels, i64, String)>, ApiError> {
+    let selector = Selector::new(&log.matchers)?;
+    let pipeline = Pipeline::new(&log.stages).map_err(bad)?;
+    Ok(Arc::new(move |r: &Record| {
+        let mut labels = base_labels(&r.app, &r.tags);
+        if !selector.matches(&labels) {
+            return None;
+        }
+        let line = pipeline.run(&r.message, &mut labels)?;
+        Some((labels, r.ts, line))
+    }))
 }
 
 fn success(data: Value) -> Response {
@@ -314,22 +339,16 @@ async fn log_query(
     order: Order,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let selector = Selector::new(&log.matchers)?;
-    let pipeline = Pipeline::new(&log.stages).map_err(bad)?;
+    let per_record = pipeline_of(log)?;
     let mut streams: BTreeMap<Labels, Vec<(i64, String)>> = BTreeMap::new();
-    let (mut found, mut bytes) = (0usize, 0u64);
-    let mut read = 0;
+    let mut found = 0usize;
+    let (mut read, mut bytes) = (0, 0);
     // Loki's end is exclusive for log queries
     if let Some(q) = native(access, Some(log), start, end)? {
         if limit > 0 {
-            read = scan(st, q, order, |r| {
-                bytes += r.message.len() as u64;
-                let mut labels = base_labels(&r.app, &r.tags);
-                if !selector.matches(&labels) {
-                    return Ok(true);
-                }
-                if let Some(line) = pipeline.run(&r.message, &mut labels) {
-                    streams.entry(labels).or_default().push((r.ts, line));
+            (read, bytes) = scan(st, q, order, per_record, |(labels, ts, line)| {
+                if found < limit {
+                    streams.entry(labels).or_default().push((ts, line));
                     found += 1;
                 }
                 Ok(found < limit)
@@ -399,37 +418,30 @@ impl Eval<'_> {
     }
 
     async fn range(&mut self, func: RangeFn, log: &LogExpr, range: i64) -> Result<Val, ApiError> {
-        let selector = Selector::new(&log.matchers)?;
-        let pipeline = Pipeline::new(&log.stages).map_err(bad)?;
+        let per_record = pipeline_of(log)?;
         let (first, last) = (self.steps[0], *self.steps.last().expect("at least one step"));
         // every window is (t - range, t]
         let mut series: HashMap<Labels, Vec<(i64, u64)>> = HashMap::new();
         if let Some(q) = native(self.access, Some(log), first - range + 1, last.saturating_add(1))? {
             let (samples, max) = (&mut self.samples, self.max_samples);
-            let bytes = &mut self.bytes;
-            self.read += scan(self.st, q, Order::Asc, |r| {
-                *bytes += r.message.len() as u64;
-                let mut labels = base_labels(&r.app, &r.tags);
-                if !selector.matches(&labels) {
-                    return Ok(true);
+            let (read, bytes) = scan(self.st, q, Order::Asc, per_record, |(labels, ts, line)| {
+                *samples += 1;
+                if *samples > max {
+                    return Err(ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "query_too_big",
+                        format!(
+                            "the query reads more than {max} samples (--query-memory-bytes); narrow the time range \
+                             or the selector"
+                        ),
+                    ));
                 }
-                if let Some(line) = pipeline.run(&r.message, &mut labels) {
-                    *samples += 1;
-                    if *samples > max {
-                        return Err(ApiError::new(
-                            StatusCode::UNPROCESSABLE_ENTITY,
-                            "query_too_big",
-                            format!(
-                                "the query reads more than {max} samples (--query-memory-bytes); narrow the time range \
-                                 or the selector"
-                            ),
-                        ));
-                    }
-                    series.entry(labels).or_default().push((r.ts, line.len() as u64));
-                }
+                series.entry(labels).or_default().push((ts, line.len() as u64));
                 Ok(true)
             })
             .await?;
+            self.read += read;
+            self.bytes += bytes;
         }
         let secs = range as f64 / 1e9;
         let mut out: Vec<Vec<(Labels, f64)>> = vec![Vec::new(); self.steps.len()];
@@ -654,12 +666,14 @@ fn direction(p: &Params) -> Result<Order, ApiError> {
     }
 }
 
-fn counted(
+/// Runs a handler's work, counting a refusal under its endpoint and timing an answer.
+async fn timed(
     st: &AppState,
     endpoint: &'static str,
-    started: Instant,
-    res: Result<Response, ApiError>,
+    work: impl std::future::Future<Output = Result<Response, ApiError>>,
 ) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let res = work.await;
     match &res {
         Err(e) => st.metrics.rejected.with_label_values(&[endpoint, e.reason()]).inc(),
         Ok(_) => st.metrics.query_seconds.with_label_values(&[endpoint]).observe(started.elapsed().as_secs_f64()),
@@ -674,8 +688,7 @@ pub async fn query_range(
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let started = Instant::now();
-    let res = async {
+    timed(&st, "loki_query_range", async {
         let p = Params::new(raw.as_deref(), &body);
         let q = p.query()?;
         let (start, end) = p.range(3_600_000_000_000)?;
@@ -698,9 +711,8 @@ pub async fn query_range(
                 within_timeout(&st, metric_query(&st, &access, &m, steps, false)).await
             }
         }
-    }
-    .await;
-    counted(&st, "loki_query_range", started, res)
+    })
+    .await
 }
 
 /// `GET|POST /loki/api/v1/query`: an instant query at `time` (default now). A log query
@@ -711,8 +723,7 @@ pub async fn query(
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let started = Instant::now();
-    let res = async {
+    timed(&st, "loki_query", async {
         let p = Params::new(raw.as_deref(), &body);
         let q = p.query()?;
         let time = p.time("time")?.unwrap_or_else(crate::now_ns).max(0);
@@ -724,9 +735,8 @@ pub async fn query(
             }
             Query::Metric(m) => within_timeout(&st, metric_query(&st, &access, &m, vec![time], true)).await,
         }
-    }
-    .await;
-    counted(&st, "loki_query", started, res)
+    })
+    .await
 }
 
 /// The distinct streams of `[start, end]` (within the caller's scope) whose labels match
@@ -775,14 +785,12 @@ pub async fn labels(
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let started = Instant::now();
-    let res = async {
+    timed(&st, "loki_labels", async {
         let found = streams_of_query(&st, &access, &Params::new(raw.as_deref(), &body)).await?;
         let names: BTreeSet<&String> = found.iter().flat_map(|l| l.keys()).collect();
         Ok(success(json!(names)))
-    }
-    .await;
-    counted(&st, "loki_labels", started, res)
+    })
+    .await
 }
 
 /// `GET|POST /loki/api/v1/label/{name}/values`.
@@ -793,14 +801,12 @@ pub async fn label_values(
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let started = Instant::now();
-    let res = async {
+    timed(&st, "loki_label_values", async {
         let found = streams_of_query(&st, &access, &Params::new(raw.as_deref(), &body)).await?;
         let values: BTreeSet<&String> = found.iter().filter_map(|l| l.get(&name)).collect();
         Ok(success(json!(values)))
-    }
-    .await;
-    counted(&st, "loki_label_values", started, res)
+    })
+    .await
 }
 
 /// `GET|POST /loki/api/v1/series`: the label sets of the streams matching any `match[]`.
@@ -810,8 +816,7 @@ pub async fn series(
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let started = Instant::now();
-    let res = async {
+    timed(&st, "loki_series", async {
         let p = Params::new(raw.as_deref(), &body);
         let range = p.range(SIX_HOURS)?;
         let mut matches = p.all("match[]");
@@ -824,9 +829,8 @@ pub async fn series(
             out.extend(streams(&st, &access, Some(&selector_param(m)?), range).await?);
         }
         Ok(success(json!(out)))
-    }
-    .await;
-    counted(&st, "loki_series", started, res)
+    })
+    .await
 }
 
 /// `GET|POST /loki/api/v1/index/stats`: streams and entries matching a selector. `chunks`
@@ -837,25 +841,25 @@ pub async fn index_stats(
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let started = Instant::now();
-    let res = async {
+    timed(&st, "loki_index_stats", async {
         let p = Params::new(raw.as_deref(), &body);
         let sel = selector_param(p.get("query").unwrap_or("{app=~\".+\"}"))?;
         let (start, end) = p.range(3_600_000_000_000)?;
         let check = Selector::new(&sel.matchers)?;
+        let per_record: PerRecord<(Labels, u64)> = Arc::new(move |r: &Record| {
+            let l = base_labels(&r.app, &r.tags);
+            check.matches(&l).then_some((l, r.message.len() as u64))
+        });
         let (mut entries, mut bytes) = (0u64, 0u64);
         let mut seen: BTreeSet<Labels> = BTreeSet::new();
         if let Some(q) = native(&access, Some(&sel), start, end.saturating_add(1))? {
             within_timeout(
                 &st,
-                scan(&st, q, Order::Asc, |r| {
-                    let l = base_labels(&r.app, &r.tags);
-                    if check.matches(&l) {
-                        entries += 1;
-                        bytes += r.message.len() as u64;
-                        if seen.len() < MAX_STREAMS {
-                            seen.insert(l);
-                        }
+                scan(&st, q, Order::Asc, per_record, |(l, b)| {
+                    entries += 1;
+                    bytes += b;
+                    if seen.len() < MAX_STREAMS {
+                        seen.insert(l);
                     }
                     Ok(true)
                 }),
@@ -864,9 +868,8 @@ pub async fn index_stats(
         }
         Ok(axum::Json(json!({"streams": seen.len(), "chunks": seen.len(), "entries": entries, "bytes": bytes}))
             .into_response())
-    }
-    .await;
-    counted(&st, "loki_index_stats", started, res)
+    })
+    .await
 }
 
 /// `GET|POST /loki/api/v1/format_query`: the query printed in canonical form.
