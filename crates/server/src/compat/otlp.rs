@@ -178,13 +178,14 @@ pub(crate) fn decode(
         Format::Json => from_json(body)?,
     };
     let (mut records, mut rejected) = (Vec::new(), Rejected::default());
-    for rl in &req.resource_logs {
+    // by value: messages and texts move into the records instead of being copied
+    for rl in req.resource_logs {
         let resource = rl.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
         let app = app_of(resource, ctx.default_app);
         let mut resource_tags = Vec::new();
         attributes(resource, &mut resource_tags);
         let cutoff = (ctx.cutoff)(&app);
-        for sl in &rl.scope_logs {
+        for sl in rl.scope_logs {
             let mut scope_tags = resource_tags.clone();
             if let Some(scope) = &sl.scope {
                 if !scope.name.is_empty() {
@@ -192,7 +193,7 @@ pub(crate) fn decode(
                 }
                 attributes(&scope.attributes, &mut scope_tags);
             }
-            for lr in &sl.log_records {
+            for lr in sl.log_records {
                 match record(&app, lr, &scope_tags, ctx, now, cutoff) {
                     Ok(r) => records.push(r),
                     Err(why) => {
@@ -210,7 +211,7 @@ pub(crate) fn decode(
 
 fn record(
     app: &AppName,
-    lr: &LogRecord,
+    lr: LogRecord,
     scope_tags: &[String],
     ctx: &DecodeCtx,
     now: i64,
@@ -223,14 +224,13 @@ fn record(
     if let Some(c) = cutoff.filter(|&c| ts < c) {
         return Err(format!("time {ts} is older than the retention of app {app} (cut-off {c})"));
     }
-    let message = match lr.body.as_ref().and_then(|b| b.value.as_ref()) {
-        None => String::new(),
-        Some(proto::Value::String(s)) => s.clone(),
-        Some(v) => to_json(v).to_string(),
-    };
-    let mut tags = scope_tags.to_vec();
-    if let Some(level) = level(lr) {
-        tags.push(format!("level={level}"));
+    let mut tags = Vec::with_capacity(scope_tags.len() + lr.attributes.len() + 1);
+    tags.extend_from_slice(scope_tags);
+    if let Some(level) = level(&lr) {
+        let mut t = String::with_capacity(6 + level.len());
+        t.push_str("level=");
+        t.push_str(level);
+        tags.push(t);
     }
     attributes(&lr.attributes, &mut tags);
     if lr.trace_id.iter().any(|&b| b != 0) {
@@ -242,13 +242,18 @@ fn record(
     if !lr.event_name.is_empty() {
         tags.push(format!("event.name={}", lr.event_name));
     }
+    let message = match lr.body.and_then(|b| b.value) {
+        None => String::new(),
+        Some(proto::Value::String(s)) => s,
+        Some(v) => to_json(&v).to_string(),
+    };
     Record::new(app.clone(), ts, message, tags, ctx.limits).map_err(|e| e.to_string())
 }
 
 /// The record's level: its severity text, else the range its severity number falls in.
-fn level(lr: &LogRecord) -> Option<String> {
+fn level(lr: &LogRecord) -> Option<&str> {
     if !lr.severity_text.is_empty() {
-        return Some(lr.severity_text.clone());
+        return Some(&lr.severity_text);
     }
     let name = match lr.severity_number {
         1..=4 => "TRACE",
@@ -259,7 +264,7 @@ fn level(lr: &LogRecord) -> Option<String> {
         21..=24 => "FATAL",
         _ => return None,
     };
-    Some(name.to_string())
+    Some(name)
 }
 
 /// The app of a resource: `service.name` made a valid app name, else the endpoint's default,
