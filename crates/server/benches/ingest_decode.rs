@@ -9,7 +9,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use logpipe_model::Limits;
-use logpipe_server::bench::{decode, encode, Sample, ALL};
+use logpipe_server::bench::{decode, encode, hdfs_samples, ALL};
 
 /// 2,000 native records shaped like loggen.py's, from the real loghub lines of the bench kit.
 fn body() -> String {
@@ -44,25 +44,7 @@ fn benches(c: &mut Criterion) {
     g.finish();
 
     // the same records in every wire format, records/s per protocol
-    let lines = std::fs::read_to_string(
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/bench/data/loghub/HDFS_2k.log"),
-    )
-    .expect("bench kit");
-    let samples: Vec<Sample> = lines
-        .lines()
-        .enumerate()
-        .map(|(i, l)| Sample {
-            app: "hdfs".into(),
-            ts: 1_735_736_400_000_000_000 + (i as i64) * 1_000_000_007,
-            message: l.to_string(),
-            tags: vec![
-                ("level".into(), "INFO".into()),
-                ("host".into(), format!("node-{}", i % 300)),
-                ("env".into(), "prod".into()),
-                ("region".into(), "us-west-2".into()),
-            ],
-        })
-        .collect();
+    let samples = hdfs_samples();
     let mut g = c.benchmark_group("protocol");
     g.throughput(Throughput::Elements(samples.len() as u64));
     for p in ALL {

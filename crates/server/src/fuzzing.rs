@@ -60,9 +60,21 @@ pub fn otlp(data: &[u8]) {
     let format = if f % 2 == 0 { Format::Protobuf } else { Format::Json };
     let limits = LIMITS;
     let ctx = crate::ingest::DecodeCtx { default_app: None, limits: &limits, cutoff: &|_| None };
-    if let Ok((records, rejected)) = decode(body, format, &ctx, 0) {
+    let decoded = decode(body, format, &ctx, 0);
+    if let Ok((records, rejected)) = &decoded {
         assert!(rejected.count >= 0);
         assert!(records.iter().all(|r| r.message.len() <= LIMITS.max_message_bytes && r.tags.len() <= LIMITS.max_tags));
+    }
+    // the two encodings of one request decode to the same records
+    if format == Format::Protobuf {
+        use prost::Message;
+        if let Ok(req) = crate::compat::otlp::proto::ExportLogsServiceRequest::decode(body) {
+            let json = crate::bench::otlp_json(&req).to_string();
+            match decode(json.as_bytes(), Format::Json, &ctx, 0) {
+                Ok(from_json) => assert_eq!(Some(&from_json), decoded.as_ref().ok(), "{json}"),
+                Err(e) => assert!(e.message.contains("nested deeper"), "{json}: {}", e.message),
+            }
+        }
     }
 }
 

@@ -40,6 +40,29 @@ pub struct Sample {
     pub tags: Vec<(String, String)>,
 }
 
+/// The 2,000 real HDFS lines of the bench kit (`../shared/bench/data/loghub/HDFS_2k.log`) as
+/// samples with four tags each, a second apart.
+pub fn hdfs_samples() -> Vec<Sample> {
+    let path =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/bench/data/loghub/HDFS_2k.log");
+    let lines = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    lines
+        .lines()
+        .enumerate()
+        .map(|(i, l)| Sample {
+            app: "hdfs".into(),
+            ts: 1_735_736_400_000_000_000 + (i as i64) * 1_000_000_007,
+            message: l.to_string(),
+            tags: vec![
+                ("level".into(), "INFO".into()),
+                ("host".into(), format!("node-{}", i % 300)),
+                ("env".into(), "prod".into()),
+                ("region".into(), "us-west-2".into()),
+            ],
+        })
+        .collect()
+}
+
 /// `samples` in `p`'s wire format (uncompressed, except Loki protobuf, which is snappy).
 pub fn encode(p: Protocol, samples: &[Sample]) -> Vec<u8> {
     let obj = |s: &Sample, msg_key: &str, time: serde_json::Value, time_key: &str| {
@@ -111,18 +134,7 @@ pub fn encode(p: Protocol, samples: &[Sample]) -> Vec<u8> {
             if p == Protocol::OtlpProtobuf {
                 return req.encode_to_vec();
             }
-            let any = |v: &str| json!({"stringValue": v});
-            let logs: Vec<_> = samples
-                .iter()
-                .map(|x| {
-                    let attrs: Vec<_> = x.tags.iter().map(|(k, v)| json!({"key": k, "value": any(v)})).collect();
-                    json!({"timeUnixNano": x.ts.to_string(), "body": any(&x.message), "attributes": attrs})
-                })
-                .collect();
-            json!({"resourceLogs": [{"resource": {"attributes": [{"key": "service.name", "value": any(&samples[0].app)}]},
-                "scopeLogs": [{"logRecords": logs}]}]})
-            .to_string()
-            .into_bytes()
+            otlp_json(&req).to_string().into_bytes()
         }
         Protocol::LokiProtobuf | Protocol::LokiJson => {
             // one stream per distinct label set, as a shipper batches them
@@ -170,6 +182,89 @@ pub fn encode(p: Protocol, samples: &[Sample]) -> Vec<u8> {
             snap::raw::Encoder::new().compress_vec(&req.encode_to_vec()).expect("snappy")
         }
     }
+}
+
+/// An OTLP request in the OTLP/JSON encoding, as the OpenTelemetry SDKs write it: 64-bit
+/// integers as decimal strings, ids as hex, bytes as base64, non-finite doubles as strings.
+/// Keys come in alphabetical order, so records come before their scope (`logRecords` <
+/// `scope`), which the decoder must handle.
+pub fn otlp_json(req: &crate::compat::otlp::proto::ExportLogsServiceRequest) -> serde_json::Value {
+    use crate::compat::otlp::proto;
+    use base64::Engine as _;
+    fn kvs(list: &[proto::KeyValue]) -> serde_json::Value {
+        list.iter()
+            .map(|kv| match &kv.value {
+                Some(v) => json!({"key": kv.key, "value": any(v)}),
+                None => json!({"key": kv.key}),
+            })
+            .collect()
+    }
+    fn any(v: &proto::AnyValue) -> serde_json::Value {
+        match &v.value {
+            None => json!({}),
+            Some(proto::Value::String(s)) => json!({"stringValue": s}),
+            Some(proto::Value::Bool(b)) => json!({"boolValue": b}),
+            Some(proto::Value::Int(i)) => json!({"intValue": i.to_string()}),
+            Some(proto::Value::Double(d)) if d.is_finite() => json!({"doubleValue": d}),
+            Some(proto::Value::Double(d)) => {
+                let text = if d.is_nan() {
+                    "NaN"
+                } else if *d > 0.0 {
+                    "Infinity"
+                } else {
+                    "-Infinity"
+                };
+                json!({ "doubleValue": text })
+            }
+            Some(proto::Value::Bytes(b)) => {
+                json!({"bytesValue": base64::engine::general_purpose::STANDARD.encode(b)})
+            }
+            Some(proto::Value::Array(a)) => {
+                json!({"arrayValue": {"values": a.values.iter().map(any).collect::<Vec<_>>()}})
+            }
+            Some(proto::Value::Kvlist(l)) => json!({"kvlistValue": {"values": kvs(&l.values)}}),
+        }
+    }
+    let record = |r: &proto::LogRecord| {
+        let mut o = json!({
+            "timeUnixNano": r.time_unix_nano.to_string(),
+            "observedTimeUnixNano": r.observed_time_unix_nano.to_string(),
+            "severityNumber": r.severity_number,
+            "severityText": r.severity_text,
+            "attributes": kvs(&r.attributes),
+            "traceId": hex::encode(&r.trace_id),
+            "spanId": hex::encode(&r.span_id),
+            "eventName": r.event_name,
+            "flags": 0,
+        });
+        if let Some(b) = &r.body {
+            o["body"] = any(b);
+        }
+        o
+    };
+    let resource_logs: Vec<_> = req
+        .resource_logs
+        .iter()
+        .map(|rl| {
+            let scope_logs: Vec<_> = rl
+                .scope_logs
+                .iter()
+                .map(|sl| {
+                    let mut o = json!({"logRecords": sl.log_records.iter().map(record).collect::<Vec<_>>()});
+                    if let Some(s) = &sl.scope {
+                        o["scope"] = json!({"name": s.name, "version": s.version, "attributes": kvs(&s.attributes)});
+                    }
+                    o
+                })
+                .collect();
+            let mut o = json!({ "scopeLogs": scope_logs });
+            if let Some(r) = &rl.resource {
+                o["resource"] = json!({"attributes": kvs(&r.attributes), "droppedAttributesCount": 0});
+            }
+            o
+        })
+        .collect();
+    json!({ "resourceLogs": resource_logs })
 }
 
 fn fail<T>(p: Protocol) -> impl FnOnce(crate::ApiError) -> T {

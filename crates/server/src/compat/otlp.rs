@@ -23,8 +23,10 @@ use prost::Message;
 use serde_json::Value;
 
 use crate::auth::Access;
-use crate::ingest::{accept, check_json_depth, DecodeCtx};
+use crate::ingest::{accept, DecodeCtx};
 use crate::{ApiError, AppState};
+
+mod json;
 
 /// The protobuf messages of `opentelemetry/proto/collector/logs/v1` and the types they use,
 /// field for field as the published `.proto` files number them (only what logs need).
@@ -158,10 +160,19 @@ pub(crate) enum Format {
 }
 
 /// What was rejected record by record.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Rejected {
     pub count: i64,
     pub first_error: String,
+}
+
+impl Rejected {
+    fn add(&mut self, why: String) {
+        if self.count == 0 {
+            self.first_error = why;
+        }
+        self.count += 1;
+    }
 }
 
 /// Decodes a request body into records; records that fail on their own are counted in
@@ -175,7 +186,11 @@ pub(crate) fn decode(
     let req = match format {
         Format::Protobuf => ExportLogsServiceRequest::decode(body)
             .map_err(|e| ApiError::bad_request("bad_otlp", format!("not an OTLP logs request: {e}")))?,
-        Format::Json => from_json(body)?,
+        Format::Json => {
+            let bad = |m: String| ApiError::bad_request("bad_otlp", format!("not an OTLP/JSON logs request: {m}"));
+            let text = std::str::from_utf8(body).map_err(|e| bad(e.to_string()))?;
+            return json::decode(text, ctx, now).map_err(bad);
+        }
     };
     let (mut records, mut rejected) = (Vec::new(), Rejected::default());
     // by value: messages and texts move into the records instead of being copied
@@ -196,12 +211,7 @@ pub(crate) fn decode(
             for lr in sl.log_records {
                 match record(&app, lr, &scope_tags, ctx, now, cutoff) {
                     Ok(r) => records.push(r),
-                    Err(why) => {
-                        if rejected.count == 0 {
-                            rejected.first_error = why;
-                        }
-                        rejected.count += 1;
-                    }
+                    Err(why) => rejected.add(why),
                 }
             }
         }
@@ -217,16 +227,11 @@ fn record(
     now: i64,
     cutoff: Option<i64>,
 ) -> Result<Record, String> {
-    let ts = [lr.time_unix_nano, lr.observed_time_unix_nano]
-        .into_iter()
-        .find(|&t| t != 0)
-        .map_or(Ok(now), |t| i64::try_from(t).map_err(|_| format!("time {t} is out of range")))?;
-    if let Some(c) = cutoff.filter(|&c| ts < c) {
-        return Err(format!("time {ts} is older than the retention of app {app} (cut-off {c})"));
-    }
+    let ts = timestamp(lr.time_unix_nano, lr.observed_time_unix_nano, now)?;
     let mut tags = Vec::with_capacity(scope_tags.len() + lr.attributes.len() + 1);
     tags.extend_from_slice(scope_tags);
-    if let Some(level) = level(&lr) {
+    let level = Some(lr.severity_text.as_str()).filter(|t| !t.is_empty()).or(severity_name(lr.severity_number));
+    if let Some(level) = level {
         let mut t = String::with_capacity(6 + level.len());
         t.push_str("level=");
         t.push_str(level);
@@ -247,15 +252,35 @@ fn record(
         Some(proto::Value::String(s)) => s,
         Some(v) => to_json(&v).to_string(),
     };
+    store(app, ts, message, tags, ctx, cutoff)
+}
+
+/// A record's time: `timeUnixNano`, else `observedTimeUnixNano` (0 is absent), else `now`.
+fn timestamp(time: u64, observed: u64, now: i64) -> Result<i64, String> {
+    [time, observed]
+        .into_iter()
+        .find(|&t| t != 0)
+        .map_or(Ok(now), |t| i64::try_from(t).map_err(|_| format!("time {t} is out of range")))
+}
+
+/// The record, unless it is older than the app's retention or over a cap.
+fn store(
+    app: &AppName,
+    ts: i64,
+    message: String,
+    tags: Vec<String>,
+    ctx: &DecodeCtx,
+    cutoff: Option<i64>,
+) -> Result<Record, String> {
+    if let Some(c) = cutoff.filter(|&c| ts < c) {
+        return Err(format!("time {ts} is older than the retention of app {app} (cut-off {c})"));
+    }
     Record::new(app.clone(), ts, message, tags, ctx.limits).map_err(|e| e.to_string())
 }
 
-/// The record's level: its severity text, else the range its severity number falls in.
-fn level(lr: &LogRecord) -> Option<&str> {
-    if !lr.severity_text.is_empty() {
-        return Some(&lr.severity_text);
-    }
-    let name = match lr.severity_number {
+/// The name of the range a severity number falls in.
+fn severity_name(number: i32) -> Option<&'static str> {
+    let name = match number {
         1..=4 => "TRACE",
         5..=8 => "DEBUG",
         9..=12 => "INFO",
@@ -267,6 +292,18 @@ fn level(lr: &LogRecord) -> Option<&str> {
     Some(name)
 }
 
+/// The tag `name=<hex>` of a trace or span id given as hex (OTLP/JSON); none for an empty or
+/// all-zero id.
+fn hex_id(name: &str, hex: &str) -> Result<Option<String>, String> {
+    if !hex.len().is_multiple_of(2) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("not hex: {hex:?}"));
+    }
+    if hex.bytes().all(|b| b == b'0') {
+        return Ok(None);
+    }
+    Ok(Some(format!("{name}={}", hex.to_ascii_lowercase())))
+}
+
 /// The app of a resource: `service.name` made a valid app name, else the endpoint's default,
 /// else `unknown_service` (what the OpenTelemetry SDKs report without one).
 fn app_of(resource: &[KeyValue], default: Option<&AppName>) -> AppName {
@@ -274,6 +311,11 @@ fn app_of(resource: &[KeyValue], default: Option<&AppName>) -> AppName {
         Some(AnyValue { value: Some(proto::Value::String(s)) }) => Some(s.as_str()),
         _ => None,
     });
+    app_named(name, default)
+}
+
+/// The app of a `service.name`, else the endpoint's default, else `unknown_service`.
+fn app_named(name: Option<&str>, default: Option<&AppName>) -> AppName {
     match (name, default) {
         (Some(n), _) => sanitize_app(n),
         (None, Some(d)) => d.clone(),
@@ -344,235 +386,6 @@ fn to_json(v: &proto::Value) -> Value {
             l.values.iter().map(|kv| (kv.key.clone(), kv.value.as_ref().map_or(Value::Null, any))).collect(),
         ),
     }
-}
-
-/// The OTLP/JSON encoding (lowerCamelCase names; 64-bit integers as strings or numbers; ids
-/// as hex; enums as numbers), deserialized straight into typed structs by sonic-rs (after the
-/// depth check), then moved into the protobuf messages. Unknown fields are ignored.
-mod json {
-    use serde::Deserialize;
-
-    #[derive(Deserialize, Default)]
-    #[serde(rename_all = "camelCase", default)]
-    pub struct Request {
-        pub resource_logs: Vec<ResourceLogs>,
-    }
-
-    #[derive(Deserialize, Default)]
-    #[serde(rename_all = "camelCase", default)]
-    pub struct ResourceLogs {
-        pub resource: Option<Attributes>,
-        pub scope_logs: Vec<ScopeLogs>,
-    }
-
-    #[derive(Deserialize, Default)]
-    #[serde(rename_all = "camelCase", default)]
-    pub struct Attributes {
-        pub attributes: Vec<KeyValue>,
-    }
-
-    #[derive(Deserialize, Default)]
-    #[serde(rename_all = "camelCase", default)]
-    pub struct ScopeLogs {
-        pub scope: Option<Scope>,
-        pub log_records: Vec<LogRecord>,
-    }
-
-    #[derive(Deserialize, Default)]
-    #[serde(rename_all = "camelCase", default)]
-    pub struct Scope {
-        pub name: String,
-        pub version: String,
-        pub attributes: Vec<KeyValue>,
-    }
-
-    #[derive(Deserialize, Default)]
-    #[serde(rename_all = "camelCase", default)]
-    pub struct LogRecord {
-        pub time_unix_nano: Option<Int>,
-        pub observed_time_unix_nano: Option<Int>,
-        pub severity_number: Option<Int>,
-        pub severity_text: String,
-        pub body: Option<AnyValue>,
-        pub attributes: Vec<KeyValue>,
-        pub trace_id: String,
-        pub span_id: String,
-        pub event_name: String,
-    }
-
-    #[derive(Deserialize, Default)]
-    #[serde(default)]
-    pub struct KeyValue {
-        pub key: String,
-        pub value: Option<AnyValue>,
-    }
-
-    /// An `AnyValue`, read straight into the protobuf message (a visitor over its one key): no
-    /// struct of seven optional fields per attribute to build, move and convert.
-    pub struct AnyValue(pub super::AnyValue);
-
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    enum Field {
-        StringValue,
-        BoolValue,
-        IntValue,
-        DoubleValue,
-        ArrayValue,
-        KvlistValue,
-        BytesValue,
-        #[serde(other)]
-        Other,
-    }
-
-    impl<'de> Deserialize<'de> for AnyValue {
-        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<AnyValue, D::Error> {
-            use super::proto::Value;
-            struct V;
-            impl<'de> serde::de::Visitor<'de> for V {
-                type Value = AnyValue;
-                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                    f.write_str("an OTLP AnyValue object")
-                }
-                fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<AnyValue, A::Error> {
-                    use base64::Engine as _;
-                    // when a sender sets several, the first of this order wins
-                    let mut found: [Option<Value>; 7] = Default::default();
-                    while let Some(field) = map.next_key::<Field>()? {
-                        let (slot, v) = match field {
-                            Field::StringValue => (0, Some(Value::String(map.next_value()?))),
-                            Field::BoolValue => (1, Some(Value::Bool(map.next_value()?))),
-                            Field::IntValue => (2, map.next_value::<Int>()?.get().map(Value::Int)),
-                            Field::DoubleValue => (
-                                3,
-                                match map.next_value::<Float>()? {
-                                    Float::Number(f) => Some(f),
-                                    Float::Text(s) => s.parse().ok(),
-                                }
-                                .map(Value::Double),
-                            ),
-                            Field::ArrayValue => {
-                                let values = map.next_value::<Values>()?.values.into_iter().map(|v| v.0).collect();
-                                (4, Some(Value::Array(super::proto::ArrayValue { values })))
-                            }
-                            Field::KvlistValue => {
-                                let values = super::kvs(map.next_value::<KeyValues>()?.values);
-                                (5, Some(Value::Kvlist(super::proto::KeyValueList { values })))
-                            }
-                            Field::BytesValue => {
-                                let b: String = map.next_value()?;
-                                (6, base64::engine::general_purpose::STANDARD.decode(b).ok().map(Value::Bytes))
-                            }
-                            Field::Other => {
-                                map.next_value::<serde::de::IgnoredAny>()?;
-                                continue;
-                            }
-                        };
-                        found[slot] = v;
-                    }
-                    Ok(AnyValue(super::AnyValue { value: found.into_iter().flatten().next() }))
-                }
-            }
-            d.deserialize_map(V)
-        }
-    }
-
-    #[derive(Deserialize, Default)]
-    #[serde(default)]
-    pub struct Values {
-        pub values: Vec<AnyValue>,
-    }
-
-    #[derive(Deserialize, Default)]
-    #[serde(default)]
-    pub struct KeyValues {
-        pub values: Vec<KeyValue>,
-    }
-
-    /// A 64-bit integer: a number, or a decimal string (read by a visitor: an untagged enum
-    /// would buffer every value first).
-    pub struct Int(pub Option<i64>);
-
-    impl<'de> Deserialize<'de> for Int {
-        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Int, D::Error> {
-            struct V;
-            impl serde::de::Visitor<'_> for V {
-                type Value = Int;
-                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                    f.write_str("an integer or a decimal string")
-                }
-                fn visit_i64<E>(self, v: i64) -> Result<Int, E> {
-                    Ok(Int(Some(v)))
-                }
-                fn visit_u64<E>(self, v: u64) -> Result<Int, E> {
-                    Ok(Int(Some(v as i64)))
-                }
-                fn visit_f64<E>(self, v: f64) -> Result<Int, E> {
-                    Ok(Int(Some(v as i64)))
-                }
-                fn visit_str<E>(self, s: &str) -> Result<Int, E> {
-                    Ok(Int(s.parse::<i64>().ok().or_else(|| s.parse::<u64>().ok().map(|u| u as i64))))
-                }
-            }
-            d.deserialize_any(V)
-        }
-    }
-
-    impl Int {
-        pub fn get(&self) -> Option<i64> {
-            self.0
-        }
-    }
-
-    /// A double: a number, or a string (`"1.5"`, `"NaN"`).
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    pub enum Float {
-        Number(f64),
-        Text(String),
-    }
-}
-
-fn from_json(body: &[u8]) -> Result<ExportLogsServiceRequest, ApiError> {
-    let bad = |m: String| ApiError::bad_request("bad_otlp", format!("not an OTLP/JSON logs request: {m}"));
-    let text = std::str::from_utf8(body).map_err(|e| bad(e.to_string()))?;
-    check_json_depth(text).map_err(bad)?;
-    let req: json::Request = sonic_rs::from_str(text).map_err(|e| bad(e.to_string()))?;
-    let int = |i: Option<json::Int>| i.and_then(|i| i.get()).unwrap_or(0);
-    let mut out = ExportLogsServiceRequest::default();
-    for rl in req.resource_logs {
-        let resource = rl.resource.map(|r| proto::Resource { attributes: kvs(r.attributes) });
-        let mut scope_logs = Vec::with_capacity(rl.scope_logs.len());
-        for sl in rl.scope_logs {
-            let scope = sl.scope.map(|s| proto::InstrumentationScope {
-                name: s.name,
-                version: s.version,
-                attributes: kvs(s.attributes),
-            });
-            let mut log_records = Vec::with_capacity(sl.log_records.len());
-            for lr in sl.log_records {
-                let id = |k: &str, v: &str| hex::decode(v).map_err(|e| bad(format!("{k}: not hex: {e}")));
-                log_records.push(LogRecord {
-                    time_unix_nano: int(lr.time_unix_nano) as u64,
-                    observed_time_unix_nano: int(lr.observed_time_unix_nano) as u64,
-                    severity_number: int(lr.severity_number) as i32,
-                    severity_text: lr.severity_text,
-                    body: lr.body.map(|v| v.0),
-                    attributes: kvs(lr.attributes),
-                    trace_id: id("traceId", &lr.trace_id)?,
-                    span_id: id("spanId", &lr.span_id)?,
-                    event_name: lr.event_name,
-                });
-            }
-            scope_logs.push(proto::ScopeLogs { scope, log_records });
-        }
-        out.resource_logs.push(proto::ResourceLogs { resource, scope_logs });
-    }
-    Ok(out)
-}
-
-fn kvs(list: Vec<json::KeyValue>) -> Vec<KeyValue> {
-    list.into_iter().map(|kv| KeyValue { key: kv.key, value: kv.value.map(|v| v.0) }).collect()
 }
 
 fn format_of(headers: &HeaderMap) -> Result<Format, ApiError> {
@@ -725,6 +538,9 @@ mod tests {
             }],
         };
         let (records, rejected) = run(&req.encode_to_vec(), Format::Protobuf).unwrap();
+        // the same request in the JSON encoding decodes to the same records
+        let json = crate::bench::otlp_json(&req).to_string();
+        assert_eq!(run(json.as_bytes(), Format::Json).unwrap(), (records.clone(), Rejected { ..rejected.clone() }));
         assert_eq!(records.len(), 2);
         let r = &records[0];
         assert_eq!((r.app.as_str(), r.ts, r.message.as_str()), ("checkout_api", 7, "boom"));
@@ -784,6 +600,60 @@ mod tests {
         // no service.name: the SDKs' own default
         let (r, _) = run(b"{\"resourceLogs\":[{\"scopeLogs\":[{\"logRecords\":[{}]}]}]}", Format::Json).unwrap();
         assert_eq!((r[0].app.as_str(), r[0].ts), ("unknown_service", 42));
+    }
+
+    #[test]
+    fn json_fields_in_any_order_escapes_and_nulls() {
+        // the resource after its records, the value before its key, the scope after its records
+        let body = r#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{"stringValue":"a\nb"},
+              "attributes":[{"value":{"stringValue":"v1"},"key":"k1"},{"key":"k\"2","value":{"kvlistValue":{"values":[
+                {"value":{"intValue":7},"key":"in"},{"key":"arr","value":{"arrayValue":{"values":[{"boolValue":true},{}]}}}]}}},
+                {"key":"n","value":null},{"key":"x","value":{"unknownValue":[[[1]]],"stringValue":"s"}}],
+              "severityText":null,"traceId":"","spanId":null,"droppedAttributesCount":0}],
+            "scope":{"name":"lib","attributes":[{"key":"sa","value":{"doubleValue":"NaN"}}]}}],
+          "resource":{"attributes":[{"value":{"stringValue":"Shop"},"key":"service.name"}]}}]}"#;
+        let (records, rejected) = run(body.as_bytes(), Format::Json).unwrap();
+        assert_eq!(rejected, Rejected::default());
+        let r = &records[0];
+        assert_eq!((r.app.as_str(), r.ts, r.message.as_str()), ("shop", 42, "a\nb"));
+        assert_eq!(
+            r.tags,
+            ["k\"2.arr=true", "k\"2.in=7", "k1=v1", "sa=NaN", "scope.name=lib", "service.name=Shop", "x=s"]
+        );
+        // null for every list and object reads as empty
+        let (r, _) = run(br#"{"resourceLogs":[{"resource":null,"scopeLogs":[{"scope":null,"logRecords":[{"attributes":null,"body":null}]}]}]}"#, Format::Json).unwrap();
+        assert_eq!((r[0].message.as_str(), r[0].tags.len()), ("", 0));
+        assert_eq!(run(br#"{"resourceLogs":null}"#, Format::Json).unwrap().0.len(), 0);
+    }
+
+    #[test]
+    fn json_nested_too_deep_is_refused_without_overflowing() {
+        let deep = |open: &str, close: &str, n: usize| format!("{}1{}", open.repeat(n), close.repeat(n));
+        for body in [
+            // in a field nobody reads, in a body, in an attribute, at the top
+            format!(r#"{{"resourceLogs":[{{"x":{}}}]}}"#, deep("[", "]", 100_000)),
+            format!(
+                r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{{"body":{}}}]}}]}}]}}"#,
+                deep(r#"{"arrayValue":{"values":["#, "]}}", 20_000)
+            ),
+            format!(
+                r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{{"attributes":[{{"key":"k","value":{}}}]}}]}}]}}]}}"#,
+                deep(r#"{"kvlistValue":{"values":[{"key":"k","value":"#, "}]}}", 20_000)
+            ),
+            deep(r#"{"a":"#, "}", 100_000),
+        ] {
+            let e = run(body.as_bytes(), Format::Json).unwrap_err();
+            assert!(e.message.contains("nested deeper than 32"), "{}", e.message);
+        }
+        // 31 levels pass: arrays in arrays in an attribute
+        let mut v = r#"{"stringValue":"leaf"}"#.to_string();
+        for _ in 0..7 {
+            v = format!(r#"{{"arrayValue":{{"values":[{v}]}}}}"#);
+        }
+        let body = format!(
+            r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{{"attributes":[{{"key":"k","value":{v}}}]}}]}}]}}]}}"#
+        );
+        assert_eq!(run(body.as_bytes(), Format::Json).unwrap().0[0].tags, ["k=leaf"]);
     }
 
     #[test]
