@@ -40,14 +40,18 @@ for t in "${targets[@]}"; do
       -max_len=65536 -timeout=10 -print_final_stats=1 >"$log" 2>&1; then
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
     cov=$(grep -E '^#[0-9]+' "$log" | tail -1 | grep -o 'cov: [0-9]*' || true)
-    # the plateau: how far into the run (by executions) the last new coverage was found
-    # (`INITED` is the corpus loaded; `NEW`/`REDUCE` lines are finds after it)
-    last=$(grep -E '^#[0-9]+[[:space:]]+NEW' "$log" | tail -1 | sed -E 's/^#([0-9]+).*/\1/' || true)
+    # the plateau: edges covered half-way through the run (by executions) against the end,
+    # and how far into the run the edge count last grew (`INITED` is the corpus loaded).
+    # Features (`ft:`) keep growing on text grammars long after edges stop; edges are the measure.
     inited=$(grep -E '^#[0-9]+[[:space:]]+INITED' "$log" | head -1 | sed -E 's/^#([0-9]+).*/\1/' || true)
-    if [ -n "$last" ] && [ -n "$execs" ] && [ "$execs" -gt 0 ]; then
-      plateau="last new coverage at run $last ($((100 * last / execs)) % into the run)"
+    read -r half_cov end_cov last_grew < <(grep -E '^#[0-9]+[[:space:]].*cov: [0-9]+' "$log" |
+      sed -E 's/^#([0-9]+).*cov: ([0-9]+).*/\1 \2/' |
+      awk -v half=$((${execs:-0} / 2)) '{ if ($1 <= half) h = $2; if ($2 > e) { e = $2; g = $1 } }
+        END { print (h == "" ? e : h) + 0, e + 0, g + 0 }')
+    if [ "${end_cov:-0}" -eq "${half_cov:-0}" ]; then
+      plateau="edges flat over the second half (last grew at run $last_grew; corpus ${inited:-?})"
     else
-      plateau="no new coverage after the corpus (${inited:-?} inputs)"
+      plateau="edges $half_cov -> $end_cov over the second half (last grew at run $last_grew, $((100 * last_grew / execs)) % in)"
     fi
     printf 'fuzz %-17s ok: %s runs in %s s, %s; %s\n' "$t" "$execs" "$secs" "$cov" "$plateau"
   else

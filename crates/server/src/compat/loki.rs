@@ -128,14 +128,14 @@ pub(crate) fn decode(
             .or_else(|| ctx.default_app.cloned())
             .unwrap_or_else(|| AppName::parse("unknown_service").expect("a valid name"));
         let cutoff = (ctx.cutoff)(&app);
-        let tags: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let tags: Vec<String> = labels.iter().map(|(k, v)| super::tag(k, v)).collect();
         for (i, (ts, line, meta)) in entries.into_iter().enumerate() {
             let at = |m: String| bad(format!("stream {app}, entry {i}: {m}"));
             if let Some(c) = cutoff.filter(|&c| ts < c) {
                 return Err(at(format!("timestamp {ts} is older than the retention of app {app} (cut-off {c})")));
             }
             let mut t = tags.clone();
-            t.extend(meta.iter().map(|(k, v)| format!("{k}={v}")));
+            t.extend(meta.iter().map(|(k, v)| super::tag(k, v)));
             records.push(Record::new(app.clone(), ts, line, t, ctx.limits).map_err(|e| at(e.to_string()))?);
         }
     }

@@ -12,3 +12,13 @@ pub mod loki_query;
 pub mod otlp;
 pub mod syslog;
 pub mod vlogs;
+
+/// The tag `key=value`, built without the formatting machinery (decoders make several per
+/// record).
+pub(crate) fn tag(key: &str, value: &str) -> String {
+    let mut t = String::with_capacity(key.len() + 1 + value.len());
+    t.push_str(key);
+    t.push('=');
+    t.push_str(value);
+    t
+}

@@ -232,10 +232,7 @@ fn record(
     tags.extend_from_slice(scope_tags);
     let level = Some(lr.severity_text.as_str()).filter(|t| !t.is_empty()).or(severity_name(lr.severity_number));
     if let Some(level) = level {
-        let mut t = String::with_capacity(6 + level.len());
-        t.push_str("level=");
-        t.push_str(level);
-        tags.push(t);
+        tags.push(super::tag("level", level));
     }
     attributes(&lr.attributes, &mut tags);
     if lr.trace_id.iter().any(|&b| b != 0) {
@@ -347,14 +344,7 @@ fn attributes(kvs: &[KeyValue], out: &mut Vec<String>) {
 
 fn flatten(key: &str, v: &proto::Value, out: &mut Vec<String>) {
     match v {
-        proto::Value::String(s) => {
-            // most attributes: built without the formatting machinery
-            let mut tag = String::with_capacity(key.len() + 1 + s.len());
-            tag.push_str(key);
-            tag.push('=');
-            tag.push_str(s);
-            out.push(tag);
-        }
+        proto::Value::String(s) => out.push(super::tag(key, s)),
         proto::Value::Bool(b) => out.push(format!("{key}={b}")),
         proto::Value::Int(i) => out.push(format!("{key}={i}")),
         proto::Value::Double(d) => out.push(format!("{key}={d}")),

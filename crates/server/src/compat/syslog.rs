@@ -119,15 +119,6 @@ pub(crate) fn next_frame(buf: &mut BytesMut, max: usize, eof: bool) -> Result<Op
     }
 }
 
-/// `key=value`, built without the formatting machinery (several per message).
-fn kv(key: &str, value: &str) -> String {
-    let mut t = String::with_capacity(key.len() + 1 + value.len());
-    t.push_str(key);
-    t.push('=');
-    t.push_str(value);
-    t
-}
-
 /// One syslog message (RFC 5424 or RFC 3164) as a record; `now` is used when it has no time.
 pub(crate) fn parse(frame: &[u8], now: i64, limits: &Limits) -> Result<Record, String> {
     // the SIMD check first; the lossy conversion only for frames that need it
@@ -144,7 +135,7 @@ pub(crate) fn parse(frame: &[u8], now: i64, limits: &Limits) -> Result<Record, S
     }
     let (facility, severity) = (FACILITIES[pri / 8], SEVERITIES[pri % 8]);
     let body = &rest[close + 1..];
-    let mut tags = vec![kv("facility", facility), kv("level", severity)];
+    let mut tags = vec![super::tag("facility", facility), super::tag("level", severity)];
     let (app, ts, message) = match body.strip_prefix("1 ") {
         Some(v1) => rfc5424(v1, now, &mut tags)?,
         None => rfc3164(body, now, &mut tags),
@@ -172,7 +163,7 @@ fn rfc5424<'a>(s: &'a str, now: i64, tags: &mut Vec<String>) -> Result<(Option<&
     let ts = if time == "-" { now } else { parse_time(time).map_err(|e| format!("timestamp {time:?}: {e}"))? };
     for (k, v) in [("host", host), ("procid", procid), ("msgid", msgid)] {
         if v != "-" && !v.is_empty() {
-            tags.push(kv(k, v));
+            tags.push(super::tag(k, v));
         }
     }
     let msg = structured_data(s, tags)?;
@@ -246,7 +237,7 @@ fn rfc3164<'a>(s: &'a str, now: i64, tags: &mut Vec<String>) -> (Option<&'a str>
         rest = s[15..].trim_start_matches(' ');
         let (host, r) = field(rest);
         if !host.is_empty() && !host.ends_with(':') {
-            tags.push(kv("host", host));
+            tags.push(super::tag("host", host));
             rest = r;
         }
     }
@@ -260,7 +251,7 @@ fn rfc3164<'a>(s: &'a str, now: i64, tags: &mut Vec<String>) -> (Option<&'a str>
     match after.strip_prefix(':') {
         Some(msg) if tag_len > 0 => {
             if let Some(p) = procid {
-                tags.push(kv("procid", p));
+                tags.push(super::tag("procid", p));
             }
             (Some(tag), ts, msg.strip_prefix(' ').unwrap_or(msg).to_string())
         }

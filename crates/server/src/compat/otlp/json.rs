@@ -345,7 +345,7 @@ impl LogRecord {
             severity_name(n).map(str::to_string)
         });
         if let Some(l) = level {
-            self.attrs.tags.push(format!("level={l}"));
+            self.attrs.tags.push(crate::compat::tag("level", &l));
         }
         Pending { scope, ts: timestamp(self.time, self.observed, now), message: self.message, tags: self.attrs.tags }
     }
@@ -488,12 +488,7 @@ impl<'de> Visitor<'de> for TagValue<'_, '_> {
         let key = self.key;
         let tag = |v: fmt::Arguments| format!("{key}={v}");
         let pushed = if let Some(s) = f.string {
-            // most attributes: built without the formatting machinery
-            let mut t = String::with_capacity(key.len() + 1 + s.len());
-            t.push_str(key);
-            t.push('=');
-            t.push_str(&s);
-            self.tags.push(t);
+            self.tags.push(crate::compat::tag(key, &s));
             return Ok(true);
         } else if let Some(b) = f.bool {
             tag(format_args!("{b}"))
