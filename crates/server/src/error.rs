@@ -70,6 +70,7 @@ impl From<IngestError> for ApiError {
             }
             IngestError::FlushBehind(_) => ApiError::unavailable("flush_behind", e.to_string()),
             IngestError::Stopped(_) => ApiError::unavailable("writes_stopped", e.to_string()),
+            IngestError::Retrying(_) => ApiError::unavailable("flush_retrying", e.to_string()),
             IngestError::Closed => ApiError::unavailable("shutting_down", e.to_string()),
             IngestError::DiskFull { .. } | IngestError::NoSpace(_) => {
                 ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", e.to_string())

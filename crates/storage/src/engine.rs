@@ -152,6 +152,8 @@ pub enum IngestError {
     DiskFull { used: u64, budget: u64 },
     #[error("{0}; retry when there is room")]
     NoSpace(String),
+    #[error("{0}; it is being retried, and writes resume when it succeeds")]
+    Retrying(String),
 }
 
 /// How an acknowledged batch was stored.
@@ -213,6 +215,9 @@ pub(crate) struct Inner {
     idem: Mutex<idempotency::Table>,
     /// Bytes of segments and WAL when the disk budget was last enforced, if over it.
     pub disk_over: Mutex<Option<u64>>,
+    /// While a failed flush is being retried: why, and whether the disk is full. Writes are
+    /// refused until it succeeds.
+    pub flush_failing: Mutex<Option<(String, bool)>>,
 }
 
 impl Inner {
@@ -339,6 +344,7 @@ impl Engine {
             }),
             next_id: AtomicU64::new(max_id + 1),
             poisoned: Mutex::new(None),
+            flush_failing: Mutex::new(None),
             metrics,
             queued: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
@@ -448,6 +454,7 @@ impl Engine {
         if let (Some(used), Some(budget)) = (*self.inner.disk_over.lock(), self.inner.cfg.max_disk_usage) {
             return Err(IngestError::DiskFull { used, budget });
         }
+        self.flush_failing()?;
         self.wait_for_memtable_room()?;
         let (reply, rx) = tokio::sync::oneshot::channel();
         if records.is_empty() {
@@ -484,12 +491,22 @@ impl Engine {
             if let Some(why) = self.poisoned() {
                 return Err(IngestError::Stopped(why));
             }
+            self.flush_failing()?;
             let now = Instant::now();
             if now >= deadline || self.inner.shutting_down.load(Ordering::Relaxed) {
                 return Err(IngestError::FlushBehind(held));
             }
             let mut g = self.inner.flushed_lock.lock();
             self.inner.flushed.wait_for(&mut g, (deadline - now).min(Duration::from_millis(50)));
+        }
+    }
+
+    /// Refuses writes while a failed flush is being retried: `NoSpace` for a full disk.
+    fn flush_failing(&self) -> std::result::Result<(), IngestError> {
+        match self.inner.flush_failing.lock().as_ref() {
+            None => Ok(()),
+            Some((why, true)) => Err(IngestError::NoSpace(why.clone())),
+            Some((why, false)) => Err(IngestError::Retrying(why.clone())),
         }
     }
 
@@ -894,6 +911,13 @@ fn maybe_flush(
     if let Some(why) = inner.poisoned.lock().clone() {
         if let Some(r) = reply {
             let _ = r.send(Err(StorageError::Wal(logpipe_wal::WalError::Poisoned(why))));
+        }
+        return;
+    }
+    if let Some((why, _)) = inner.flush_failing.lock().clone() {
+        // the failed flush goes first; freeze nothing more behind it
+        if let Some(r) = reply {
+            let _ = r.send(Err(StorageError::FlushFailing(why)));
         }
         return;
     }

@@ -13,6 +13,13 @@ pub enum StorageError {
     UnsupportedVersion { path: PathBuf, version: u32 },
     #[error("compression failed: {0}")]
     Compress(std::io::Error),
+    /// The segment file was renamed into place but the directory entry could not be made
+    /// durable: after a crash it may or may not be there.
+    #[error("{path} was published but its directory could not be synced: {source}")]
+    Unsettled { path: PathBuf, source: std::io::Error },
+    /// A memtable flush failed and is being retried; writes wait for it.
+    #[error("flushing memtables to segments fails and is being retried: {0}")]
+    FlushFailing(String),
     #[error("segment has no rows")]
     EmptySegment,
     #[error(transparent)]

@@ -16,6 +16,7 @@ pub struct EngineMetrics {
     pub open_segment_files: IntGauge,
     pub segment_file_opens: IntCounter,
     pub flushes: IntCounter,
+    pub flush_failures: IntCounter,
     pub merges: IntCounter,
     pub partitions_dropped: IntCounter,
     pub corrupt_files: IntCounter,
@@ -50,6 +51,10 @@ impl EngineMetrics {
                 "Segment files opened again after the file cache had closed them.",
             ),
             flushes: counter("logpipe_flushes_total", "Memtable flushes to segments."),
+            flush_failures: counter(
+                "logpipe_flush_failures_total",
+                "Memtable flushes that failed (each is retried while nothing of it is left on disk).",
+            ),
             merges: counter("logpipe_merges_total", "Segment merges."),
             partitions_dropped: counter(
                 "logpipe_retention_partitions_dropped_total",
@@ -73,8 +78,14 @@ impl EngineMetrics {
         ] {
             r.register(Box::new(g.clone()))?;
         }
-        for c in [&self.segment_file_opens, &self.flushes, &self.merges, &self.partitions_dropped, &self.corrupt_files]
-        {
+        for c in [
+            &self.segment_file_opens,
+            &self.flushes,
+            &self.flush_failures,
+            &self.merges,
+            &self.partitions_dropped,
+            &self.corrupt_files,
+        ] {
             r.register(Box::new(c.clone()))?;
         }
         Ok(())

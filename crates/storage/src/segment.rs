@@ -197,7 +197,7 @@ impl SegmentWriter {
         }
         self.buf.clear();
         let meta = self.builder.finish(self.offset, &mut self.buf)?;
-        fail::fail_point!("segment::write", |_| Err(io_err(self.tmp.path())(injected())));
+        fail::fail_point!("segment::write", |arg| Err(io_err(self.tmp.path())(injected(arg))));
         self.file.write_all(&self.buf).map_err(io_err(self.tmp.path()))?;
         self.offset += self.buf.len() as u64;
         self.meta.rows += u64::from(meta.rows);
@@ -222,15 +222,18 @@ impl SegmentWriter {
         tail.extend_from_slice(MAGIC);
         let tmp = self.tmp.path().to_path_buf();
         self.file.write_all(&tail).map_err(io_err(&tmp))?;
-        fail::fail_point!("segment::sync", |_| Err(io_err(&tmp)(injected())));
+        fail::fail_point!("segment::sync", |arg| Err(io_err(&tmp)(injected(arg))));
         self.file.sync_all().map_err(io_err(&tmp))?;
         let path = self.dir.join(file_name(self.meta.id));
-        fail::fail_point!("segment::rename", |_| Err(io_err(&path)(injected())));
+        fail::fail_point!("segment::rename", |arg| Err(io_err(&path)(injected(arg))));
         std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
         // from here a failure takes the renamed file away again (as far as it can): a segment
         // is published whole, with its directory entry durable, or not at all
         self.tmp.0 = Some(path.clone());
-        crate::sync_dir(&self.dir)?;
+        crate::sync_dir(&self.dir).map_err(|e| match e {
+            StorageError::Io { source, .. } => StorageError::Unsettled { path: path.clone(), source },
+            other => other,
+        })?;
         self.tmp.0 = None;
         let file_len = self.offset + tail.len() as u64;
         Ok(Segment {
@@ -263,10 +266,13 @@ impl Drop for Unfinished {
     }
 }
 
-/// The error a fail point injects.
+/// The error a fail point injects: `return(enospc)` is a full disk, anything else a plain error.
 #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
-fn injected() -> std::io::Error {
-    std::io::Error::other("injected fault")
+fn injected(arg: Option<String>) -> std::io::Error {
+    match arg.as_deref() {
+        Some("enospc") => std::io::Error::from_raw_os_error(28),
+        _ => std::io::Error::other("injected fault"),
+    }
 }
 
 /// An open, immutable segment.

@@ -1,6 +1,7 @@
-//! Injected faults (fail points in the WAL): a full disk refuses the batch and writing goes on
-//! once there is room; a failed fsync or file creation stops writes, never acknowledges, and
-//! reads keep working. Fail points are process-wide, so these tests take turns.
+//! Injected faults (fail points in the WAL and the segment writer): a full disk refuses the
+//! batch and writing goes on once there is room; a failed WAL fsync or file creation stops
+//! writes, never acknowledges, and reads keep working; a failed flush is retried and writes
+//! wait for it. Fail points are process-wide, so these tests take turns.
 
 use std::sync::Mutex;
 
@@ -120,30 +121,79 @@ fn files(dir: &std::path::Path, suffix: &str) -> Vec<std::path::PathBuf> {
 
 const SEGMENT_POINTS: [&str; 4] = ["segment::write", "segment::sync", "segment::rename", "storage::sync_dir"];
 
+fn recs_of(app: &str, tag: &str, n: usize) -> Vec<Record> {
+    let app = AppName::parse(app).unwrap();
+    recs(tag, n).into_iter().map(|r| Record { app: app.clone(), ..r }).collect()
+}
+
 #[test]
-fn a_failed_segment_write_stops_writes_and_leaves_no_file() {
+fn a_failed_segment_write_is_retried_and_writing_resumes() {
     let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let scenario = fail::FailScenario::setup();
-    for point in SEGMENT_POINTS {
+    for (point, action) in [
+        ("segment::write", "return"),
+        ("segment::write", "return(enospc)"),
+        ("segment::sync", "return"),
+        ("segment::rename", "return"),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let engine = Engine::open(EngineConfig::new(dir.path())).unwrap();
-        engine.ingest(recs("acked", 10)).unwrap();
-        fail::cfg(point, "return").unwrap();
+        engine.ingest(recs_of("f", "acked", 10)).unwrap();
+        engine.ingest(recs_of("g", "acked", 10)).unwrap();
+        // the first of the two partitions is written, the second fails
+        fail::cfg(point, &format!("1*off->{action}")).unwrap();
         assert!(engine.flush().is_err(), "{point}");
-        fail::remove(point);
-        // the records are still in the WAL and in memory: served, and not written twice
-        assert!(engine.poisoned().is_some(), "{point}");
-        assert!(matches!(engine.ingest(recs("later", 1)), Err(IngestError::Stopped(_))), "{point}");
-        assert_eq!(count(&engine), 10, "{point}");
+        // nothing of the failed flush is left on disk, so it is retried; writes wait for it
+        assert!(engine.poisoned().is_none(), "{point}");
+        let refused = engine.ingest(recs_of("f", "refused", 1));
+        match action {
+            "return(enospc)" => assert!(matches!(refused, Err(IngestError::NoSpace(_))), "{point}: {refused:?}"),
+            _ => assert!(matches!(refused, Err(IngestError::Retrying(_))), "{point}: {refused:?}"),
+        }
+        assert_eq!(count(&engine), 20, "{point}: served from memory meanwhile");
         assert_eq!(files(dir.path(), ".tmp"), Vec::<std::path::PathBuf>::new(), "{point}");
-        assert_eq!(files(dir.path(), ".seg"), Vec::<std::path::PathBuf>::new(), "{point}: nothing half published");
+        assert_eq!(files(dir.path(), ".seg"), Vec::<std::path::PathBuf>::new(), "{point}: the written half taken back");
+
+        // the fault clears: the retry succeeds and writing resumes
+        fail::remove(point);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while engine.flush().is_err() {
+            assert!(std::time::Instant::now() < deadline, "{point}: the flush was not retried");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        engine.ingest(recs_of("f", "later", 1)).unwrap();
+        assert_eq!(count(&engine), 21, "{point}");
+        assert_eq!(files(dir.path(), ".seg").len(), 2, "{point}: each partition written once");
         drop(engine);
         let engine = Engine::open(EngineConfig::new(dir.path())).unwrap();
-        assert_eq!(count(&engine), 10, "{point}: every acknowledged record once after a restart");
-        engine.ingest(recs("restarted", 1)).unwrap();
-        engine.flush().unwrap();
-        assert_eq!(files(dir.path(), ".seg").len(), 1, "{point}");
+        assert_eq!(count(&engine), 21, "{point}: every acknowledged record once after a restart");
     }
+    scenario.teardown();
+}
+
+#[test]
+fn a_segment_whose_publication_is_uncertain_stops_writes() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let scenario = fail::FailScenario::setup();
+    let point = "storage::sync_dir";
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(EngineConfig::new(dir.path())).unwrap();
+    engine.ingest(recs("acked", 10)).unwrap();
+    fail::cfg(point, "return").unwrap();
+    assert!(engine.flush().is_err());
+    fail::remove(point);
+    // the segment was renamed into place but its directory entry may not survive a crash:
+    // a retry could leave it twice, so writes stop; the records are in the WAL and in memory
+    assert!(engine.poisoned().is_some());
+    assert!(matches!(engine.ingest(recs("later", 1)), Err(IngestError::Stopped(_))));
+    assert_eq!(count(&engine), 10);
+    assert_eq!(files(dir.path(), ".tmp"), Vec::<std::path::PathBuf>::new());
+    drop(engine);
+    let engine = Engine::open(EngineConfig::new(dir.path())).unwrap();
+    assert_eq!(count(&engine), 10, "every acknowledged record once after a restart");
+    engine.ingest(recs("restarted", 1)).unwrap();
+    engine.flush().unwrap();
+    assert_eq!(count(&engine), 11);
     scenario.teardown();
 }
 

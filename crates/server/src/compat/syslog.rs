@@ -344,7 +344,8 @@ async fn submit(st: &AppState, engine: &Arc<Engine>, frames: Vec<Vec<u8>>, drop_
                 IngestError::QueueFull(_)
                 | IngestError::FlushBehind(_)
                 | IngestError::DiskFull { .. }
-                | IngestError::NoSpace(_),
+                | IngestError::NoSpace(_)
+                | IngestError::Retrying(_),
             ) if retry.is_some() => {
                 pending = retry.unwrap_or_default();
                 tokio::time::sleep(Duration::from_millis(20)).await;
