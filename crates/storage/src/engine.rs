@@ -215,9 +215,9 @@ pub(crate) struct Inner {
     idem: Mutex<idempotency::Table>,
     /// Bytes of segments and WAL when the disk budget was last enforced, if over it.
     pub disk_over: Mutex<Option<u64>>,
-    /// While a failed flush is being retried: why, and whether the disk is full. Writes are
-    /// refused until it succeeds.
-    pub flush_failing: Mutex<Option<(String, bool)>>,
+    /// Why writes wait, while they do: a failed flush being retried, or a WAL rotation that
+    /// met a full disk. Cleared when that succeeds.
+    pub stalled: Mutex<Option<Stall>>,
 }
 
 impl Inner {
@@ -233,6 +233,16 @@ impl Inner {
     pub fn retention_for(&self, app: &AppName) -> Option<i64> {
         self.cfg.retention_per_app.get(app).copied().or(self.cfg.retention)
     }
+}
+
+/// Why writes wait for a moment (see `Inner::stalled`).
+#[derive(Clone, Debug)]
+pub(crate) struct Stall {
+    pub why: String,
+    /// The disk is full: writes get `NoSpace` (507).
+    pub no_space: bool,
+    /// The WAL could not start its next file; the writer tries again on its next tick.
+    pub rotation: bool,
 }
 
 type Reply = tokio::sync::oneshot::Sender<std::result::Result<Stored, IngestError>>;
@@ -344,7 +354,7 @@ impl Engine {
             }),
             next_id: AtomicU64::new(max_id + 1),
             poisoned: Mutex::new(None),
-            flush_failing: Mutex::new(None),
+            stalled: Mutex::new(None),
             metrics,
             queued: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
@@ -454,7 +464,7 @@ impl Engine {
         if let (Some(used), Some(budget)) = (*self.inner.disk_over.lock(), self.inner.cfg.max_disk_usage) {
             return Err(IngestError::DiskFull { used, budget });
         }
-        self.flush_failing()?;
+        self.stalled()?;
         self.wait_for_memtable_room()?;
         let (reply, rx) = tokio::sync::oneshot::channel();
         if records.is_empty() {
@@ -491,7 +501,7 @@ impl Engine {
             if let Some(why) = self.poisoned() {
                 return Err(IngestError::Stopped(why));
             }
-            self.flush_failing()?;
+            self.stalled()?;
             let now = Instant::now();
             if now >= deadline || self.inner.shutting_down.load(Ordering::Relaxed) {
                 return Err(IngestError::FlushBehind(held));
@@ -501,12 +511,12 @@ impl Engine {
         }
     }
 
-    /// Refuses writes while a failed flush is being retried: `NoSpace` for a full disk.
-    fn flush_failing(&self) -> std::result::Result<(), IngestError> {
-        match self.inner.flush_failing.lock().as_ref() {
+    /// Refuses writes while they are stalled: `NoSpace` for a full disk.
+    fn stalled(&self) -> std::result::Result<(), IngestError> {
+        match self.inner.stalled.lock().as_ref() {
             None => Ok(()),
-            Some((why, true)) => Err(IngestError::NoSpace(why.clone())),
-            Some((why, false)) => Err(IngestError::Retrying(why.clone())),
+            Some(s) if s.no_space => Err(IngestError::NoSpace(s.why.clone())),
+            Some(s) => Err(IngestError::Retrying(s.why.clone())),
         }
     }
 
@@ -895,8 +905,11 @@ fn maybe_flush(
     let due = {
         let st = inner.state.read();
         let a = &st.active;
+        // a rotation that met a full disk is tried again on every tick
+        let retry = inner.stalled.lock().as_ref().is_some_and(|s| s.rotation);
         !a.is_empty()
             && (force
+                || retry
                 || a.bytes >= inner.cfg.memtable_flush_bytes
                 || a.since.is_some_and(|s| s.elapsed() >= inner.cfg.memtable_flush_interval))
     };
@@ -914,17 +927,31 @@ fn maybe_flush(
         }
         return;
     }
-    if let Some((why, _)) = inner.flush_failing.lock().clone() {
+    if let Some(stall) = inner.stalled.lock().clone().filter(|s| !s.rotation) {
         // the failed flush goes first; freeze nothing more behind it
         if let Some(r) = reply {
-            let _ = r.send(Err(StorageError::FlushFailing(why)));
+            let _ = r.send(Err(StorageError::FlushFailing(stall.why)));
         }
         return;
     }
     let watermark = match wal.rotate() {
-        Ok(seq) => seq,
+        Ok(seq) => {
+            let mut stalled = inner.stalled.lock();
+            if stalled.as_ref().is_some_and(|s| s.rotation) {
+                tracing::info!("the WAL started its next file; writes resume");
+                *stalled = None;
+            }
+            seq
+        }
         Err(e) => {
-            inner.poison(e.to_string());
+            if let logpipe_wal::WalError::NoSpace { .. } = e {
+                // nothing changed: the current file goes on, and the next tick tries again
+                let why = format!("starting the next WAL file: {e}");
+                tracing::warn!(reason = %why, "WAL rotation failed; retrying");
+                *inner.stalled.lock() = Some(Stall { why, no_space: true, rotation: true });
+            } else {
+                inner.poison(e.to_string());
+            }
             if let Some(r) = reply {
                 let _ = r.send(Err(e.into()));
             }

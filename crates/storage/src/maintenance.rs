@@ -13,7 +13,7 @@ use crate::block::{Messages, Tags};
 use rayon::prelude::*;
 
 use crate::block::BlockOptions;
-use crate::engine::{now_ns, FlushJob, Inner, State};
+use crate::engine::{now_ns, FlushJob, Inner, Stall, State};
 use crate::memtable::{Frozen, MemChunk};
 use crate::partition::PartitionKey;
 use crate::segment::{Segment, SegmentWriter};
@@ -28,7 +28,9 @@ pub(crate) fn flusher_loop(inner: Arc<Inner>, rx: Receiver<FlushJob>) {
         loop {
             let failure = match flush(&inner, &job) {
                 Ok(()) => {
-                    if inner.flush_failing.lock().take().is_some() {
+                    let mut stalled = inner.stalled.lock();
+                    if stalled.as_ref().is_some_and(|s| !s.rotation) {
+                        *stalled = None;
                         tracing::info!("memtable flush succeeded again; writes resume");
                     }
                     if let Some(r) = job.reply.take() {
@@ -55,7 +57,8 @@ pub(crate) fn flusher_loop(inner: Arc<Inner>, rx: Receiver<FlushJob>) {
             // Nothing of this flush is left on disk: writing it again is safe. Writes wait
             // (refused with 507 when the disk is full, 503 otherwise) until it succeeds.
             tracing::warn!(reason = %why, retry_in_ms = wait.as_millis() as u64, "memtable flush failed; retrying");
-            *inner.flush_failing.lock() = Some((why, no_space(&failure.error)));
+            let no_space = no_space(&failure.error);
+            *inner.stalled.lock() = Some(Stall { why, no_space, rotation: false });
             if let Some(r) = job.reply.take() {
                 let _ = r.send(Err(failure.error));
             }

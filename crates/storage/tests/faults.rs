@@ -105,6 +105,34 @@ fn a_failed_wal_rotation_stops_writes_and_reads_go_on() {
     scenario.teardown();
 }
 
+#[test]
+fn a_full_disk_at_wal_rotation_refuses_writes_until_there_is_room() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(EngineConfig::new(dir.path())).unwrap();
+    engine.ingest(recs("acked", 10)).unwrap();
+    fail::cfg("wal::create", "return(enospc)").unwrap();
+    assert!(engine.flush().is_err());
+    // the current WAL file goes on; writes get NoSpace (507) while the next one cannot start
+    assert!(engine.poisoned().is_none());
+    assert!(matches!(engine.ingest(recs("refused", 1)), Err(IngestError::NoSpace(_))));
+    assert_eq!(count(&engine), 10);
+    fail::remove("wal::create");
+    // the writer tries again on its next tick
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while engine.ingest(recs("later", 1)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "writes did not resume");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    engine.flush().unwrap();
+    assert_eq!(count(&engine), 11);
+    drop(engine);
+    let engine = Engine::open(EngineConfig::new(dir.path())).unwrap();
+    assert_eq!(count(&engine), 11, "every acknowledged record once after a restart");
+    scenario.teardown();
+}
+
 /// Files under `dir` whose name ends with `suffix`.
 fn files(dir: &std::path::Path, suffix: &str) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();

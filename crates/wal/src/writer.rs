@@ -117,7 +117,15 @@ impl Wal {
         self.write()?;
         self.sync()?;
         let closed = self.seq;
-        let (file, path) = new_file(&self.dir, closed + 1)?;
+        let (file, path) = match new_file(&self.dir, closed + 1) {
+            Ok(f) => f,
+            Err(WalError::Io { path, source }) if source.raw_os_error() == Some(28) => {
+                // a full disk: take the new file back and go on writing the current one
+                let _ = std::fs::remove_file(&path);
+                return Err(WalError::NoSpace { path });
+            }
+            Err(e) => return Err(e),
+        };
         self.file = file;
         self.path = path;
         self.seq = closed + 1;
