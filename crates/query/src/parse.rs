@@ -290,6 +290,10 @@ impl<'a> Parser<'a> {
             return Err(self.err_at(start, "a field name cannot be a tag key"));
         }
         let value = self.value("a tag value")?;
+        if op.starts_with('!') && self.depth >= MAX_DEPTH {
+            // a negated tag is a NOT around the tag, and prints as one
+            return Err(self.err_at(start, format!("nested more than {MAX_DEPTH} deep")));
+        }
         Ok(match op {
             "=" => Expr::Tag(format!("{key}={value}")),
             "!=" => Expr::Not(Box::new(Expr::Tag(format!("{key}={value}")))),

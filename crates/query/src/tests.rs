@@ -121,6 +121,13 @@ fn errors_name_the_column_and_what_was_expected() {
     }
     let deep = "(".repeat(100) + "a" + &")".repeat(100);
     assert!(parse(&deep).unwrap_err().message.contains("nested"));
+    // a negated tag is a NOT too: it counts toward the depth, so what parses prints back
+    // to a query that parses (found by the `query` fuzz target)
+    for op in ["!=", "!~"] {
+        assert!(parse(&("-".repeat(64) + "a" + op + "b")).unwrap_err().message.contains("nested"), "{op}");
+        let ok = parse(&("-".repeat(63) + "a" + op + "b")).unwrap();
+        assert_eq!(parse(&ok.to_string()).unwrap(), ok, "{op}");
+    }
     assert!(parse(&"a ".repeat(40_000)).is_err(), "over the size cap");
 }
 

@@ -136,8 +136,12 @@ pub fn logql(data: &[u8]) {
     let Ok(q) = logql::parse(text) else { return };
     let printed = q.to_string();
     let back = logql::parse(&printed).unwrap_or_else(|e| panic!("{printed:?} does not parse back: {e}"));
-    // compared printed: NaN literals are not equal to themselves
-    assert_eq!(printed, back.to_string());
+    // the same tree (compared printed where a NaN literal, unequal to itself, is in it)
+    if printed.contains("NaN") {
+        assert_eq!(printed, back.to_string());
+    } else {
+        assert_eq!(q, back, "{text:?} printed as {printed:?}");
+    }
     if let Query::Log(l) = &q {
         if let Ok(p) = logql::Pipeline::new(&l.stages) {
             let _ = p.run(text, &mut logql::Labels::new());

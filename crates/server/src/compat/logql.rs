@@ -772,13 +772,16 @@ impl fmt::Display for LabelPred {
                     LabelValue::Num(v) => write!(f, "{name}{op}{}", fmt_num(*v)),
                 }
             }
-            LabelPred::And(a, b) => write!(f, "{a} and {b}"),
+            // `and` binds tighter than `or`, and both group from the left: parenthesised
+            // where the tree differs from that
+            LabelPred::And(a, b) => {
+                let left = if matches!(**a, LabelPred::Or(..)) { format!("({a})") } else { a.to_string() };
+                let right = if matches!(**b, LabelPred::Cmp { .. }) { b.to_string() } else { format!("({b})") };
+                write!(f, "{left} and {right}")
+            }
             LabelPred::Or(a, b) => {
-                let side = |p: &LabelPred| match p {
-                    LabelPred::And(..) => format!("({p})"),
-                    _ => p.to_string(),
-                };
-                write!(f, "{} or {}", side(a), side(b))
+                let right = if matches!(**b, LabelPred::Or(..)) { format!("({b})") } else { b.to_string() };
+                write!(f, "{a} or {right}")
             }
         }
     }
@@ -820,7 +823,7 @@ impl fmt::Display for MetricExpr {
             MetricExpr::Number(v) => write!(f, "{}", fmt_num(*v)),
             MetricExpr::Vector(v) => write!(f, "vector({})", fmt_num(*v)),
             MetricExpr::Binary { op, lhs, rhs } => {
-                let op = match op {
+                let sym = match op {
                     BinOp::Add => "+",
                     BinOp::Sub => "-",
                     BinOp::Mul => "*",
@@ -832,10 +835,34 @@ impl fmt::Display for MetricExpr {
                     BinOp::Lt => "<",
                     BinOp::Le => "<=",
                 };
-                // parenthesised on both sides: the printed form parses back to the same tree
-                write!(f, "({lhs}) {op} ({rhs})")
+                // parenthesised only where precedence or left associativity needs it, so the
+                // printed form parses back to the same tree and is nested no deeper than the
+                // text it came from (which passed the depth limit)
+                let level = |e: &MetricExpr| match e {
+                    MetricExpr::Binary { op, .. } => Some(op_level(*op)),
+                    _ => None,
+                };
+                let own = op_level(*op);
+                match level(lhs) {
+                    Some(l) if l < own => write!(f, "({lhs})")?,
+                    _ => write!(f, "{lhs}")?,
+                }
+                write!(f, " {sym} ")?;
+                match level(rhs) {
+                    Some(l) if l <= own => write!(f, "({rhs})"),
+                    _ => write!(f, "{rhs}"),
+                }
             }
         }
+    }
+}
+
+/// How tightly a binary operator binds: comparisons, then `+ -`, then `* /` (as `metric` parses).
+fn op_level(op: BinOp) -> u8 {
+    match op {
+        BinOp::Eq | BinOp::Ne | BinOp::Gt | BinOp::Ge | BinOp::Lt | BinOp::Le => 0,
+        BinOp::Add | BinOp::Sub => 1,
+        BinOp::Mul | BinOp::Div => 2,
     }
 }
 
@@ -1173,6 +1200,10 @@ mod tests {
             "vector(1)+vector(1)",
             r#"sum(count_over_time({app="a"}[1m])) / 2 > 1"#,
             "Inf - -inf * 1e300 * 1e300 < 4",
+            "(1 + 2) * (3 - (4 - 5)) / (6 / 7)",
+            "1 > 2 > 3 == (4 < 5)",
+            r#"{app="web"} | json | (a="1" or b="2") and c="3""#,
+            r#"{app="web"} | json | a="1" and (b="2" and c="3") or (d="4" or e="5")"#,
         ] {
             let a = parse(q).unwrap_or_else(|e| panic!("{q}: {e}"));
             let printed = a.to_string();
@@ -1188,6 +1219,11 @@ mod tests {
         let Query::Metric(MetricExpr::Binary { op: BinOp::Add, .. }) = parse("1 + 2 * 3").unwrap() else {
             panic!("precedence")
         };
+        // printed with the parentheses it needs and no more: a chain of 40 operators (one
+        // level deep) prints as one level, not forty (found by the `logql` fuzz target)
+        let chain = vec!["1"; 41].join(" > ");
+        assert_eq!(parse(&chain).unwrap().to_string(), chain);
+        assert_eq!(parse("((1 + 2)) * 3").unwrap().to_string(), "(1 + 2) * 3");
     }
 
     #[test]
