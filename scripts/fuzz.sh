@@ -44,12 +44,16 @@ for t in "${targets[@]}"; do
     # and how far into the run the edge count last grew (`INITED` is the corpus loaded).
     # Features (`ft:`) keep growing on text grammars long after edges stop; edges are the measure.
     inited=$(grep -E '^#[0-9]+[[:space:]]+INITED' "$log" | head -1 | sed -E 's/^#([0-9]+).*/\1/' || true)
+    # (counted from the end of the corpus replay: a short run may not even finish it)
+    start=${inited:-0}
     read -r half_cov end_cov last_grew < <(grep -E '^#[0-9]+[[:space:]].*cov: [0-9]+' "$log" |
       sed -E 's/^#([0-9]+).*cov: ([0-9]+).*/\1 \2/' |
-      awk -v half=$((${execs:-0} / 2)) '{ if ($1 <= half) h = $2; if ($2 > e) { e = $2; g = $1 } }
+      awk -v half=$((start + (${execs:-0} - start) / 2)) '{ if ($1 <= half) h = $2; if ($2 > e) { e = $2; g = $1 } }
         END { print (h == "" ? e : h) + 0, e + 0, g + 0 }')
-    if [ "${end_cov:-0}" -eq "${half_cov:-0}" ]; then
-      plateau="edges flat over the second half (last grew at run $last_grew; corpus ${inited:-?})"
+    if [ -z "$inited" ]; then
+      plateau="the corpus was not replayed within the run"
+    elif [ "${end_cov:-0}" -eq "${half_cov:-0}" ]; then
+      plateau="edges flat over the second half (last grew at run $last_grew; corpus $inited)"
     else
       plateau="edges $half_cov -> $end_cov over the second half (last grew at run $last_grew, $((100 * last_grew / execs)) % in)"
     fi
