@@ -13,14 +13,7 @@ fn records(app: &str, day: &str, n: u64, seed: u64) -> String {
     let mut x = seed | 1;
     let lines: Vec<_> = (0..n)
         .map(|i| {
-            let msg: String = (0..4)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    format!("{x:016x}")
-                })
-                .collect();
+            let msg = noise(&mut x, 4);
             json!({"app": app, "timestamp": format!("{day}T00:00:{:02}.{:09}Z", i % 60, i), "message": msg})
         })
         .collect();

@@ -39,14 +39,7 @@ fn batch(b: u64) -> String {
     let mut x = b.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     let lines: Vec<_> = (0..500u64)
         .map(|i| {
-            let msg: String = (0..16)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    format!("{x:016x}")
-                })
-                .collect();
+            let msg = noise(&mut x, 16);
             json!({"app": "full", "timestamp": format!("2026-01-01T00:{:02}:{:02}.{:09}Z", b % 60, i % 60, b * 1000 + i),
                    "tags": [format!("batch={b}")], "message": msg})
         })

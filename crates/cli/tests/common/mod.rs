@@ -267,3 +267,16 @@ pub fn node(script: &str, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{script}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
+
+/// `words` × 16 pseudo-random hex digits from the xorshift state `x`: message text that does not
+/// compress, for tests that must fill a disk.
+pub fn noise(x: &mut u64, words: usize) -> String {
+    (0..words)
+        .map(|_| {
+            *x ^= *x << 13;
+            *x ^= *x >> 7;
+            *x ^= *x << 17;
+            format!("{:016x}", *x)
+        })
+        .collect()
+}
