@@ -40,7 +40,28 @@ pub fn parse(query: &str) -> Result<Plan, ParseError> {
     }
     let mut p = Parser { src: query, pos: 0, depth: 0 };
     let plan = p.plan()?;
+    // The canonical form puts parentheses where precedence needs them, which the query may
+    // have left out (`a b OR c` prints as `(a b) OR c`): what is accepted must print as a
+    // query that is accepted too (found by the `query` fuzz target)
+    if plan.filter.as_ref().is_some_and(|f| printed_depth(f) > MAX_DEPTH) {
+        return Err(ParseError {
+            column: 1,
+            message: format!("nested more than {MAX_DEPTH} deep once written with its parentheses"),
+        });
+    }
     Ok(plan)
+}
+
+/// How deep the canonical form of `e` nests parentheses and `NOT`s, counted as the parser
+/// counts them (see `Display for Expr`).
+fn printed_depth(e: &Expr) -> usize {
+    let grouped = |e: &Expr, parens: bool| usize::from(parens) + printed_depth(e);
+    match e {
+        Expr::And(parts) => parts.iter().map(|p| grouped(p, matches!(p, Expr::Or(_)))).max().unwrap_or(0),
+        Expr::Or(parts) => parts.iter().map(|p| grouped(p, matches!(p, Expr::And(_)))).max().unwrap_or(0),
+        Expr::Not(inner) => 1 + grouped(inner, matches!(**inner, Expr::And(_) | Expr::Or(_))),
+        _ => 0,
+    }
 }
 
 /// Characters that end a bare word.

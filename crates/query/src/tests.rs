@@ -128,6 +128,13 @@ fn errors_name_the_column_and_what_was_expected() {
         let ok = parse(&("-".repeat(63) + "a" + op + "b")).unwrap();
         assert_eq!(parse(&ok.to_string()).unwrap(), ok, "{op}");
     }
+    // `x y OR z` prints as `(x y) OR z`: the parentheses it gains count as well (found by
+    // the `query` fuzz target)
+    let not64 = "NOT ".repeat(64);
+    assert!(parse(&format!("x {not64} y OR z")).unwrap_err().message.contains("nested"));
+    let ok = parse(&format!("x {} y OR z", "NOT ".repeat(63))).unwrap();
+    assert_eq!(parse(&ok.to_string()).unwrap(), ok);
+    assert!(parse(&format!("x {not64} y")).is_ok(), "without OR, no parentheses are added");
     assert!(parse(&"a ".repeat(40_000)).is_err(), "over the size cap");
 }
 
