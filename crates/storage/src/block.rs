@@ -136,6 +136,20 @@ impl BlockMeta {
 
 const RECENT_SLOTS: usize = 4096;
 
+/// Byte equality of two short slices (tokens), without a call into `memcmp`.
+#[inline]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+}
+
+/// A token seen in the block: its hash, and where its bytes are in the block's messages.
+#[derive(Debug, Clone, Copy, Default)]
+struct Recent {
+    hash: u64,
+    start: u32,
+    end: u32,
+}
+
 /// Accumulates sorted rows and encodes them as one block.
 pub struct BlockBuilder {
     opts: BlockOptions,
@@ -149,9 +163,9 @@ pub struct BlockBuilder {
     row_sets: Vec<u32>,
     /// Bloom keys of the block (already hashes, so the cheap Fx hash is enough).
     keys: FxHashSet<u64>,
-    /// The key last seen in each slot (indexed by the key's low bits): messages repeat their
-    /// template words, so most tokens are found here without probing `keys`.
-    recent: Vec<u64>,
+    /// The token last seen in each slot (indexed by its hash's low bits): messages repeat
+    /// their template words, so most tokens are found here, their keys and 4-grams known.
+    recent: Vec<Recent>,
     /// Letter 4-grams seen in the block: a bitmap over every possible code, and the codes set.
     gram_bits: Vec<u64>,
     grams: Vec<u32>,
@@ -176,7 +190,7 @@ impl BlockBuilder {
             sets: Vec::new(),
             row_sets: Vec::new(),
             keys: FxHashSet::default(),
-            recent: vec![0; RECENT_SLOTS],
+            recent: vec![Recent::default(); RECENT_SLOTS],
             gram_bits: vec![0; bloom::GRAMS.div_ceil(64)],
             grams: Vec::new(),
             set_scratch: Vec::new(),
@@ -200,25 +214,28 @@ impl BlockBuilder {
         debug_assert!(self.ts.last().is_none_or(|&last| last <= ts));
         self.ts.push(ts);
         self.msg_lens.push(message.len() as u32);
+        let base = self.msgs.len();
         self.msgs.extend_from_slice(message.as_bytes());
-        let (keys, recent, bits, grams) = (&mut self.keys, &mut self.recent, &mut self.gram_bits, &mut self.grams);
-        bloom::for_each_key(
-            message.as_bytes(),
-            |h| {
-                let slot = &mut recent[h as usize % RECENT_SLOTS];
-                if *slot != h || h == 0 {
-                    *slot = h;
-                    keys.insert(h);
-                }
-            },
-            |code| {
+        let (msgs, keys, recent) = (&self.msgs, &mut self.keys, &mut self.recent);
+        let (bits, grams) = (&mut self.gram_bits, &mut self.grams);
+        bloom::for_each_token(message.as_bytes(), |at, h| {
+            // a token whose very bytes were seen in this block has its key and its 4-grams in
+            // already: messages repeat their template words, so most tokens end here
+            let (start, end) = (base + at.start, base + at.end);
+            let slot = &mut recent[h as usize % RECENT_SLOTS];
+            if slot.hash == h && same(&msgs[slot.start as usize..slot.end as usize], &msgs[start..end]) {
+                return;
+            }
+            *slot = Recent { hash: h, start: start as u32, end: end as u32 };
+            keys.insert(h);
+            bloom::for_each_gram(&msgs[start..end], |code| {
                 let (w, b) = (code as usize / 64, 1u64 << (code % 64));
                 if bits[w] & b == 0 {
                     bits[w] |= b;
                     grams.push(code);
                 }
-            },
-        );
+            });
+        });
         self.set_scratch.clear();
         for t in tags {
             let t = t.as_ref();
@@ -311,7 +328,7 @@ impl BlockBuilder {
         self.sets.clear();
         self.row_sets.clear();
         self.keys.clear();
-        self.recent.fill(0);
+        self.recent.fill(Recent::default());
         Ok(meta)
     }
 
@@ -602,5 +619,33 @@ impl BlockData<'_> {
         let sets = self.tag_sets()?;
         let rows = self.tag_rows(&sets)?;
         Ok(Tags { sets, rows })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Every token and letter 4-gram of every row is in its block's bloom filter, however
+        /// the tokens repeat, change case or meet in the cache of recent tokens.
+        #[test]
+        fn bloom_holds_every_key_of_every_row(
+            rows in proptest::collection::vec("[a-dA-D0-9é]{0,7}([ :=-][a-dA-D0-9é]{0,7}){0,6}", 1..300),
+        ) {
+            let mut b = BlockBuilder::new(BlockOptions::default());
+            for (i, m) in rows.iter().enumerate() {
+                b.push(i as i64, m, &["k=v"]);
+            }
+            let meta = b.finish(0, &mut Vec::new()).unwrap();
+            for m in &rows {
+                bloom::for_each_token_hash(m.as_bytes(), |h| assert!(meta.bloom.may_contain(h), "token of {m:?}"));
+                bloom::for_each_gram(m.as_bytes(), |c| {
+                    assert!(meta.bloom.may_contain(bloom::gram_hash(c)), "4-gram of {m:?}")
+                });
+            }
+            prop_assert!(meta.bloom.may_contain(bloom::tag_hash("k=v")));
+        }
     }
 }

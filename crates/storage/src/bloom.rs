@@ -49,7 +49,13 @@ impl TokenHasher {
 
     #[inline]
     fn push(&mut self, b: u8) {
-        self.0 = (self.0 ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(0x0000_0100_0000_01b3);
+        *self = self.folded(b.to_ascii_lowercase());
+    }
+
+    /// The hash with `b`, already lowercased, added.
+    #[inline]
+    fn folded(self, b: u8) -> Self {
+        TokenHasher((self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
     }
 
     #[inline]
@@ -65,8 +71,49 @@ impl TokenHasher {
 
 /// Calls `f` with the hash of every token of `text` (see [`token_hash`]), in one pass.
 #[inline]
-pub fn for_each_token_hash(text: &[u8], f: impl FnMut(u64)) {
-    for_each_key(text, f, |_| {});
+pub fn for_each_token_hash(text: &[u8], mut f: impl FnMut(u64)) {
+    for_each_token(text, |_, h| f(h));
+}
+
+/// Each byte as a token hashes it (ASCII letters lowercased), or 0 for a byte that separates
+/// tokens (no token byte folds to 0): tokens are ASCII letters and digits and non-ASCII bytes.
+static FOLD: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric() || c >= 0x80 {
+            t[b] = c.to_ascii_lowercase();
+        }
+        b += 1;
+    }
+    t
+};
+
+/// Calls `f` with the position and hash (see [`token_hash`]) of every token of `text`.
+/// A token's letter 4-grams (see [`for_each_gram`]) lie inside it: the grams of a text are
+/// the grams of its tokens.
+#[inline]
+pub fn for_each_token(text: &[u8], mut f: impl FnMut(std::ops::Range<usize>, u64)) {
+    let mut i = 0;
+    while i < text.len() {
+        let c = FOLD[usize::from(text[i])];
+        i += 1;
+        if c == 0 {
+            continue;
+        }
+        let start = i - 1;
+        let mut h = TokenHasher::new().folded(c);
+        while let Some(&b) = text.get(i) {
+            let c = FOLD[usize::from(b)];
+            if c == 0 {
+                break;
+            }
+            h = h.folded(c);
+            i += 1;
+        }
+        f(start..i, h.finish());
+    }
 }
 
 /// Number of distinct letter 4-gram codes: four letters of 5 bits each.
@@ -81,41 +128,18 @@ fn letter(b: u8) -> u32 {
 /// Calls `f` with the code (below [`GRAMS`]) of every 4-letter window of every run of ASCII
 /// letters in `text`, lowercased.
 #[inline]
-pub fn for_each_gram(text: &[u8], f: impl FnMut(u32)) {
-    for_each_key(text, |_| {}, f);
-}
-
-/// One pass over a message for both kinds of keys: `token` gets every token hash (see
-/// [`token_hash`]) and `gram` every letter 4-gram code (see [`for_each_gram`]).
-#[inline]
-pub fn for_each_key(text: &[u8], mut token: impl FnMut(u64), mut gram: impl FnMut(u32)) {
-    let mut h = TokenHasher::new();
-    let mut in_token = false;
+pub fn for_each_gram(text: &[u8], mut f: impl FnMut(u32)) {
     let (mut code, mut run) = (0u32, 0u32);
     for &b in text {
         if b.is_ascii_alphabetic() {
-            h.push(b);
-            in_token = true;
             code = (code << 5 | letter(b)) & (GRAMS as u32 - 1);
             run += 1;
             if run >= 4 {
-                gram(code);
+                f(code);
             }
-        } else if b.is_ascii_digit() || b >= 0x80 {
-            h.push(b);
-            in_token = true;
-            run = 0;
         } else {
             run = 0;
-            if in_token {
-                token(h.finish());
-                h = TokenHasher::new();
-                in_token = false;
-            }
         }
-    }
-    if in_token {
-        token(h.finish());
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use logpipe_model::Record;
+use rustc_hash::FxHashMap;
 
 use crate::partition::PartitionKey;
 
@@ -36,7 +37,7 @@ impl Memtable {
         self.since.get_or_insert_with(Instant::now);
         self.bytes += bytes;
         self.records += records.len() as u64;
-        let mut groups: HashMap<PartitionKey, Vec<Record>> = HashMap::new();
+        let mut groups: FxHashMap<PartitionKey, Vec<Record>> = FxHashMap::default();
         for r in records {
             groups.entry(PartitionKey::of(&r.app, r.ts)).or_default().push(r);
         }

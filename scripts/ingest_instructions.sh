@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Instructions per record for the whole ingest path, counted by callgrind (machine noise does
+# not move them): N batch files of the bench kit parsed, submitted to a real engine (WAL
+# append without fsync, memtable) and flushed into segments
+# (crates/server/examples/ingest_instructions.rs).
+#
+#   scripts/ingest_instructions.sh BATCH_DIR [N]     e.g. the native-1000000 directory that
+#                                                    scripts/bench.sh generates; N=30 batches
+# FLUSH_LEVEL=-3 scripts/ingest_instructions.sh …   with another zstd level for flushes
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v valgrind >/dev/null || { echo "needs valgrind (apt install valgrind)" >&2; exit 1; }
+dir=${1:?usage: scripts/ingest_instructions.sh BATCH_DIR [N]}
+n=${2:-30}
+cargo build --release --quiet -p logpipe-server --example ingest_instructions
+bin=target/release/examples/ingest_instructions
+count() { valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" "$dir" "$1" 2>&1 | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'; }
+records=$(( $(wc -l < <(ls "$dir" | sort | head -n "$n" | sed "s|^|$dir/|" | xargs cat)) ))
+echo "$(( ($(count "$n") - $(count 0)) / records )) instructions per record ($records records, $n batches)"
