@@ -45,6 +45,20 @@ fn main() {
     engine.flush().expect("flush");
     engine.close().expect("close");
     drop(engine);
+    let segments = dir_bytes(&data.join("partitions"));
     std::fs::remove_dir_all(&data).expect("clean up");
-    println!("{records} records ingested and flushed");
+    println!("{records} records ingested and flushed into {segments} bytes of segments");
+}
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .flatten()
+            .map(|e| match e.metadata() {
+                Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                Ok(m) => m.len(),
+                Err(_) => 0,
+            })
+            .sum()
+    })
 }
