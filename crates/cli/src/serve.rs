@@ -177,6 +177,22 @@ pub struct ServeArgs {
     /// zstd level of settled partitions [default: 9].
     #[arg(long)]
     cold_level: Option<i32>,
+    /// What this process does, comma-separated: `ingest`, `query`, `store`, or `all` (the
+    /// default; with no --nats-url, the embedded single node). See docs/CLUSTER.md.
+    #[arg(long)]
+    role: Option<String>,
+    /// Cluster mode: NATS server URLs, comma-separated (e.g. nats://10.0.0.1:4222).
+    #[arg(long, env = "LOGPIPE_NATS_URL")]
+    nats_url: Option<String>,
+    /// Name of the JetStream stream batches travel on [default: logpipe].
+    #[arg(long)]
+    nats_stream: Option<String>,
+    /// JetStream replicas of the stream [default: 3].
+    #[arg(long)]
+    nats_replicas: Option<usize>,
+    /// Bytes the stream may hold waiting for store nodes before ingest gets 429 [default: 8 GiB].
+    #[arg(long)]
+    nats_max_bytes: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -307,7 +323,12 @@ impl ServeArgs {
             max_segments_per_partition,
             compression_level,
             settle_after,
-            cold_level
+            cold_level,
+            role,
+            nats_url,
+            nats_stream,
+            nats_replicas,
+            nats_max_bytes
         );
         self.insecure_no_auth |= f.insecure_no_auth;
         if self.loki_app_label.is_empty() {
@@ -316,7 +337,9 @@ impl ServeArgs {
         Ok(self)
     }
 
-    fn into_config(self) -> Result<(String, ServerConfig)> {
+    fn into_config(self) -> Result<(String, ServerConfig, Option<logpipe_cluster::BusConfig>)> {
+        let roles = parse_roles(self.role.as_deref().unwrap_or("all"))?;
+        let mut bus = bus_config(&self, roles)?;
         let mut engine = EngineConfig::new(self.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)));
         if let Some(f) = &self.fsync {
             engine.fsync = parse_fsync(f)?;
@@ -422,8 +445,65 @@ impl ServeArgs {
             query_memory: self.query_memory_bytes.is_some(),
         };
         fit_to_memory_limit(&mut cfg, explicit);
-        Ok((self.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_string()), cfg))
+        cfg.roles = roles;
+        if let Some(bus) = &mut bus {
+            // a retried batch with the same Idempotency-Key is dropped by JetStream within this window
+            bus.duplicate_window = cfg.engine.idempotency_window;
+        }
+        Ok((self.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_string()), cfg, bus))
     }
+}
+
+/// `--role`: a comma-separated list of `ingest`, `query`, `store` and `all`.
+fn parse_roles(s: &str) -> Result<logpipe_server::Roles> {
+    let mut r = logpipe_server::Roles { ingest: false, query: false, store: false };
+    for part in s.split(',').map(str::trim) {
+        match part {
+            "all" => r = logpipe_server::Roles::ALL,
+            "ingest" => r.ingest = true,
+            "query" => r.query = true,
+            "store" => r.store = true,
+            other => bail!("--role: unknown role {other:?}; roles are ingest, query, store and all"),
+        }
+    }
+    Ok(r)
+}
+
+/// The cluster settings, checked against the roles; `None` for the embedded single node.
+fn bus_config(args: &ServeArgs, roles: logpipe_server::Roles) -> Result<Option<logpipe_cluster::BusConfig>> {
+    let Some(urls) = &args.nats_url else {
+        anyhow::ensure!(
+            roles == logpipe_server::Roles::ALL,
+            "--role other than all needs the cluster settings (--nats-url; see docs/CLUSTER.md)"
+        );
+        return Ok(None);
+    };
+    anyhow::ensure!(
+        !roles.query || roles.store,
+        "--role query without store: query nodes that read object storage are not built yet; in this \
+         version queries are answered by store nodes (docs/CLUSTER.md)"
+    );
+    anyhow::ensure!(
+        args.syslog_tcp.is_none() && args.syslog_udp.is_none(),
+        "syslog listeners are not available in cluster mode yet; send syslog to an embedded node or over HTTP"
+    );
+    let mut cfg = logpipe_cluster::BusConfig::new(urls.split(',').map(|u| u.trim().to_string()).collect());
+    if let Some(s) = &args.nats_stream {
+        anyhow::ensure!(
+            !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "--nats-stream: 1 to 64 letters, digits, '-' or '_'"
+        );
+        cfg.stream = s.clone();
+    }
+    if let Some(r) = args.nats_replicas {
+        anyhow::ensure!((1..=5).contains(&r), "--nats-replicas: 1 to 5 (JetStream's limit)");
+        cfg.replicas = r;
+    }
+    if let Some(b) = args.nats_max_bytes {
+        anyhow::ensure!(b > 0, "--nats-max-bytes must be positive");
+        cfg.max_bytes = b;
+    }
+    Ok(Some(cfg))
 }
 
 /// Which memory budgets were set by flag or config file.
@@ -505,9 +585,14 @@ pub fn run(args: ServeArgs) -> Result<()> {
     tracing::debug!(nofile, max_open, "open-file limits");
     let insecure_no_auth = args.insecure_no_auth;
     let (syslog_tcp, syslog_udp) = (args.syslog_tcp.clone(), args.syslog_udp.clone());
-    let (listen, cfg) = args.into_config()?;
+    let (listen, mut cfg, bus) = args.into_config()?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
+        if let Some(bus) = bus {
+            // refuses old or JetStream-less NATS servers before anything listens
+            let bus = logpipe_cluster::Bus::connect(bus).await?;
+            cfg.bus = Some(logpipe_server::Bus(std::sync::Arc::new(bus)));
+        }
         let listener =
             tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("listening on {listen}"))?;
         let addr = listener.local_addr()?;
@@ -576,7 +661,7 @@ mod tests {
         )
         .unwrap();
         let args = ServeArgs { config: Some(path), query_workers: Some(5), ..Default::default() };
-        let (listen, cfg) = args.merge_file().unwrap().into_config().unwrap();
+        let (listen, cfg, _) = args.merge_file().unwrap().into_config().unwrap();
         assert_eq!(listen, "127.0.0.1:9999");
         assert_eq!(cfg.query_workers, 5);
         assert_eq!(cfg.engine.fsync, FsyncMode::Interval(Duration::from_millis(100)));

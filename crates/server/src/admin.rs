@@ -17,9 +17,16 @@ pub async fn health() -> impl IntoResponse {
 
 /// Ready once the WAL is replayed and writes are accepted.
 pub async fn ready(State(st): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
-    let engine = st.engine()?;
-    if let Some(why) = engine.poisoned() {
-        return Err(ApiError::unavailable("writes_stopped", why));
+    if let Some(bus) = &st.cfg.bus {
+        if !bus.0.connected() {
+            return Err(ApiError::unavailable("nats_unreachable", "no connection to any NATS server".into()));
+        }
+    }
+    if st.cfg.roles.store {
+        let engine = st.engine()?;
+        if let Some(why) = engine.poisoned() {
+            return Err(ApiError::unavailable("writes_stopped", why));
+        }
     }
     Ok(axum::Json(serde_json::json!({"status": "ready"})))
 }

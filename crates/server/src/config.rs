@@ -56,6 +56,35 @@ pub struct ServerConfig {
     /// Syslog: TCP connections served at once, and the largest frame.
     pub syslog_max_connections: usize,
     pub syslog_max_frame: usize,
+    /// What this process does; all three (the embedded single node) unless told otherwise.
+    pub roles: Roles,
+    /// Cluster mode: the JetStream stream batches travel on, connected and checked at start-up.
+    pub bus: Option<Bus>,
+}
+
+/// The roles of one process (`logpipe serve --role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// Takes writes over HTTP; in cluster mode, publishes them to the stream.
+    pub ingest: bool,
+    /// Answers queries.
+    pub query: bool,
+    /// Holds a storage engine; in cluster mode, fills it from the stream.
+    pub store: bool,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles { ingest: true, query: true, store: true };
+}
+
+/// The cluster's stream, shared by the handlers.
+#[derive(Clone)]
+pub struct Bus(pub std::sync::Arc<logpipe_cluster::Bus>);
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bus").field("stream", &self.0.config().stream).finish()
+    }
 }
 
 impl ServerConfig {
@@ -83,6 +112,8 @@ impl ServerConfig {
             loki_app_labels: crate::compat::loki::DEFAULT_APP_LABELS.iter().map(|s| s.to_string()).collect(),
             syslog_max_connections: crate::compat::syslog::DEFAULT_MAX_CONNECTIONS,
             syslog_max_frame: crate::compat::syslog::DEFAULT_MAX_FRAME,
+            roles: Roles::ALL,
+            bus: None,
         }
     }
 }

@@ -82,6 +82,17 @@ impl From<IngestError> for ApiError {
     }
 }
 
+impl From<logpipe_cluster::BusError> for ApiError {
+    fn from(e: logpipe_cluster::BusError) -> ApiError {
+        use logpipe_cluster::BusError;
+        match e {
+            BusError::TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large", e.to_string()),
+            BusError::Refused(_) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "stream_full", e.to_string()),
+            BusError::Unavailable(_) => ApiError::unavailable("stream_unavailable", e.to_string()),
+        }
+    }
+}
+
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> ApiError {
         match e {

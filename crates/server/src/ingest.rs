@@ -24,7 +24,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::admission::Admitted;
 use crate::auth::Access;
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, Sink};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -180,7 +180,7 @@ where
         return Err(too_large());
     }
     let key = idempotency_key(headers, &access)?;
-    let (encoding, engine, _memory, _place) = match admit(st, headers, declared) {
+    let (encoding, sink, _memory, _place) = match admit(st, headers, declared) {
         Ok(a) => a,
         Err(e) => {
             drain(body).await;
@@ -197,7 +197,8 @@ where
     let bytes = bytes.to_bytes();
     let record_limits = st.cfg.limits;
     let limits = st.rate_limits.clone();
-    let (ticket, per_app, n, extra) = st
+    let state = st.clone();
+    let (submitted, per_app, n, extra) = st
         .ingest_pool
         .run(move || -> Result<_, ApiError> {
             let body = decode_bytes(&bytes, encoding, cap)?;
@@ -209,7 +210,7 @@ where
                 h.update(&body);
                 IdempotencyKey { key, body_hash: h.digest() }
             });
-            let cutoff = |app: &AppName| engine.retention_cutoff(app);
+            let cutoff = |app: &AppName| sink.retention_cutoff(&state.cfg, app);
             let ctx = DecodeCtx { default_app: default_app.as_ref(), limits: &record_limits, cutoff: &cutoff };
             let (records, extra) = decode(&body, &ctx)?;
             let n = records.len();
@@ -227,12 +228,32 @@ where
                 let batch: Vec<(&AppName, u64, u64)> = per_app.iter().map(|(a, &(r, b))| (a, r, b)).collect();
                 limits.admit(&batch)?;
             }
-            let ticket = if records.is_empty() { None } else { Some(engine.submit_keyed(records, key)?) };
-            Ok((ticket, per_app, n, extra))
+            let submitted = match sink {
+                _ if records.is_empty() => None,
+                Sink::Engine(engine) => Some(Submitted::Engine(engine.submit_keyed(records, key)?)),
+                Sink::Bus(bus) => {
+                    // encoded here, on the ingest pool; the publish itself is awaited outside it
+                    let payload = logpipe_cluster::Bus::encode(&records);
+                    bus.check_size(&payload)?;
+                    // JetStream drops a message whose id it has seen within its duplicate window
+                    let id = key.map(|k| {
+                        format!("{:032x}-{:016x}", xxhash_rust::xxh3::xxh3_128(k.key.as_bytes()), k.body_hash)
+                    });
+                    Some(Submitted::Bus(bus, payload, id))
+                }
+            };
+            Ok((submitted, per_app, n, extra))
         })
         .await??;
-    let Some(ticket) = ticket else { return Ok((Accepted { records: 0, duplicate: false }, extra)) };
-    let stored = ticket.await.unwrap_or(Err(logpipe_storage::IngestError::Closed))?;
+    let Some(submitted) = submitted else { return Ok((Accepted { records: 0, duplicate: false }, extra)) };
+    let stored = match submitted {
+        Submitted::Engine(ticket) => ticket.await.unwrap_or(Err(logpipe_storage::IngestError::Closed))?,
+        Submitted::Bus(bus, payload, id) => match bus.publish(payload, id).await? {
+            // the first publish stored the same body (the id covers it): the same records
+            p if p.duplicate => Stored::Again { records: n as u64 },
+            _ => Stored::New,
+        },
+    };
     if let Stored::Again { records } = stored {
         st.metrics.idempotent_replays.inc();
         return Ok((Accepted { records, duplicate: true }, extra));
@@ -261,7 +282,13 @@ fn idempotency_key(headers: &HeaderMap, access: &Access) -> Result<Option<String
     Ok(Some(format!("{}\u{0}{key}", access.name.as_deref().unwrap_or(""))))
 }
 
-type Admission = (Encoding, Arc<logpipe_storage::Engine>, OwnedSemaphorePermit, Admitted);
+type Admission = (Encoding, Sink, OwnedSemaphorePermit, Admitted);
+
+/// A batch handed on: to the engine (resolves once durable), or encoded for the stream.
+enum Submitted {
+    Engine(logpipe_storage::IngestTicket),
+    Bus(Arc<logpipe_cluster::Bus>, Vec<u8>, Option<String>),
+}
 
 /// Everything checked before the body is read: encoding, readiness, memory and a place in
 /// the ingest pool.
@@ -280,7 +307,7 @@ fn admit(st: &Arc<AppState>, headers: &HeaderMap, declared: Option<usize>) -> Re
                 ))
             }
         };
-    let engine = st.engine()?.clone();
+    let sink = st.sink()?;
     // Reserve memory for the raw body before reading it; a body of unknown length reserves the cap.
     let kib = (declared.unwrap_or(st.cfg.max_body_bytes) / 1024 + 1).min(u32::MAX as usize) as u32;
     let in_flight_kib = (st.cfg.ingest_memory_bytes / 1024).saturating_sub(st.ingest_memory.available_permits());
@@ -293,7 +320,7 @@ fn admit(st: &Arc<AppState>, headers: &HeaderMap, declared: Option<usize>) -> Re
         )
     })?;
     let place = st.ingest_pool.admit(StatusCode::TOO_MANY_REQUESTS)?;
-    Ok((encoding, engine, memory, place))
+    Ok((encoding, sink, memory, place))
 }
 
 #[derive(Clone, Copy)]

@@ -37,7 +37,7 @@ pub use auth::{Scope, TokenSpec, MIN_TOKEN_LEN};
 /// Every protocol's decoder and sample encoders, for the decoding benchmark. Not an API.
 #[doc(hidden)]
 pub use compat::bench;
-pub use config::{ServerConfig, DEFAULT_LISTEN};
+pub use config::{Bus, Roles, ServerConfig, DEFAULT_LISTEN};
 pub use error::ApiError;
 pub use ingest::parse_records;
 pub use ratelimit::AppLimit;
@@ -75,12 +75,55 @@ pub(crate) fn now_ns() -> i64 {
 
 impl AppState {
     pub fn engine(&self) -> Result<&Arc<Engine>, ApiError> {
+        if !self.cfg.roles.store {
+            return Err(ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "no_store_role",
+                "this node holds no data (it runs without the store role); ask a store node",
+            ));
+        }
         match self.engine.get() {
             Some(e) => Ok(e),
             None => Err(match self.startup_error.get() {
                 Some(e) => ApiError::unavailable("startup_failed", format!("storage failed to open: {e}")),
                 None => ApiError::unavailable("starting", "the write-ahead log is being replayed".into()),
             }),
+        }
+    }
+}
+
+/// Where accepted batches go: the local engine, or (cluster mode) the stream.
+#[derive(Clone)]
+pub(crate) enum Sink {
+    Engine(Arc<Engine>),
+    Bus(Arc<logpipe_cluster::Bus>),
+}
+
+impl Sink {
+    /// Records older than this are past their app's retention and refused at the edge.
+    pub fn retention_cutoff(&self, cfg: &ServerConfig, app: &logpipe_model::AppName) -> Option<i64> {
+        match self {
+            Sink::Engine(e) => e.retention_cutoff(app),
+            Sink::Bus(_) => {
+                cfg.engine.retention_per_app.get(app).copied().or(cfg.engine.retention).map(|keep| now_ns() - keep)
+            }
+        }
+    }
+}
+
+impl AppState {
+    /// Where this node puts the batches it accepts.
+    pub fn sink(&self) -> Result<Sink, ApiError> {
+        if !self.cfg.roles.ingest {
+            return Err(ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "no_ingest_role",
+                "this node takes no writes (it runs without the ingest role); send them to an ingest node",
+            ));
+        }
+        match &self.cfg.bus {
+            Some(bus) => Ok(Sink::Bus(bus.0.clone())),
+            None => Ok(Sink::Engine(self.engine()?.clone())),
         }
     }
 }
@@ -198,19 +241,23 @@ pub async fn serve_all(
 
     let opener = {
         let state = state.clone();
-        tokio::task::spawn_blocking(move || match Engine::open(state.cfg.engine.clone()) {
-            Ok(engine) => {
-                if let Err(e) = engine.metrics().register(&state.registry) {
-                    tracing::error!(error = %e, "cannot register storage metrics");
+        tokio::task::spawn_blocking(move || {
+            match state.cfg.roles.store.then(|| Engine::open(state.cfg.engine.clone())) {
+                // an ingest-only node has no storage to open
+                None => Ok(()),
+                Some(Ok(engine)) => {
+                    if let Err(e) = engine.metrics().register(&state.registry) {
+                        tracing::error!(error = %e, "cannot register storage metrics");
+                    }
+                    let _ = state.engine.set(Arc::new(engine));
+                    tracing::info!("storage ready");
+                    Ok(())
                 }
-                let _ = state.engine.set(Arc::new(engine));
-                tracing::info!("storage ready");
-                Ok(())
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "storage failed to open");
-                let _ = state.startup_error.set(e.to_string());
-                Err(e)
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "storage failed to open");
+                    let _ = state.startup_error.set(e.to_string());
+                    Err(e)
+                }
             }
         })
     };
@@ -241,6 +288,13 @@ pub async fn serve_all(
         let _ = server.await;
         return Err(e.into());
     }
+    // cluster mode: a store node fills its engine from the stream until shutdown begins
+    let store_task = match (&state.cfg.bus, state.engine.get()) {
+        (Some(bus), Some(engine)) => {
+            Some(tokio::spawn(bus.0.clone().run_store(engine.clone(), state.stopping.subscribe())))
+        }
+        _ => None,
+    };
     let mut syslog_tasks = Vec::new();
     if let Some(engine) = state.engine.get().cloned() {
         if let Some(tcp) = syslog.tcp {
@@ -252,6 +306,9 @@ pub async fn serve_all(
     }
     server.await.map_err(|e| ServerError::Setup(e.to_string()))??;
     for t in syslog_tasks {
+        let _ = t.await;
+    }
+    if let Some(t) = store_task {
         let _ = t.await;
     }
     tracing::info!("http server stopped; flushing storage");

@@ -1,6 +1,8 @@
 //! A real `logpipe serve` process on 127.0.0.1:0 and a small HTTP client for tests.
 #![allow(dead_code)]
 
+pub mod nats;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -1,0 +1,435 @@
+//! Cluster mode's write path: ingest nodes publish every accepted batch to a NATS JetStream
+//! stream and acknowledge the client only once JetStream has (the stream is replicated, so
+//! the batch is on a quorum of NATS servers' disks); store nodes pull the batches from one
+//! shared durable consumer, write them into their storage engine and acknowledge each message
+//! only once the engine has made it durable.
+//!
+//! ```text
+//! client ──HTTP──▶ ingest node ──publish, await PubAck──▶ JetStream stream <name>
+//!                                                        (subject <name>.batches, R3, file)
+//! store node ◀──pull (durable consumer logpipe-store, explicit acks)──┘
+//!   └─ engine.submit_keyed(records, key "jetstream:<name>:<sequence>") ─▶ WAL fsync ─▶ ack
+//! ```
+//!
+//! Nothing here is a consensus or replication protocol of logpipe's own: JetStream keeps the
+//! batches until a store node acknowledges them, hands a dead node's unacknowledged messages
+//! to the others, and drops duplicate publishes by message id within its duplicate window.
+//! A store node that stores a batch and dies before its acknowledgement reaches JetStream gets
+//! the batch again on restart; the engine's idempotency table (keyed by the stream sequence)
+//! stores it once.
+
+#![deny(unsafe_code)]
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use logpipe_model::Record;
+use logpipe_storage::{batch, Engine, IdempotencyKey, IngestError, Stored};
+
+/// The oldest NATS server release whose JetStream the cluster mode relies on.
+pub const MIN_NATS_VERSION: (u64, u64) = (2, 10);
+/// The store nodes' shared durable consumer.
+pub const CONSUMER: &str = "logpipe-store";
+/// Header naming the payload's encoding, so later versions can change it.
+pub const ENCODING_HEADER: &str = "Logpipe-Batch";
+const ENCODING: &str = "zstd-batch-1";
+/// Largest decoded batch a store node accepts from the stream.
+pub const MAX_DECODED_BATCH: usize = 512 << 20;
+
+/// Where the stream lives and how it is kept.
+#[derive(Debug, Clone)]
+pub struct BusConfig {
+    /// NATS server URLs (any of the cluster's servers; the client learns the rest).
+    pub urls: Vec<String>,
+    /// Stream name; its subject is `<stream>.batches`.
+    pub stream: String,
+    /// JetStream replicas of the stream (3 in production: one NATS server may be lost).
+    pub replicas: usize,
+    /// Bytes the stream may hold waiting for store nodes; past it publishes are refused (`429`).
+    pub max_bytes: i64,
+    /// Publishes with the same message id within this window are stored once.
+    pub duplicate_window: Duration,
+    /// How long start-up waits for the NATS servers and the stream.
+    pub connect_timeout: Duration,
+    /// How long a store node may hold a message before JetStream gives it to another.
+    pub ack_wait: Duration,
+}
+
+impl BusConfig {
+    pub fn new(urls: Vec<String>) -> BusConfig {
+        BusConfig {
+            urls,
+            stream: "logpipe".into(),
+            replicas: 3,
+            max_bytes: 8 << 30,
+            duplicate_window: Duration::from_secs(600),
+            connect_timeout: Duration::from_secs(30),
+            ack_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why the cluster mode cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("NATS server {version} is too old: logpipe's cluster mode needs NATS 2.10 or newer")]
+    OldServer { version: String },
+    #[error("the NATS server {server} does not run JetStream (start it with -js / jetstream {{}})")]
+    NoJetStream { server: String },
+    #[error("cannot reach NATS at {urls}: {why}")]
+    Connect { urls: String, why: String },
+    #[error("cannot set up the JetStream stream {stream:?}: {why}")]
+    Stream { stream: String, why: String },
+}
+
+/// Why a batch was not acknowledged. Nothing of it is stored in either case.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error(
+        "the encoded batch is {len} bytes, over the {max} bytes of one JetStream message \
+         (the NATS servers' max_payload); send smaller batches"
+    )]
+    TooLarge { len: usize, max: usize },
+    /// The stream is at its limits: the client should slow down (`429`).
+    #[error("JetStream refused the batch: {0}")]
+    Refused(String),
+    /// No acknowledgement (no quorum, no leader, no connection): retry later (`503`).
+    #[error("JetStream did not acknowledge the batch: {0}")]
+    Unavailable(String),
+}
+
+/// A batch JetStream has acknowledged.
+#[derive(Debug, Clone, Copy)]
+pub struct Published {
+    pub sequence: u64,
+    /// JetStream had this message id within its duplicate window: nothing was added.
+    pub duplicate: bool,
+}
+
+/// A connection to the stream that carries batches from ingest to store nodes.
+pub struct Bus {
+    js: jetstream::Context,
+    cfg: BusConfig,
+    subject: String,
+    max_payload: usize,
+    server_version: String,
+}
+
+/// `major.minor` of a NATS server version string such as `2.10.4` or `v2.11.0-beta.1`.
+pub fn parse_version(v: &str) -> Option<(u64, u64)> {
+    let mut it = v.trim().trim_start_matches('v').split(['.', '-']);
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+/// Refuses servers older than [`MIN_NATS_VERSION`] (or whose version cannot be read).
+pub fn check_version(v: &str) -> Result<(), SetupError> {
+    match parse_version(v) {
+        Some(mm) if mm >= MIN_NATS_VERSION => Ok(()),
+        _ => Err(SetupError::OldServer { version: v.to_string() }),
+    }
+}
+
+impl Bus {
+    /// Connects, checks the server's version and JetStream, and creates the stream (or checks
+    /// the existing one), retrying until `connect_timeout` while the NATS cluster comes up.
+    pub async fn connect(cfg: BusConfig) -> Result<Bus, SetupError> {
+        let urls = cfg.urls.join(",");
+        let deadline = tokio::time::Instant::now() + cfg.connect_timeout;
+        let client = loop {
+            let opts = async_nats::ConnectOptions::new()
+                .name("logpipe")
+                .connection_timeout(Duration::from_secs(2))
+                .max_reconnects(None);
+            let addrs: Vec<async_nats::ServerAddr> = cfg
+                .urls
+                .iter()
+                .map(|u| u.parse())
+                .collect::<Result<_, _>>()
+                .map_err(|e| SetupError::Connect { urls: urls.clone(), why: format!("bad URL: {e}") })?;
+            match opts.connect(addrs).await {
+                Ok(c) => break c,
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    return Err(SetupError::Connect { urls, why: e.to_string() })
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        };
+        let info = client.server_info();
+        check_version(&info.version)?;
+        if !info.jetstream {
+            return Err(SetupError::NoJetStream { server: info.server_name });
+        }
+        let mut js = jetstream::new(client);
+        js.set_timeout(Duration::from_secs(5));
+        let subject = format!("{}.batches", cfg.stream);
+        let want = stream::Config {
+            name: cfg.stream.clone(),
+            subjects: vec![subject.clone()],
+            num_replicas: cfg.replicas,
+            storage: stream::StorageType::File,
+            retention: stream::RetentionPolicy::WorkQueue,
+            discard: stream::DiscardPolicy::New,
+            max_bytes: cfg.max_bytes,
+            duplicate_window: cfg.duplicate_window,
+            ..Default::default()
+        };
+        // the meta leader may still be being elected while the cluster starts
+        loop {
+            match js.get_or_create_stream(want.clone()).await {
+                Ok(_) => break,
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    return Err(SetupError::Stream { stream: cfg.stream.clone(), why: e.to_string() })
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "waiting for JetStream");
+                    tokio::time::sleep(Duration::from_millis(250)).await
+                }
+            }
+        }
+        tracing::info!(version = %info.version, stream = %cfg.stream, replicas = cfg.replicas, "JetStream ready");
+        Ok(Bus { max_payload: info.max_payload, server_version: info.version, js, cfg, subject })
+    }
+
+    /// Largest message the NATS servers take, headers included.
+    pub fn max_payload(&self) -> usize {
+        self.max_payload
+    }
+
+    /// Whether the client is connected to a NATS server right now.
+    pub fn connected(&self) -> bool {
+        self.js.client().connection_state() == async_nats::connection::State::Connected
+    }
+
+    pub fn server_version(&self) -> &str {
+        &self.server_version
+    }
+
+    pub fn config(&self) -> &BusConfig {
+        &self.cfg
+    }
+
+    /// A batch as it travels on the stream: the WAL's batch encoding, compressed.
+    pub fn encode(records: &[Record]) -> Vec<u8> {
+        let raw = batch::encode(records);
+        zstd::bulk::compress(&raw, 1).expect("zstd compresses into a growable buffer")
+    }
+
+    /// Checks an encoded batch fits one message (with room for the headers).
+    pub fn check_size(&self, payload: &[u8]) -> Result<(), BusError> {
+        let max = self.max_payload.saturating_sub(512);
+        if payload.len() > max {
+            return Err(BusError::TooLarge { len: payload.len(), max });
+        }
+        Ok(())
+    }
+
+    /// Publishes one encoded batch and waits for JetStream's acknowledgement. A `msg_id` makes
+    /// a retry within the duplicate window a no-op (reported as `duplicate`).
+    pub async fn publish(&self, payload: Vec<u8>, msg_id: Option<String>) -> Result<Published, BusError> {
+        self.check_size(&payload)?;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(ENCODING_HEADER, ENCODING);
+        let mut msg = jetstream::message::PublishMessage::build().payload(Bytes::from(payload)).headers(headers);
+        if let Some(id) = msg_id {
+            msg = msg.message_id(id);
+        }
+        use jetstream::context::PublishErrorKind as K;
+        let classify = |e: jetstream::context::PublishError| match e.kind() {
+            K::MaxPayloadExceeded => BusError::TooLarge { len: 0, max: self.max_payload },
+            // the stream answered with an error: its limits (bytes, messages) are reached
+            K::Other if e.to_string().contains("exceeded") => BusError::Refused(e.to_string()),
+            K::MaxAckPending => BusError::Refused(e.to_string()),
+            _ => BusError::Unavailable(e.to_string()),
+        };
+        let ack = self.js.send_publish(self.subject.clone(), msg).await.map_err(classify)?;
+        let ack = ack.await.map_err(classify)?;
+        Ok(Published { sequence: ack.sequence, duplicate: ack.duplicate })
+    }
+
+    /// The store role: pulls batches from the shared durable consumer into `engine` until
+    /// `stop` turns true. Each message is acknowledged only after the engine has made its
+    /// records durable; one that cannot be stored now is handed back (`nak`) for later.
+    pub async fn run_store(self: Arc<Self>, engine: Arc<Engine>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let consumer = loop {
+            match self.consumer().await {
+                Ok(c) => break c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot open the store consumer; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                }
+            }
+        };
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let fetched = tokio::select! {
+                f = consumer.fetch().max_messages(64).expires(Duration::from_millis(500)).messages() => f,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            let mut messages = Vec::new();
+            match fetched {
+                Ok(mut batch) => {
+                    while let Some(m) = batch.next().await {
+                        match m {
+                            Ok(m) => messages.push(m),
+                            Err(e) => {
+                                tracing::debug!(error = %e, "fetch ended");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "fetching from JetStream failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            }
+            if messages.is_empty() {
+                continue;
+            }
+            self.store(&engine, messages).await;
+        }
+    }
+
+    async fn consumer(&self) -> Result<consumer::PullConsumer, String> {
+        let stream = self.js.get_stream(&self.cfg.stream).await.map_err(|e| e.to_string())?;
+        stream
+            .get_or_create_consumer(
+                CONSUMER,
+                consumer::pull::Config {
+                    durable_name: Some(CONSUMER.into()),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: self.cfg.ack_wait,
+                    max_ack_pending: 4096,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Stores the fetched messages (submitted together, so one WAL fsync can cover several)
+    /// and acknowledges each once durable.
+    async fn store(&self, engine: &Arc<Engine>, messages: Vec<jetstream::Message>) {
+        let stream = self.cfg.stream.clone();
+        let engine2 = engine.clone();
+        let (messages, outcomes) = tokio::task::spawn_blocking(move || {
+            let outcomes: Vec<Submitted> = messages.iter().map(|m| submit(&engine2, &stream, m)).collect();
+            (messages, outcomes)
+        })
+        .await
+        .expect("the submitting task does not panic");
+        for (m, outcome) in messages.into_iter().zip(outcomes) {
+            let done = match outcome {
+                Submitted::Ticket(t) => match t.await.unwrap_or(Err(IngestError::Closed)) {
+                    Ok(Stored::New) | Ok(Stored::Again { .. }) => Ack::Done,
+                    Err(e) => Ack::Later(e.to_string()),
+                },
+                Submitted::Refused(why) => Ack::Later(why),
+                Submitted::Undecodable(why) => Ack::Never(why),
+            };
+            let res = match done {
+                Ack::Done => m.double_ack().await,
+                Ack::Later(why) => {
+                    tracing::warn!(reason = %why, "the engine cannot store a batch now; it is handed back");
+                    m.ack_with(jetstream::AckKind::Nak(Some(Duration::from_secs(1)))).await
+                }
+                Ack::Never(why) => {
+                    tracing::error!(reason = %why, "a message on the stream is not a logpipe batch; dropped");
+                    m.ack_with(jetstream::AckKind::Term).await
+                }
+            };
+            if let Err(e) = res {
+                // not acknowledged: JetStream delivers it again after ack_wait, and the engine's
+                // idempotency table keeps the second delivery from being stored twice
+                tracing::warn!(error = %e, "acknowledging a batch failed");
+            }
+        }
+    }
+}
+
+enum Submitted {
+    Ticket(logpipe_storage::IngestTicket),
+    Refused(String),
+    Undecodable(String),
+}
+
+enum Ack {
+    Done,
+    Later(String),
+    Never(String),
+}
+
+fn submit(engine: &Engine, stream: &str, m: &jetstream::Message) -> Submitted {
+    let seq = match m.info() {
+        Ok(i) => i.stream_sequence,
+        Err(e) => return Submitted::Undecodable(format!("no JetStream metadata: {e}")),
+    };
+    let encoding = m.headers.as_ref().and_then(|h| h.get(ENCODING_HEADER)).map(|v| v.as_str().to_string());
+    if encoding.as_deref() != Some(ENCODING) {
+        return Submitted::Undecodable(format!("message {seq}: {ENCODING_HEADER} is {encoding:?}, not {ENCODING:?}"));
+    }
+    let records = match decode(&m.payload) {
+        Ok(r) => r,
+        Err(why) => return Submitted::Undecodable(format!("message {seq}: {why}")),
+    };
+    let key =
+        IdempotencyKey { key: format!("jetstream:{stream}:{seq}"), body_hash: xxhash_rust::xxh3::xxh3_64(&m.payload) };
+    match engine.submit_keyed(records, Some(key)) {
+        Ok(t) => Submitted::Ticket(t),
+        Err(e) => Submitted::Refused(e.to_string()),
+    }
+}
+
+/// The records of a batch from the stream (see [`Bus::encode`]).
+pub fn decode(payload: &[u8]) -> Result<Vec<Record>, String> {
+    let mut raw = Vec::new();
+    zstd::stream::read::Decoder::new(payload)
+        .and_then(|d| d.take(MAX_DECODED_BATCH as u64 + 1).read_to_end(&mut raw))
+        .map_err(|e| format!("does not decompress: {e}"))?;
+    if raw.len() > MAX_DECODED_BATCH {
+        return Err(format!("decodes to over {MAX_DECODED_BATCH} bytes"));
+    }
+    batch::decode(&raw).map_err(|_| "malformed batch".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use logpipe_model::{AppName, Limits};
+
+    #[test]
+    fn versions_before_2_10_are_refused() {
+        for ok in ["2.10.0", "2.10.22", "v2.11.0-beta.1", "2.15.1", "3.0.0"] {
+            assert!(check_version(ok).is_ok(), "{ok}");
+        }
+        for old in ["2.9.25", "2.2.0", "1.4.1", "", "garbage", "v2"] {
+            let e = check_version(old).unwrap_err();
+            assert!(e.to_string().contains("2.10 or newer"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_batch_survives_the_stream_encoding() {
+        let app = AppName::parse("billing").unwrap();
+        let records: Vec<Record> = (0..100)
+            .map(|i| {
+                Record::new(app.clone(), i, format!("line {i}"), vec![format!("n:{}", i % 7)], &Limits::default())
+                    .unwrap()
+            })
+            .collect();
+        let payload = Bus::encode(&records);
+        assert_eq!(decode(&payload).unwrap(), records);
+        assert!(decode(&payload[..payload.len() / 2]).is_err());
+        assert!(decode(b"not zstd").is_err());
+    }
+}
