@@ -193,6 +193,10 @@ pub struct ServeArgs {
     /// Bytes the stream may hold waiting for store nodes before ingest gets 429 [default: 8 GiB].
     #[arg(long)]
     nats_max_bytes: Option<i64>,
+    /// Cluster mode: the URL this node's API is reached on, as listed by /api/v1/cluster
+    /// [default: the address it listens on].
+    #[arg(long)]
+    advertise_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -328,7 +332,8 @@ impl ServeArgs {
             nats_url,
             nats_stream,
             nats_replicas,
-            nats_max_bytes
+            nats_max_bytes,
+            advertise_url
         );
         self.insecure_no_auth |= f.insecure_no_auth;
         if self.loki_app_label.is_empty() {
@@ -446,6 +451,7 @@ impl ServeArgs {
         };
         fit_to_memory_limit(&mut cfg, explicit);
         cfg.roles = roles;
+        cfg.advertise_url = self.advertise_url.clone();
         if let Some(bus) = &mut bus {
             // a retried batch with the same Idempotency-Key is dropped by JetStream within this window
             bus.duplicate_window = cfg.engine.idempotency_window;

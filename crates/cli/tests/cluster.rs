@@ -72,6 +72,35 @@ fn batches_go_through_jetstream_to_the_store_nodes_once_each() {
     assert_eq!(seen.len(), 10_000, "every acknowledged record reaches a store node");
     assert!(seen.values().all(|&c| c == 1), "and is stored once");
 
+    // every node is in the registry; the stream and the store nodes' backlog are reported;
+    // once every batch is acknowledged (just after it is stored), the work queue is empty
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let status = get_json(&ingest_1.base, "/api/v1/cluster");
+        if status["cluster"]["stream"]["messages"] == 0 || Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status["mode"], "cluster", "{status}");
+    let nodes = status["cluster"]["nodes"].as_array().unwrap();
+    let mut urls: Vec<(String, String)> =
+        nodes.iter().map(|n| (n["url"].as_str().unwrap().to_string(), n["roles"].to_string())).collect();
+    urls.sort();
+    let mut want = vec![
+        (store_a.base.clone(), r#"["store"]"#.to_string()),
+        (store_b.base.clone(), r#"["store"]"#.to_string()),
+        (ingest_1.base.clone(), r#"["ingest"]"#.to_string()),
+        (ingest_2.base.clone(), r#"["ingest"]"#.to_string()),
+    ];
+    want.sort();
+    assert_eq!(urls, want, "{status}");
+    assert_eq!(status["cluster"]["stream"]["replicas"], 3);
+    assert_eq!(status["cluster"]["stream"]["replicas_current"], 2, "{status}");
+    assert_eq!(status["cluster"]["stream"]["messages"], 0, "{status}");
+    assert_eq!(status["cluster"]["store_backlog"]["waiting"], 0, "{status}");
+    assert_eq!(get_json(&store_a.base, "/api/v1/cluster")["this_node"].as_str().map(|s| !s.is_empty()), Some(true));
+
     // an ingest node holds no data; a store node takes no writes
     let (status, body, _) = get(&ingest_1.base, "/api/v1/count?app=orders");
     assert_eq!(status, 404, "{body}");
@@ -239,6 +268,11 @@ fn nats_servers_older_than_2_10_are_refused_at_start_up() {
 #[test]
 fn roles_need_cluster_settings_and_the_query_role_needs_a_store() {
     let dir = tempfile::tempdir().unwrap();
+    let single = Server::start(&dir.path().join("single"), &[]);
+    assert_eq!(
+        get_json(&single.base, "/api/v1/cluster"),
+        json!({"mode": "single", "roles": ["ingest", "query", "store"]})
+    );
     let run = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_logpipe"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])

@@ -39,6 +39,10 @@ pub const ENCODING_HEADER: &str = "Logpipe-Batch";
 const ENCODING: &str = "zstd-batch-1";
 /// Largest decoded batch a store node accepts from the stream.
 pub const MAX_DECODED_BATCH: usize = 512 << 20;
+/// How often a node renews its entry in the node registry...
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+/// ...and how long an entry outlives its last renewal (a dead node drops out after this).
+pub const NODE_TTL: Duration = Duration::from_secs(15);
 
 /// Where the stream lives and how it is kept.
 #[derive(Debug, Clone)]
@@ -113,6 +117,8 @@ pub struct Published {
 /// A connection to the stream that carries batches from ingest to store nodes.
 pub struct Bus {
     js: jetstream::Context,
+    /// The node registry: one key per live node, expiring unless renewed.
+    nodes: jetstream::kv::Store,
     cfg: BusConfig,
     subject: String,
     max_payload: usize,
@@ -190,8 +196,88 @@ impl Bus {
                 }
             }
         }
+        let bucket = format!("{}-nodes", cfg.stream);
+        let nodes = match js.get_key_value(&bucket).await {
+            Ok(kv) => kv,
+            Err(_) => {
+                let kv_cfg = jetstream::kv::Config {
+                    bucket: bucket.clone(),
+                    history: 1,
+                    max_age: NODE_TTL,
+                    num_replicas: cfg.replicas,
+                    storage: stream::StorageType::File,
+                    ..Default::default()
+                };
+                match js.create_key_value(kv_cfg).await {
+                    Ok(kv) => kv,
+                    // another node created it meanwhile
+                    Err(e) => js
+                        .get_key_value(&bucket)
+                        .await
+                        .map_err(|_| SetupError::Stream { stream: bucket.clone(), why: e.to_string() })?,
+                }
+            }
+        };
         tracing::info!(version = %info.version, stream = %cfg.stream, replicas = cfg.replicas, "JetStream ready");
-        Ok(Bus { max_payload: info.max_payload, server_version: info.version, js, cfg, subject })
+        Ok(Bus { max_payload: info.max_payload, server_version: info.version, js, nodes, cfg, subject })
+    }
+
+    /// Keeps this node's entry in the registry until `stop` turns true, then removes it.
+    pub async fn register(self: Arc<Self>, node: Node, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let key = node.id.clone();
+        let value = Bytes::from(serde_json::to_vec(&node).expect("a node serialises"));
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        loop {
+            let stopping = tokio::select! {
+                _ = tick.tick() => false,
+                r = stop.changed() => r.is_err() || *stop.borrow_and_update(),
+            };
+            if stopping {
+                break;
+            }
+            if let Err(e) = self.nodes.put(&key, value.clone()).await {
+                tracing::warn!(error = %e, "renewing this node's registry entry failed");
+            }
+        }
+        let _ = self.nodes.purge(&key).await;
+    }
+
+    /// The nodes, the stream and the store nodes' backlog, for `GET /api/v1/cluster`.
+    pub async fn status(&self) -> Result<Status, String> {
+        let mut stream = self.js.get_stream(&self.cfg.stream).await.map_err(|e| e.to_string())?;
+        let info = stream.info().await.map_err(|e| e.to_string())?.clone();
+        let consumer = stream.consumer_info(CONSUMER).await.ok();
+        let mut nodes = Vec::new();
+        let mut keys = self.nodes.keys().await.map_err(|e| e.to_string())?;
+        while let Some(k) = keys.next().await {
+            let Ok(k) = k else { continue };
+            if let Ok(Some(v)) = self.nodes.get(&k).await {
+                if let Ok(n) = serde_json::from_slice::<Node>(&v) {
+                    nodes.push(n);
+                }
+            }
+        }
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        let cluster = info.cluster.as_ref();
+        Ok(Status {
+            nodes,
+            stream: StreamStatus {
+                name: self.cfg.stream.clone(),
+                replicas: self.cfg.replicas,
+                leader: cluster.and_then(|c| c.leader.clone()),
+                replicas_current: cluster.map_or(0, |c| c.replicas.iter().filter(|p| p.current && !p.offline).count()),
+                messages: info.state.messages,
+                bytes: info.state.bytes,
+                max_bytes: self.cfg.max_bytes,
+            },
+            store_backlog: consumer.as_ref().map(|c| Backlog {
+                waiting: c.num_pending,
+                unacknowledged: c.num_ack_pending as u64,
+                redelivered: c.num_redelivered as u64,
+            }),
+            nats_version: self.server_version.clone(),
+            connected: self.connected(),
+        })
     }
 
     /// Largest message the NATS servers take, headers included.
@@ -355,6 +441,49 @@ impl Bus {
             }
         }
     }
+}
+
+/// One node's entry in the registry.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Node {
+    pub id: String,
+    pub roles: Vec<String>,
+    /// Where its HTTP API answers.
+    pub url: String,
+    pub version: String,
+    /// When it started (RFC 3339).
+    pub started: String,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct Status {
+    pub nodes: Vec<Node>,
+    pub stream: StreamStatus,
+    /// Messages the store nodes have yet to take (`None` before any store node started).
+    pub store_backlog: Option<Backlog>,
+    pub nats_version: String,
+    pub connected: bool,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct StreamStatus {
+    pub name: String,
+    pub replicas: usize,
+    pub leader: Option<String>,
+    /// The replicas that are up and caught up (the leader's own copy not counted).
+    pub replicas_current: usize,
+    pub messages: u64,
+    pub bytes: u64,
+    pub max_bytes: i64,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct Backlog {
+    /// Not yet delivered to any store node.
+    pub waiting: u64,
+    /// Delivered, not yet acknowledged.
+    pub unacknowledged: u64,
+    pub redelivered: u64,
 }
 
 enum Submitted {

@@ -47,6 +47,26 @@ pub async fn metrics(State(st): State<Arc<AppState>>, Extension(access): Extensi
     ([(header::CONTENT_TYPE, enc.format_type().to_string())], buf).into_response()
 }
 
+/// `GET /api/v1/cluster`: the nodes, the stream and the store nodes' backlog (`admin` scope).
+pub async fn cluster(
+    State(st): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
+) -> Result<impl IntoResponse, ApiError> {
+    access.check_admin()?;
+    let roles = |r: &crate::Roles| {
+        [(r.ingest, "ingest"), (r.query, "query"), (r.store, "store")]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, n)| *n)
+            .collect::<Vec<_>>()
+    };
+    let (Some(bus), Some(node)) = (&st.cfg.bus, &st.node) else {
+        return Ok(axum::Json(serde_json::json!({"mode": "single", "roles": roles(&st.cfg.roles)})));
+    };
+    let status = bus.0.status().await.map_err(|e| ApiError::unavailable("nats_unreachable", e))?;
+    Ok(axum::Json(serde_json::json!({"mode": "cluster", "this_node": node.id, "cluster": status})))
+}
+
 pub async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
 }

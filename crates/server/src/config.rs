@@ -60,6 +60,9 @@ pub struct ServerConfig {
     pub roles: Roles,
     /// Cluster mode: the JetStream stream batches travel on, connected and checked at start-up.
     pub bus: Option<Bus>,
+    /// Cluster mode: the URL other nodes and operators reach this node's API on (default:
+    /// the address it listens on).
+    pub advertise_url: Option<String>,
 }
 
 /// The roles of one process (`logpipe serve --role`).
@@ -114,6 +117,7 @@ impl ServerConfig {
             syslog_max_frame: crate::compat::syslog::DEFAULT_MAX_FRAME,
             roles: Roles::ALL,
             bus: None,
+            advertise_url: None,
         }
     }
 }

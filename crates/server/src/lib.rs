@@ -66,6 +66,8 @@ pub(crate) struct AppState {
     pub registry: prometheus::Registry,
     /// The process-wide memory limit, checked at ingest admission.
     pub memory: Arc<memory::MemoryLimit>,
+    /// Cluster mode: this node's entry in the node registry.
+    pub node: Option<logpipe_cluster::Node>,
 }
 
 /// The wall-clock time, in nanoseconds since the Unix epoch (0 if the clock is before it).
@@ -89,6 +91,24 @@ impl AppState {
                 None => ApiError::unavailable("starting", "the write-ahead log is being replayed".into()),
             }),
         }
+    }
+}
+
+/// This node's registry entry: a unique id (host name, process id, start time), its roles and
+/// the URL its HTTP API answers on.
+fn node_entry(roles: &Roles, url: String) -> logpipe_cluster::Node {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    // registry keys take letters, digits, '-' and '_'
+    let host: String =
+        host.trim().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).take(64).collect();
+    let started = now_ns();
+    let names = [(roles.ingest, "ingest"), (roles.query, "query"), (roles.store, "store")];
+    logpipe_cluster::Node {
+        id: format!("{}-{}-{:x}", if host.is_empty() { "node" } else { &host }, std::process::id(), started),
+        roles: names.iter().filter(|(on, _)| *on).map(|(_, n)| n.to_string()).collect(),
+        url,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        started: logpipe_model::format_time(started),
     }
 }
 
@@ -143,6 +163,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/health", get(admin::health))
         .route("/ready", get(admin::ready))
         .route("/metrics", get(admin::metrics))
+        .route("/api/v1/cluster", get(admin::cluster))
         .route("/api/v1/logs", post(ingest::ingest).get(query::logs))
         .route("/api/v1/count", get(query::count))
         .route("/api/v1/histogram", get(query::histogram))
@@ -209,6 +230,17 @@ pub async fn serve_all(
         specs => Some(auth::Tokens::new(specs).map_err(ServerError::Setup)?),
     };
     let limits = ratelimit::RateLimits::new(cfg.app_limit, cfg.app_limits.clone());
+    let node = match &cfg.bus {
+        None => None,
+        Some(_) => {
+            let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+            let url = match &cfg.advertise_url {
+                Some(u) => u.clone(),
+                None => format!("{scheme}://{}", listener.local_addr()?),
+            };
+            Some(node_entry(&cfg.roles, url))
+        }
+    };
     let state = Arc::new(AppState {
         rate_limits: (!limits.is_unlimited()).then(|| Arc::new(limits)),
         tokens,
@@ -220,6 +252,7 @@ pub async fn serve_all(
         engine: OnceLock::new(),
         startup_error: OnceLock::new(),
         memory: Arc::new(memory::MemoryLimit::new(cfg.max_memory_bytes)),
+        node,
         metrics,
         registry,
         cfg,
@@ -288,7 +321,12 @@ pub async fn serve_all(
         let _ = server.await;
         return Err(e.into());
     }
-    // cluster mode: a store node fills its engine from the stream until shutdown begins
+    // cluster mode: the node registry lists this node until shutdown begins...
+    let registry_task = match (&state.cfg.bus, &state.node) {
+        (Some(bus), Some(node)) => Some(tokio::spawn(bus.0.clone().register(node.clone(), state.stopping.subscribe()))),
+        _ => None,
+    };
+    // ...and a store node fills its engine from the stream
     let store_task = match (&state.cfg.bus, state.engine.get()) {
         (Some(bus), Some(engine)) => {
             Some(tokio::spawn(bus.0.clone().run_store(engine.clone(), state.stopping.subscribe())))
@@ -308,7 +346,7 @@ pub async fn serve_all(
     for t in syslog_tasks {
         let _ = t.await;
     }
-    if let Some(t) = store_task {
+    for t in [store_task, registry_task].into_iter().flatten() {
         let _ = t.await;
     }
     tracing::info!("http server stopped; flushing storage");
