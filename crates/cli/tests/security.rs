@@ -63,7 +63,15 @@ fn tokens_scope_what_each_caller_may_read_and_write() {
     let base = &s.base;
 
     // no token, or an unknown one: 401 everywhere but health and readiness
-    for path in ["/api/v1/logs", "/api/v1/count", "/api/v1/query?q=x", "/api/v1/explain", "/api/v1/tail", "/metrics"] {
+    for path in [
+        "/api/v1/logs",
+        "/api/v1/count",
+        "/api/v1/query?q=x",
+        "/api/v1/explain",
+        "/api/v1/tail",
+        "/metrics",
+        "/api/v1/cluster",
+    ] {
         for token in [None, Some("not-a-token-at-all-0001"), Some("")] {
             let (status, body) = get_as(base, path, token);
             assert_eq!(status, 401, "{path} with {token:?}: {body}");
@@ -108,6 +116,8 @@ fn tokens_scope_what_each_caller_may_read_and_write() {
     assert_eq!(ex["result"]["count"], 0);
     assert_eq!(ex["plan"]["app_scope"], json!(["web-*"]));
     assert_eq!(get_as(base, "/metrics", Some(READER)).0, 403);
+    assert_eq!(get_as(base, "/api/v1/cluster", Some(READER)).0, 403);
+    assert_eq!(get_as(base, "/api/v1/cluster", Some(OPS)).0, 200);
     let (status, metrics) = get_as(base, "/metrics", Some(OPS));
     assert_eq!(status, 200);
     assert!(metrics.contains("logpipe_ingested_records_total"));
