@@ -20,6 +20,8 @@
 
 #![deny(unsafe_code)]
 
+pub mod catalog;
+
 use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
