@@ -47,7 +47,7 @@ pub const HEARTBEAT: Duration = Duration::from_secs(5);
 pub const NODE_TTL: Duration = Duration::from_secs(15);
 
 /// Where the stream lives and how it is kept.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BusConfig {
     /// NATS server URLs (any of the cluster's servers; the client learns the rest).
     pub urls: Vec<String>,
@@ -63,6 +63,16 @@ pub struct BusConfig {
     pub connect_timeout: Duration,
     /// How long a store node may hold a message before JetStream gives it to another.
     pub ack_wait: Duration,
+}
+
+impl std::fmt::Debug for BusConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BusConfig")
+            .field("urls", &self.urls.iter().map(|u| redact(u)).collect::<Vec<_>>())
+            .field("stream", &self.stream)
+            .field("replicas", &self.replicas)
+            .finish_non_exhaustive()
+    }
 }
 
 impl BusConfig {
@@ -127,6 +137,19 @@ pub struct Bus {
     server_version: String,
 }
 
+/// `url` without the credentials it may carry: `nats://user:secret@host:4222` → `nats://***@host:4222`.
+pub fn redact(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let host_start = rest.find('/').unwrap_or(rest.len());
+    match rest[..host_start].rfind('@') {
+        Some(at) => {
+            let sep = if scheme.is_empty() { "" } else { "://" };
+            format!("{scheme}{sep}***{}", &rest[at..])
+        }
+        None => url.to_string(),
+    }
+}
+
 /// `major.minor` of a NATS server version string such as `2.10.4` or `v2.11.0-beta.1`.
 pub fn parse_version(v: &str) -> Option<(u64, u64)> {
     let mut it = v.trim().trim_start_matches('v').split(['.', '-']);
@@ -145,7 +168,8 @@ impl Bus {
     /// Connects, checks the server's version and JetStream, and creates the stream (or checks
     /// the existing one), retrying until `connect_timeout` while the NATS cluster comes up.
     pub async fn connect(cfg: BusConfig) -> Result<Bus, SetupError> {
-        let urls = cfg.urls.join(",");
+        // credentials in a URL (nats://user:password@host) never reach a log or an error
+        let urls = cfg.urls.iter().map(|u| redact(u)).collect::<Vec<_>>().join(",");
         let deadline = tokio::time::Instant::now() + cfg.connect_timeout;
         let client = loop {
             let opts = async_nats::ConnectOptions::new()
@@ -537,6 +561,14 @@ pub fn decode(payload: &[u8]) -> Result<Vec<Record>, String> {
 mod tests {
     use super::*;
     use logpipe_model::{AppName, Limits};
+
+    #[test]
+    fn credentials_in_urls_are_redacted() {
+        assert_eq!(redact("nats://user:s3cret@10.0.0.1:4222"), "nats://***@10.0.0.1:4222");
+        assert_eq!(redact("tls://tok@nats.example:4222/x"), "tls://***@nats.example:4222/x");
+        assert_eq!(redact("nats://10.0.0.1:4222"), "nats://10.0.0.1:4222");
+        assert_eq!(redact("a:b@host:4222"), "***@host:4222");
+    }
 
     #[test]
     fn versions_before_2_10_are_refused() {
