@@ -47,7 +47,7 @@ pub use engine::{
     TAIL_BACKLOG_BYTES, TAIL_BACKLOG_GROUPS,
 };
 pub use error::{Corruption, Result, StorageError};
-pub use filter::{Filter, Query, DEFAULT_REGEX_SIZE_LIMIT};
+pub use filter::{Filter, Query, DEFAULT_REGEX_SIZE_LIMIT, REGEX_NEST_LIMIT};
 pub use idempotency::{IdempotencyKey, MAX_KEY_BYTES};
 pub use metrics::EngineMetrics;
 pub use search::{Answer, Cursor, Order, Request, Series};

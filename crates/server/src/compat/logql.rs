@@ -400,7 +400,7 @@ impl<'a> Parser<'a> {
             let at = self.i;
             let value = self.string()?;
             if matches!(op, LineOp::Re | LineOp::NotRe) {
-                Regex::new(&value).map_err(|e| ParseError { at, msg: format!("bad regex: {e}") })?;
+                line_regex(&value).map_err(|msg| ParseError { at, msg })?;
             }
             stages.push(Stage::Line { op, value });
         }
@@ -659,9 +659,21 @@ pub fn parse_duration(s: &str) -> Option<i64> {
 
 /// A label regex as Loki matches it: the whole value.
 pub fn anchored(re: &str) -> Result<Regex, String> {
-    regex::RegexBuilder::new(&format!("^(?:{re})$"))
+    bounded_regex(&format!("^(?:{re})$"))
+}
+
+/// A line filter's regex (`|~`, `!~`): anywhere in the line.
+fn line_regex(re: &str) -> Result<Regex, String> {
+    bounded_regex(re)
+}
+
+/// Every LogQL regex has the native query's bounds: nesting (parsing and compiling recurse once
+/// per level, so a forged `w+++…` could exhaust a thread's stack; found by the `logql` fuzz
+/// target) and compiled size.
+fn bounded_regex(re: &str) -> Result<Regex, String> {
+    regex::RegexBuilder::new(re)
         .size_limit(1 << 20)
-        .nest_limit(32)
+        .nest_limit(logpipe_storage::REGEX_NEST_LIMIT)
         .build()
         .map_err(|e| format!("bad regex: {e}"))
 }
@@ -1037,12 +1049,8 @@ impl Pipeline {
                     Stage::Line { op: LineOp::NotContains, value } => {
                         Compiled::Contains(Box::new(memchr::memmem::Finder::new(value.as_bytes()).into_owned()), false)
                     }
-                    Stage::Line { op: LineOp::Re, value } => {
-                        Compiled::Re(Regex::new(value).map_err(|e| e.to_string())?, true)
-                    }
-                    Stage::Line { op: LineOp::NotRe, value } => {
-                        Compiled::Re(Regex::new(value).map_err(|e| e.to_string())?, false)
-                    }
+                    Stage::Line { op: LineOp::Re, value } => Compiled::Re(line_regex(value)?, true),
+                    Stage::Line { op: LineOp::NotRe, value } => Compiled::Re(line_regex(value)?, false),
                     Stage::Json => Compiled::Json,
                     Stage::Logfmt => Compiled::Logfmt,
                     Stage::Label(p) => Compiled::Label(CompiledPred::new(p)?),
@@ -1185,6 +1193,18 @@ fn extract_logfmt(line: &str, labels: &mut Labels) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn regexes_nested_past_the_limit_are_refused() {
+        // `w++…+` nests one repetition per `+` (found by the `logql` fuzz target: 200 of them
+        // overflowed a debug build's stack while compiling)
+        let deep = format!("w{}", "+".repeat(200));
+        for q in [format!(r#"{{a="b"}} |~ "{deep}""#), format!(r#"{{a=~"{deep}"}}"#)] {
+            let e = parse(&q).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.contains("nest"), "{q}: {e}");
+        }
+        assert!(parse(&format!(r#"{{a="b"}} |~ "w{}""#, "+".repeat(20))).is_ok());
+    }
 
     #[test]
     fn parses_and_prints_back_the_same_query() {
