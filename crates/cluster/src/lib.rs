@@ -98,7 +98,10 @@ pub enum SetupError {
     NoJetStream { server: String },
     #[error("cannot reach NATS at {urls}: {why}")]
     Connect { urls: String, why: String },
-    #[error("cannot set up the JetStream stream {stream:?}: {why}")]
+    #[error(
+        "cannot set up the JetStream stream {stream:?}: {why} (the stream needs --nats-max-bytes of \
+         JetStream storage on each of --nats-replicas servers)"
+    )]
     Stream { stream: String, why: String },
 }
 
