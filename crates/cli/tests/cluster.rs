@@ -287,3 +287,34 @@ fn roles_need_cluster_settings_and_the_query_role_needs_a_store() {
     assert!(run(&["--role", "query", "--nats-url", "nats://127.0.0.1:1"]).contains("query without store"));
     assert!(run(&["--role", "bogus"]).contains("unknown role"));
 }
+
+#[test]
+fn a_full_stream_answers_429_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsCluster::start(dir.path(), 1);
+    let url = nats.url_list();
+    let common = ["--nats-url", url.as_str(), "--nats-replicas", "1", "--nats-max-bytes", "20000"];
+    let ingest_1 = Server::start(&dir.path().join("ingest"), &[&["--role", "ingest"], &common[..]].concat());
+    // no store node takes anything: the stream fills up, and then refuses
+    let mut acked = 0;
+    let (status, body, retry_after) = loop {
+        let (status, body, retry_after) = ingest_retry_after(&ingest_1.base, &batch("full", acked, 200));
+        if status != 200 {
+            break (status, body, retry_after);
+        }
+        acked += 200;
+        // (the check below reads up to 10,000 records back)
+        assert!(acked <= 10_000, "the stream never filled up");
+    };
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("stream_full"), "{body}");
+    assert!(retry_after.is_some());
+    assert!(acked > 0);
+    // a store node drains it: every acknowledged record arrives, the refused batch does not
+    let store = Server::start(&dir.path().join("store"), &[&["--role", "store"], &common[..]].concat());
+    let seen = wait_for(&[&store], "full", acked);
+    assert_eq!(seen.len(), acked);
+    assert!((0..acked).all(|i| seen.contains_key(&format!("record {i}"))));
+    // and there is room again
+    assert_eq!(ingest(&ingest_1.base, &batch("full", acked, 200)).0, 200);
+}
