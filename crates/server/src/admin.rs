@@ -53,15 +53,8 @@ pub async fn cluster(
     Extension(access): Extension<Access>,
 ) -> Result<impl IntoResponse, ApiError> {
     access.check_admin()?;
-    let roles = |r: &crate::Roles| {
-        [(r.ingest, "ingest"), (r.query, "query"), (r.store, "store")]
-            .iter()
-            .filter(|(on, _)| *on)
-            .map(|(_, n)| *n)
-            .collect::<Vec<_>>()
-    };
     let (Some(bus), Some(node)) = (&st.cfg.bus, &st.node) else {
-        return Ok(axum::Json(serde_json::json!({"mode": "single", "roles": roles(&st.cfg.roles)})));
+        return Ok(axum::Json(serde_json::json!({"mode": "single", "roles": st.cfg.roles.names()})));
     };
     let status = bus.0.status().await.map_err(|e| ApiError::unavailable("nats_unreachable", e))?;
     Ok(axum::Json(serde_json::json!({"mode": "cluster", "this_node": node.id, "cluster": status})))

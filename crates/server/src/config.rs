@@ -78,6 +78,14 @@ pub struct Roles {
 
 impl Roles {
     pub const ALL: Roles = Roles { ingest: true, query: true, store: true };
+
+    /// The roles' names, in the order `ingest`, `query`, `store`.
+    pub fn names(&self) -> Vec<&'static str> {
+        [(self.ingest, "ingest"), (self.query, "query"), (self.store, "store")]
+            .into_iter()
+            .filter_map(|(on, name)| on.then_some(name))
+            .collect()
+    }
 }
 
 /// The cluster's stream, shared by the handlers.

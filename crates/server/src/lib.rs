@@ -102,10 +102,9 @@ fn node_entry(roles: &Roles, url: String) -> logpipe_cluster::Node {
     let host: String =
         host.trim().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).take(64).collect();
     let started = now_ns();
-    let names = [(roles.ingest, "ingest"), (roles.query, "query"), (roles.store, "store")];
     logpipe_cluster::Node {
         id: format!("{}-{}-{:x}", if host.is_empty() { "node" } else { &host }, std::process::id(), started),
-        roles: names.iter().filter(|(on, _)| *on).map(|(_, n)| n.to_string()).collect(),
+        roles: roles.names().into_iter().map(String::from).collect(),
         url,
         version: env!("CARGO_PKG_VERSION").to_string(),
         started: logpipe_model::format_time(started),
