@@ -105,6 +105,11 @@ pub const DEFAULT_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(600);
 pub const DEFAULT_IDEMPOTENCY_MAX_KEYS: usize = 100_000;
 
 impl EngineConfig {
+    /// How long `app`'s records are kept (ns): its own retention, else the global one.
+    pub fn retention_for(&self, app: &AppName) -> Option<i64> {
+        self.retention_per_app.get(app).copied().or(self.retention)
+    }
+
     pub fn new(data_dir: impl Into<PathBuf>) -> EngineConfig {
         EngineConfig {
             data_dir: data_dir.into(),
@@ -231,7 +236,7 @@ impl Inner {
     }
 
     pub fn retention_for(&self, app: &AppName) -> Option<i64> {
-        self.cfg.retention_per_app.get(app).copied().or(self.cfg.retention)
+        self.cfg.retention_for(app)
     }
 }
 
