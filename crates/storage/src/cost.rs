@@ -27,6 +27,7 @@ pub struct Cost {
     pub rows_scanned: AtomicU64,
     pub memtable_records_scanned: AtomicU64,
     pub blocks_corrupt: AtomicU64,
+    pub blocks_unavailable: AtomicU64,
     cancelled: AtomicBool,
     /// Bytes held now, the most held at once, and the budget (0: none).
     held: AtomicU64,
@@ -59,6 +60,9 @@ pub struct CostSummary {
     /// Blocks that failed their checksum (now or before) and were left out: a non-zero value
     /// means the answer is missing their rows.
     pub blocks_corrupt: u64,
+    /// Blocks kept in object storage that could not be fetched and were left out: a non-zero
+    /// value means the answer is partial.
+    pub blocks_unavailable: u64,
 }
 
 impl Cost {
@@ -114,13 +118,14 @@ impl Cost {
             memtable_records_scanned: g(&self.memtable_records_scanned),
             peak_memory: g(&self.peak),
             blocks_corrupt: g(&self.blocks_corrupt),
+            blocks_unavailable: g(&self.blocks_unavailable),
         }
     }
 }
 
 impl CostSummary {
     /// `name=value` pairs, in a fixed order, for headers and logs.
-    pub fn fields(&self) -> [(&'static str, u64); 13] {
+    pub fn fields(&self) -> [(&'static str, u64); 14] {
         [
             ("partitions", self.partitions),
             ("partitions_pruned", self.partitions_pruned),
@@ -135,6 +140,7 @@ impl CostSummary {
             ("memtable_records_scanned", self.memtable_records_scanned),
             ("peak_memory", self.peak_memory),
             ("blocks_corrupt", self.blocks_corrupt),
+            ("blocks_unavailable", self.blocks_unavailable),
         ]
     }
 }

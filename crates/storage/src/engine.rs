@@ -32,7 +32,7 @@ use crate::idempotency::{self, Check, IdempotencyKey, Seen};
 use crate::memtable::{Frozen, Memtable};
 use crate::metrics::EngineMetrics;
 use crate::partition::{parse_day_name, PartitionKey};
-use crate::search::{self, Answer, Order, Request, Source};
+use crate::search::{self, Answer, Request, Source};
 use crate::segment::{self, Segment};
 use crate::{batch, io_err, maintenance, Result, SegmentId, StorageError};
 
@@ -533,14 +533,7 @@ impl Engine {
     /// Runs a query on the current rayon pool, counting what it costs into `cost` (which
     /// holds what was counted so far if the query fails).
     pub fn query_with_cost(&self, q: &Query, req: &Request, cost: &Cost) -> Result<Answer> {
-        let mut q = q.clone();
-        if let Request::Logs { cursor: Some(c), order, .. } = req {
-            match order {
-                Order::Desc => q.to = Some(q.to.map_or(c.ts.saturating_add(1), |t| t.min(c.ts.saturating_add(1)))),
-                Order::Asc => q.from = Some(q.from.map_or(c.ts, |f| f.max(c.ts))),
-            }
-        }
-        let f = Filter::compile(&q, self.inner.cfg.regex_size_limit)?;
+        let f = Filter::compile(&search::after_cursor(q, req), self.inner.cfg.regex_size_limit)?;
         let sources = self.snapshot(&f, cost);
         search::run(sources, &f, req, cost)
     }
@@ -555,20 +548,7 @@ impl Engine {
                 continue;
             }
             for seg in segs {
-                Cost::add(&cost.segments, 1);
-                let n = seg.meta.blocks.len();
-                let range = seg.blocks_in(f.from, f.to);
-                Cost::add(&cost.blocks, n as u64);
-                Cost::add(&cost.blocks_pruned_time, (n - range.len()) as u64);
-                for idx in range {
-                    if seg.is_quarantined(idx) {
-                        Cost::add(&cost.blocks_corrupt, 1);
-                    } else if f.block_may_match(&seg.meta.blocks[idx]) {
-                        out.push(Source::Block { seg: seg.clone(), idx });
-                    } else {
-                        Cost::add(&cost.blocks_pruned_bloom, 1);
-                    }
-                }
+                search::push_blocks(seg, f, cost, &mut out);
             }
         }
         for table in std::iter::once(&st.active).chain(st.frozen.iter().map(|fz| &fz.table)) {

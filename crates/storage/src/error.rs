@@ -28,6 +28,10 @@ pub enum StorageError {
     BadQuery(String),
     #[error("the engine is shut down")]
     Closed,
+    /// A block of a segment kept elsewhere (object storage) could not be fetched: queries
+    /// leave it out and say their answer is partial.
+    #[error("{what} could not be fetched: {source}")]
+    Unavailable { what: String, source: std::io::Error },
     #[error("the query was cancelled")]
     Cancelled,
     #[error(

@@ -49,8 +49,10 @@ pub use engine::{
 pub use error::{Corruption, Result, StorageError};
 pub use filter::{Filter, Query, DEFAULT_REGEX_SIZE_LIMIT, REGEX_NEST_LIMIT};
 pub use idempotency::{IdempotencyKey, MAX_KEY_BYTES};
+pub use maintenance::merge_segments;
+pub use memtable::MemChunk;
 pub use metrics::EngineMetrics;
-pub use search::{Answer, Cursor, Order, Request, Series};
+pub use search::{query_view, Answer, Cursor, Order, Request, Series};
 
 /// Identifies a segment file; unique within a data directory, never reused.
 pub type SegmentId = u64;

@@ -7,8 +7,6 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use logpipe_model::Record;
-
 use crate::block::{Messages, Tags};
 use rayon::prelude::*;
 
@@ -157,30 +155,15 @@ fn write_partition(
     key: &PartitionKey,
     chunks: &[Arc<MemChunk>],
 ) -> Result<(PartitionKey, Arc<Segment>)> {
-    {
-        let mut recs: Vec<&Record> = chunks.iter().flat_map(|c| c.records.iter()).collect();
-        recs.sort_unstable_by(|a, b| row_cmp(a.ts, a.message.as_bytes(), &a.tags, b.ts, b.message.as_bytes(), &b.tags));
-        let mut w = SegmentWriter::create(
-            &key.dir(&inner.root),
-            inner.next_segment_id(),
-            key.app.clone(),
-            key.day,
-            frozen.watermark,
-            Vec::new(),
-            BlockOptions { level: inner.cfg.flush_level, ..inner.cfg.block },
-        )?;
-        for r in recs {
-            if let Err(e) = w.push(r.ts, &r.message, &r.tags) {
-                w.abandon();
-                return Err(e);
-            }
-        }
-        Ok((key.clone(), Arc::new(w.finish()?)))
-    }
+    let recs = chunks.iter().flat_map(|c| c.records.iter()).collect();
+    let opts = BlockOptions { level: inner.cfg.flush_level, ..inner.cfg.block };
+    let dir = key.dir(&inner.root);
+    let seg = crate::segment::write_records(&dir, inner.next_segment_id(), key, frozen.watermark, recs, opts)?;
+    Ok((key.clone(), Arc::new(seg)))
 }
 
 /// Row order inside a partition: (timestamp, message, tags).
-fn row_cmp(ta: i64, ma: &[u8], ga: &[String], tb: i64, mb: &[u8], gb: &[String]) -> Ordering {
+pub(crate) fn row_cmp(ta: i64, ma: &[u8], ga: &[String], tb: i64, mb: &[u8], gb: &[String]) -> Ordering {
     ta.cmp(&tb).then_with(|| ma.cmp(mb)).then_with(|| ga.cmp(gb))
 }
 
@@ -279,7 +262,7 @@ pub(crate) fn settle_once(inner: &Inner) -> Result<bool> {
 
 fn merge_and_publish(inner: &Inner, key: &PartitionKey, inputs: &[Arc<Segment>], opts: BlockOptions) -> Result<bool> {
     let started = std::time::Instant::now();
-    let merged = merge(inner, key, inputs, opts)?;
+    let merged = merge_segments(&key.dir(&inner.root), inner.next_segment_id(), key, inputs, opts)?;
     let rows = merged.meta.rows;
     let merged = Arc::new(merged);
     let ids: HashSet<SegmentId> = inputs.iter().map(|s| s.id()).collect();
@@ -306,22 +289,21 @@ fn merge_and_publish(inner: &Inner, key: &PartitionKey, inputs: &[Arc<Segment>],
     Ok(published)
 }
 
-/// Streams the inputs, in row order, into one new segment.
-fn merge(inner: &Inner, key: &PartitionKey, inputs: &[Arc<Segment>], opts: BlockOptions) -> Result<Segment> {
+/// Streams the inputs (segments of partition `key`), in row order, into a new segment `id` in
+/// `dir`.
+pub fn merge_segments(
+    dir: &std::path::Path,
+    id: SegmentId,
+    key: &PartitionKey,
+    inputs: &[Arc<Segment>],
+    opts: BlockOptions,
+) -> Result<Segment> {
     let mut replaces: Vec<SegmentId> =
         inputs.iter().flat_map(|s| std::iter::once(s.id()).chain(s.meta.replaces.iter().copied())).collect();
     replaces.sort_unstable();
     replaces.dedup();
     let watermark = inputs.iter().map(|s| s.meta.wal_watermark).max().unwrap_or(0);
-    let mut w = SegmentWriter::create(
-        &key.dir(&inner.root),
-        inner.next_segment_id(),
-        key.app.clone(),
-        key.day,
-        watermark,
-        replaces,
-        opts,
-    )?;
+    let mut w = SegmentWriter::create(dir, id, key.app.clone(), key.day, watermark, replaces, opts)?;
     let mut cursors = Vec::with_capacity(inputs.len());
     for s in inputs {
         let mut c = RowCursor { seg: s.clone(), block: 0, row: 0, cols: None };

@@ -20,6 +20,15 @@ pub struct MemChunk {
     pub max_ts: i64,
 }
 
+impl MemChunk {
+    /// A chunk of `records` (not empty).
+    pub fn new(records: Vec<Record>) -> MemChunk {
+        let min_ts = records.iter().map(|r| r.ts).min().unwrap_or(0);
+        let max_ts = records.iter().map(|r| r.ts).max().unwrap_or(0);
+        MemChunk { records, min_ts, max_ts }
+    }
+}
+
 #[derive(Default)]
 pub struct Memtable {
     pub parts: HashMap<PartitionKey, Vec<Arc<MemChunk>>>,
@@ -42,10 +51,7 @@ impl Memtable {
             groups.entry(PartitionKey::of(&r.app, r.ts)).or_default().push(r);
         }
         for (key, records) in groups {
-            let min_ts = records.iter().map(|r| r.ts).min().expect("non-empty");
-            let max_ts = records.iter().map(|r| r.ts).max().expect("non-empty");
-            let chunk = MemChunk { records, min_ts, max_ts };
-            self.parts.entry(key).or_default().push(Arc::new(chunk));
+            self.parts.entry(key).or_default().push(Arc::new(MemChunk::new(records)));
         }
     }
 

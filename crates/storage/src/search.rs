@@ -15,7 +15,7 @@ use rustc_hash::FxHashMap;
 
 use crate::block::Messages;
 use crate::cost::Cost;
-use crate::filter::{Filter, MessageFilter};
+use crate::filter::{Filter, MessageFilter, Query};
 use crate::memtable::MemChunk;
 use crate::segment::Segment;
 use crate::{Result, StorageError};
@@ -248,6 +248,67 @@ impl Source {
     }
 }
 
+/// `q` narrowed to what is left after the cursor of a `logs` request.
+pub(crate) fn after_cursor(q: &Query, req: &Request) -> Query {
+    let mut q = q.clone();
+    if let Request::Logs { cursor: Some(c), order, .. } = req {
+        match order {
+            Order::Desc => q.to = Some(q.to.map_or(c.ts.saturating_add(1), |t| t.min(c.ts.saturating_add(1)))),
+            Order::Asc => q.from = Some(q.from.map_or(c.ts, |f| f.max(c.ts))),
+        }
+    }
+    q
+}
+
+/// Adds the blocks of `seg` that may match `f` to `out`, counting what the time range and the
+/// bloom filters pruned.
+pub(crate) fn push_blocks(seg: &Arc<Segment>, f: &Filter, cost: &Cost, out: &mut Vec<Source>) {
+    Cost::add(&cost.segments, 1);
+    let n = seg.meta.blocks.len();
+    let range = seg.blocks_in(f.from, f.to);
+    Cost::add(&cost.blocks, n as u64);
+    Cost::add(&cost.blocks_pruned_time, (n - range.len()) as u64);
+    for idx in range {
+        if seg.is_quarantined(idx) {
+            Cost::add(&cost.blocks_corrupt, 1);
+        } else if f.block_may_match(&seg.meta.blocks[idx]) {
+            out.push(Source::Block { seg: seg.clone(), idx });
+        } else {
+            Cost::add(&cost.blocks_pruned_bloom, 1);
+        }
+    }
+}
+
+/// Runs a query over segments and memtable chunks that no engine holds: a cluster query
+/// node's view (segments from the catalog, records store nodes have not uploaded yet).
+/// Results are those of [`Engine::query_with_cost`](crate::Engine::query_with_cost) over the
+/// same records.
+pub fn query_view(
+    segments: &[Arc<Segment>],
+    chunks: &[Arc<MemChunk>],
+    q: &Query,
+    req: &Request,
+    cost: &Cost,
+    regex_size_limit: usize,
+) -> Result<Answer> {
+    let f = Filter::compile(&after_cursor(q, req), regex_size_limit)?;
+    let mut sources = Vec::new();
+    for seg in segments {
+        Cost::add(&cost.partitions, 1);
+        if !f.app_matches(&seg.meta.app) || !f.overlaps(seg.meta.min_ts, seg.meta.max_ts) {
+            Cost::add(&cost.partitions_pruned, 1);
+            continue;
+        }
+        push_blocks(seg, &f, cost, &mut sources);
+    }
+    for c in chunks {
+        if f.overlaps(c.min_ts, c.max_ts) {
+            sources.push(Source::Mem(c.clone()));
+        }
+    }
+    run(sources, &f, req, cost)
+}
+
 /// Total order of results: (timestamp, message, app, tags).
 fn cmp_records(a: &Record, b: &Record) -> Ordering {
     a.ts.cmp(&b.ts)
@@ -296,6 +357,11 @@ fn eval_block(seg: &Segment, idx: usize, f: &Filter, want: Want, cost: &Cost) ->
         Err(e @ StorageError::Corrupt { .. }) => {
             seg.quarantine(idx, &e);
             Cost::add(&cost.blocks_corrupt, 1);
+            Ok(Matches { rows: Vec::new(), counted: None, ts: None, msgs: None, tags: None })
+        }
+        Err(StorageError::Unavailable { what, source }) => {
+            tracing::warn!(%what, error = %source, "block left out of a query: it could not be fetched");
+            Cost::add(&cost.blocks_unavailable, 1);
             Ok(Matches { rows: Vec::new(), counted: None, ts: None, msgs: None, tags: None })
         }
         other => other,

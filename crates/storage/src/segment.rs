@@ -126,6 +126,27 @@ pub fn parse_file_name(name: &str) -> Option<SegmentId> {
     u64::from_str_radix(stem, 16).ok()
 }
 
+/// Writes `records` (all of partition `key`, in any order) into a new segment `id` in `dir`.
+pub fn write_records(
+    dir: &Path,
+    id: SegmentId,
+    key: &crate::partition::PartitionKey,
+    wal_watermark: u64,
+    mut records: Vec<&logpipe_model::Record>,
+    opts: BlockOptions,
+) -> Result<Segment> {
+    use crate::maintenance::row_cmp;
+    records.sort_unstable_by(|a, b| row_cmp(a.ts, a.message.as_bytes(), &a.tags, b.ts, b.message.as_bytes(), &b.tags));
+    let mut w = SegmentWriter::create(dir, id, key.app.clone(), key.day, wal_watermark, Vec::new(), opts)?;
+    for r in records {
+        if let Err(e) = w.push(r.ts, &r.message, &r.tags) {
+            w.abandon();
+            return Err(e);
+        }
+    }
+    w.finish()
+}
+
 /// Streams sorted rows into a new segment file.
 pub struct SegmentWriter {
     dir: PathBuf,
@@ -241,6 +262,7 @@ impl SegmentWriter {
             handle: Handle::new(Arc::new(path), self.file),
             file_len,
             quarantined: Default::default(),
+            fetch: None,
         })
     }
 
@@ -275,6 +297,13 @@ fn injected(arg: Option<String>) -> std::io::Error {
     }
 }
 
+/// Fills in byte ranges of a segment file that is kept elsewhere (object storage) and cached
+/// locally as a sparse file: [`Segment::read_block`] asks for a block's range before reading it.
+pub trait Fetch: Send + Sync + std::fmt::Debug {
+    /// Makes bytes `[offset, offset + len)` of the local file hold the segment's bytes.
+    fn ensure(&self, offset: u64, len: u64) -> std::io::Result<()>;
+}
+
 /// An open, immutable segment.
 #[derive(Debug)]
 pub struct Segment {
@@ -284,6 +313,8 @@ pub struct Segment {
     pub file_len: u64,
     /// Blocks found corrupt: skipped by queries from then on, the rest still served.
     quarantined: parking_lot::Mutex<Vec<usize>>,
+    /// Set when the file is a local, partial copy of a segment kept elsewhere.
+    fetch: Option<Arc<dyn Fetch>>,
 }
 
 impl Segment {
@@ -334,7 +365,22 @@ impl Segment {
             }
         }
         let handle = Handle::new(Arc::new(path.to_path_buf()), file);
-        Ok(Segment { meta, handle, file_len, quarantined: Default::default() })
+        Ok(Segment { meta, handle, file_len, quarantined: Default::default(), fetch: None })
+    }
+
+    /// Opens a local, partial copy of a segment kept elsewhere: `path` must already hold the
+    /// header, meta and footer; `fetch` fills in each block before it is read. The file is kept
+    /// open for as long as the segment lives (the cache may delete it meanwhile).
+    pub fn open_remote(path: &Path, fetch: Arc<dyn Fetch>) -> Result<Segment> {
+        let mut seg = Segment::open(path)?;
+        seg.fetch = Some(fetch);
+        seg.keep_open()?;
+        Ok(seg)
+    }
+
+    /// Whether this segment is a local copy of one kept elsewhere.
+    pub fn is_remote(&self) -> bool {
+        self.fetch.is_some()
     }
 
     pub fn is_quarantined(&self, idx: usize) -> bool {
@@ -386,6 +432,12 @@ impl Segment {
     /// Block `idx`; its columns are read, checked and decompressed when asked for.
     pub fn read_block(&self, idx: usize) -> Result<BlockData<'_>> {
         let meta = &self.meta.blocks[idx];
+        if let Some(fetch) = &self.fetch {
+            fetch.ensure(meta.offset, meta.disk_len()).map_err(|source| StorageError::Unavailable {
+                what: format!("block {idx} of segment {}", self.meta.id),
+                source,
+            })?;
+        }
         let file = self.handle.file().map_err(io_err(self.path()))?;
         let corrupt = Corruption { path: self.handle.path_arc(), offset: meta.offset };
         Ok(BlockData { meta, file, corrupt, cost: None })
