@@ -197,6 +197,36 @@ pub struct ServeArgs {
     /// [default: the address it listens on].
     #[arg(long)]
     advertise_url: Option<String>,
+    /// Cluster mode (store and query roles): the S3 bucket holding segments and the catalog.
+    #[arg(long, env = "LOGPIPE_S3_BUCKET")]
+    s3_bucket: Option<String>,
+    /// S3 endpoint, e.g. http://10.0.0.5:8333 for SeaweedFS or MinIO [default: AWS_ENDPOINT,
+    /// else AWS]. Credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+    #[arg(long)]
+    s3_endpoint: Option<String>,
+    /// S3 region [default: AWS_REGION, else us-east-1].
+    #[arg(long)]
+    s3_region: Option<String>,
+    /// Key prefix of everything logpipe writes in the bucket [default: logpipe].
+    #[arg(long)]
+    s3_prefix: Option<String>,
+    /// Query role: directory of the local cache of segment byte ranges [default:
+    /// <data-dir>/cache].
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Query role: bytes the cache may hold [default: 1 GiB].
+    #[arg(long)]
+    cache_size: Option<u64>,
+    /// Store role: upload held batches at least this often [default: 5s].
+    #[arg(long)]
+    upload_interval: Option<String>,
+    /// Store role: upload as soon as held batches take this many bytes [default: 256 MiB].
+    #[arg(long)]
+    max_pending_bytes: Option<usize>,
+    /// Cluster mode: bearer token this node presents to other nodes (an admin token when
+    /// [[tokens]] are configured).
+    #[arg(long, env = "LOGPIPE_CLUSTER_TOKEN", hide_env_values = true)]
+    cluster_token: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -333,7 +363,16 @@ impl ServeArgs {
             nats_stream,
             nats_replicas,
             nats_max_bytes,
-            advertise_url
+            advertise_url,
+            s3_bucket,
+            s3_endpoint,
+            s3_region,
+            s3_prefix,
+            cache_dir,
+            cache_size,
+            upload_interval,
+            max_pending_bytes,
+            cluster_token
         );
         self.insecure_no_auth |= f.insecure_no_auth;
         if self.loki_app_label.is_empty() {
@@ -344,6 +383,17 @@ impl ServeArgs {
 
     fn into_config(self) -> Result<(String, ServerConfig, Option<logpipe_cluster::BusConfig>)> {
         let roles = parse_roles(self.role.as_deref().unwrap_or("all"))?;
+        let storage_args = StorageArgs {
+            s3_bucket: self.s3_bucket.clone(),
+            s3_endpoint: self.s3_endpoint.clone(),
+            s3_region: self.s3_region.clone(),
+            s3_prefix: self.s3_prefix.clone(),
+            cache_dir: self.cache_dir.clone(),
+            cache_size: self.cache_size,
+            upload_interval: self.upload_interval.clone(),
+            max_pending_bytes: self.max_pending_bytes,
+            cluster_token: self.cluster_token.clone(),
+        };
         let mut bus = bus_config(&self, roles)?;
         let mut engine = EngineConfig::new(self.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)));
         if let Some(f) = &self.fsync {
@@ -452,6 +502,9 @@ impl ServeArgs {
         fit_to_memory_limit(&mut cfg, explicit);
         cfg.roles = roles;
         cfg.advertise_url = self.advertise_url.clone();
+        if bus.is_some() {
+            cfg.storage = storage_config(&storage_args, &cfg)?;
+        }
         if let Some(bus) = &mut bus {
             // a retried batch with the same Idempotency-Key is dropped by JetStream within this window
             bus.duplicate_window = cfg.engine.idempotency_window;
@@ -485,9 +538,9 @@ fn bus_config(args: &ServeArgs, roles: logpipe_server::Roles) -> Result<Option<l
         return Ok(None);
     };
     anyhow::ensure!(
-        !roles.query || roles.store,
-        "--role query without store: query nodes that read object storage are not built yet; in this \
-         version queries are answered by store nodes (docs/CLUSTER.md)"
+        !(roles.query || roles.store) || args.s3_bucket.is_some(),
+        "--role store and --role query need object storage: --s3-bucket (and --s3-endpoint or \
+         AWS_ENDPOINT for a bucket outside AWS; see docs/CLUSTER.md)"
     );
     anyhow::ensure!(
         args.syslog_tcp.is_none() && args.syslog_udp.is_none(),
@@ -510,6 +563,81 @@ fn bus_config(args: &ServeArgs, roles: logpipe_server::Roles) -> Result<Option<l
         cfg.max_bytes = b;
     }
     Ok(Some(cfg))
+}
+
+/// The object storage flags, taken before the rest of the flags are consumed.
+struct StorageArgs {
+    s3_bucket: Option<String>,
+    s3_endpoint: Option<String>,
+    s3_region: Option<String>,
+    s3_prefix: Option<String>,
+    cache_dir: Option<PathBuf>,
+    cache_size: Option<u64>,
+    upload_interval: Option<String>,
+    max_pending_bytes: Option<usize>,
+    cluster_token: Option<String>,
+}
+
+/// Cluster mode: the bucket, and how the store and query roles use it.
+fn storage_config(args: &StorageArgs, cfg: &ServerConfig) -> Result<Option<logpipe_server::ClusterStorage>> {
+    use logpipe_cluster::{catalog, reader, store};
+    let Some(bucket) = &args.s3_bucket else { return Ok(None) };
+    let prefix = args.s3_prefix.clone().unwrap_or_else(|| "logpipe".into());
+    anyhow::ensure!(
+        !prefix.is_empty()
+            && prefix.len() <= 256
+            && prefix.split('/').all(|p| !p.is_empty() && p != "." && p != "..")
+            && prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b)),
+        "--s3-prefix: letters, digits, '-', '_', '.' and '/' between non-empty parts"
+    );
+    let s3 = catalog::S3Config {
+        endpoint: args.s3_endpoint.clone(),
+        bucket: bucket.clone(),
+        region: args.s3_region.clone(),
+        access_key_id: None,
+        secret_access_key: None,
+    };
+    let object_store = catalog::s3_store(&s3).context("object storage")?;
+    let at = args.s3_endpoint.clone().or_else(|| std::env::var("AWS_ENDPOINT").ok()).unwrap_or_else(|| "AWS".into());
+    let data_dir = &cfg.engine.data_dir;
+    let upload_interval = match &args.upload_interval {
+        Some(v) => {
+            let ns = parse_duration(v).context("--upload-interval")?;
+            anyhow::ensure!(ns > 0, "--upload-interval must be positive");
+            Duration::from_nanos(ns as u64)
+        }
+        None => store::DEFAULT_UPLOAD_INTERVAL,
+    };
+    Ok(Some(logpipe_server::ClusterStorage {
+        catalog: std::sync::Arc::new(catalog::Catalog::new(object_store, &prefix)),
+        describe: format!("s3://{bucket}/{prefix} at {at}"),
+        store: store::StoreSettings {
+            upload_interval,
+            max_pending_bytes: args.max_pending_bytes.unwrap_or(store::DEFAULT_MAX_PENDING_BYTES),
+            work_dir: data_dir.join("upload"),
+            block: logpipe_storage::block::BlockOptions { level: store::UPLOAD_LEVEL, ..cfg.engine.block },
+        },
+        compact: {
+            let engine = cfg.engine.clone();
+            logpipe_cluster::compact::CompactSettings {
+                interval: Duration::from_secs(10).min(upload_interval.max(Duration::from_secs(1))),
+                max_segments: cfg.engine.max_segments_per_partition,
+                fan_in: cfg.engine.merge_fan_in,
+                block: cfg.engine.block,
+                settle_after: cfg.engine.settle_after,
+                cold_level: cfg.engine.cold_level,
+                retention: std::sync::Arc::new(move |app| engine.retention_for(app)),
+                delete_grace: logpipe_cluster::compact::DELETE_GRACE,
+                work_dir: data_dir.join("compact"),
+            }
+        },
+        reader: reader::ReaderSettings {
+            cache_dir: args.cache_dir.clone().unwrap_or_else(|| data_dir.join("cache")),
+            cache_bytes: args.cache_size.unwrap_or(reader::DEFAULT_CACHE_BYTES),
+            scatter_timeout: reader::DEFAULT_SCATTER_TIMEOUT,
+            token: args.cluster_token.clone(),
+        },
+    }))
 }
 
 /// Which memory budgets were set by flag or config file.

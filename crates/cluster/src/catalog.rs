@@ -47,6 +47,24 @@ pub struct Snapshot {
     /// Stream sequences whose records are in the segments: a redelivered batch found here is
     /// acknowledged without being stored again.
     pub stored: SeqSet,
+    /// Objects no longer listed (merged or expired), deleted once their grace is over.
+    #[serde(default)]
+    pub garbage: Vec<Garbage>,
+}
+
+/// An object that left the catalog, and when it may be deleted (ns since the epoch): queries
+/// that planned with an older catalog may still read it until then.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Garbage {
+    pub key: String,
+    pub delete_after: i64,
+}
+
+impl Garbage {
+    pub fn after(key: String, grace: std::time::Duration) -> Garbage {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
+        Garbage { key, delete_after: now.saturating_add(grace.as_nanos() as i64) }
+    }
 }
 
 /// A set of stream sequences as sorted, disjoint, non-adjacent inclusive ranges.
@@ -96,6 +114,9 @@ pub enum CatalogError {
     Store(#[from] object_store::Error),
     #[error("catalog snapshot {key} is damaged: {why}")]
     Damaged { key: String, why: String },
+    /// Building a segment on this node's disk failed.
+    #[error("{0}")]
+    Local(String),
     #[error("gave up after {MAX_TRIES} concurrent changes won the race to the next catalog version")]
     Contended,
 }
@@ -113,7 +134,21 @@ pub struct S3Config {
 
 /// An S3 client for `cfg`; plain `http://` endpoints (a local SeaweedFS or MinIO) are allowed.
 pub fn s3_store(cfg: &S3Config) -> Result<Arc<dyn ObjectStore>, CatalogError> {
-    let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(&cfg.bucket);
+    // fail within seconds when the store is down: queries say what is missing, store nodes
+    // keep their batches and retry
+    let retry = object_store::RetryConfig {
+        max_retries: 3,
+        retry_timeout: std::time::Duration::from_secs(10),
+        ..Default::default()
+    };
+    let client = object_store::ClientOptions::new()
+        .with_connect_timeout(std::time::Duration::from_secs(2))
+        .with_timeout(std::time::Duration::from_secs(60));
+    // client options first: setting them replaces allow_http, set below
+    let mut b = object_store::aws::AmazonS3Builder::from_env()
+        .with_client_options(client)
+        .with_retry(retry)
+        .with_bucket_name(&cfg.bucket);
     if let Some(e) = &cfg.endpoint {
         b = b.with_endpoint(e).with_allow_http(e.starts_with("http://")).with_virtual_hosted_style_request(false);
     }
@@ -231,6 +266,17 @@ impl Catalog {
         let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
         self.store.put_opts(&self.prefix.child_path(key), PutPayload::from(bytes), opts).await?;
         Ok(())
+    }
+
+    /// Deletes an object under the prefix.
+    pub async fn delete_object(&self, key: &str) -> Result<(), CatalogError> {
+        self.store.delete(&self.prefix.child_path(key)).await?;
+        Ok(())
+    }
+
+    /// Bytes `range` of an object under the prefix.
+    pub async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<bytes::Bytes, CatalogError> {
+        Ok(self.store.get_range(&self.prefix.child_path(key), range).await?)
     }
 
     /// Reads an object written by [`Catalog::put_object`].

@@ -21,6 +21,9 @@
 #![deny(unsafe_code)]
 
 pub mod catalog;
+pub mod compact;
+pub mod reader;
+pub mod store;
 
 use std::io::Read;
 use std::sync::Arc;
@@ -30,7 +33,7 @@ use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use logpipe_model::Record;
-use logpipe_storage::{batch, Engine, IdempotencyKey, IngestError, Stored};
+use logpipe_storage::batch;
 
 /// The oldest NATS server release whose JetStream the cluster mode relies on.
 pub const MIN_NATS_VERSION: (u64, u64) = (2, 10);
@@ -38,7 +41,7 @@ pub const MIN_NATS_VERSION: (u64, u64) = (2, 10);
 pub const CONSUMER: &str = "logpipe-store";
 /// Header naming the payload's encoding, so later versions can change it.
 pub const ENCODING_HEADER: &str = "Logpipe-Batch";
-const ENCODING: &str = "zstd-batch-1";
+pub(crate) const ENCODING: &str = "zstd-batch-1";
 /// Largest decoded batch a store node accepts from the stream.
 pub const MAX_DECODED_BATCH: usize = 512 << 20;
 /// How often a node renews its entry in the node registry...
@@ -271,11 +274,45 @@ impl Bus {
         let _ = self.nodes.purge(&key).await;
     }
 
-    /// The nodes, the stream and the store nodes' backlog, for `GET /api/v1/cluster`.
-    pub async fn status(&self) -> Result<Status, String> {
-        let mut stream = self.js.get_stream(&self.cfg.stream).await.map_err(|e| e.to_string())?;
-        let info = stream.info().await.map_err(|e| e.to_string())?.clone();
-        let consumer = stream.consumer_info(CONSUMER).await.ok();
+    /// Takes the lease `name` for `holder`, or renews it (`rev`: the revision it was last
+    /// written with, updated here). Whether `holder` holds it now. The lease lapses
+    /// [`NODE_TTL`] after its last renewal.
+    pub async fn hold_lease(&self, name: &str, holder: &str, rev: &mut Option<u64>) -> bool {
+        let value = Bytes::from(holder.to_string());
+        let got = match *rev {
+            Some(r) => self.nodes.update(name, value, r).await.map_err(|e| e.to_string()),
+            None => self.nodes.create(name, value).await.map_err(|e| e.to_string()),
+        };
+        match got {
+            Ok(r) => {
+                *rev = Some(r);
+                true
+            }
+            Err(e) => {
+                if rev.is_some() {
+                    tracing::warn!(lease = name, error = %e, "lost a lease");
+                }
+                *rev = None;
+                false
+            }
+        }
+    }
+
+    /// Gives the lease up, if still held at `rev`.
+    pub async fn release_lease(&self, name: &str, rev: Option<u64>) {
+        if let Some(r) = rev {
+            let _ = self.nodes.delete_expect_revision(name, Some(r)).await;
+        }
+    }
+
+    /// Who holds the lease `name` now.
+    pub async fn lease_holder(&self, name: &str) -> Option<String> {
+        let v = self.nodes.get(name).await.ok()??;
+        String::from_utf8(v.to_vec()).ok().filter(|s| !s.is_empty())
+    }
+
+    /// The live nodes of the registry, by id.
+    pub async fn nodes(&self) -> Result<Vec<Node>, String> {
         let mut nodes = Vec::new();
         let mut keys = self.nodes.keys().await.map_err(|e| e.to_string())?;
         while let Some(k) = keys.next().await {
@@ -287,6 +324,15 @@ impl Bus {
             }
         }
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(nodes)
+    }
+
+    /// The nodes, the stream and the store nodes' backlog, for `GET /api/v1/cluster`.
+    pub async fn status(&self) -> Result<Status, String> {
+        let mut stream = self.js.get_stream(&self.cfg.stream).await.map_err(|e| e.to_string())?;
+        let info = stream.info().await.map_err(|e| e.to_string())?.clone();
+        let consumer = stream.consumer_info(CONSUMER).await.ok();
+        let nodes = self.nodes().await?;
         let cluster = info.cluster.as_ref();
         Ok(Status {
             nodes,
@@ -365,57 +411,7 @@ impl Bus {
         Ok(Published { sequence: ack.sequence, duplicate: ack.duplicate })
     }
 
-    /// The store role: pulls batches from the shared durable consumer into `engine` until
-    /// `stop` turns true. Each message is acknowledged only after the engine has made its
-    /// records durable; one that cannot be stored now is handed back (`nak`) for later.
-    pub async fn run_store(self: Arc<Self>, engine: Arc<Engine>, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let consumer = loop {
-            match self.consumer().await {
-                Ok(c) => break c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot open the store consumer; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                        _ = stop.wait_for(|s| *s) => return,
-                    }
-                }
-            }
-        };
-        loop {
-            if *stop.borrow() {
-                return;
-            }
-            let fetched = tokio::select! {
-                f = consumer.fetch().max_messages(64).expires(Duration::from_millis(500)).messages() => f,
-                _ = stop.wait_for(|s| *s) => return,
-            };
-            let mut messages = Vec::new();
-            match fetched {
-                Ok(mut batch) => {
-                    while let Some(m) = batch.next().await {
-                        match m {
-                            Ok(m) => messages.push(m),
-                            Err(e) => {
-                                tracing::debug!(error = %e, "fetch ended");
-                                break;
-                            }
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "fetching from JetStream failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
-            }
-            if messages.is_empty() {
-                continue;
-            }
-            self.store(&engine, messages).await;
-        }
-    }
-
-    async fn consumer(&self) -> Result<consumer::PullConsumer, String> {
+    pub(crate) async fn consumer(&self) -> Result<consumer::PullConsumer, String> {
         let stream = self.js.get_stream(&self.cfg.stream).await.map_err(|e| e.to_string())?;
         stream
             .get_or_create_consumer(
@@ -424,51 +420,13 @@ impl Bus {
                     durable_name: Some(CONSUMER.into()),
                     ack_policy: consumer::AckPolicy::Explicit,
                     ack_wait: self.cfg.ack_wait,
-                    max_ack_pending: 4096,
+                    // a store node holds every batch of an upload interval unacknowledged
+                    max_ack_pending: 100_000,
                     ..Default::default()
                 },
             )
             .await
             .map_err(|e| e.to_string())
-    }
-
-    /// Stores the fetched messages (submitted together, so one WAL fsync can cover several)
-    /// and acknowledges each once durable.
-    async fn store(&self, engine: &Arc<Engine>, messages: Vec<jetstream::Message>) {
-        let stream = self.cfg.stream.clone();
-        let engine2 = engine.clone();
-        let (messages, outcomes) = tokio::task::spawn_blocking(move || {
-            let outcomes: Vec<Submitted> = messages.iter().map(|m| submit(&engine2, &stream, m)).collect();
-            (messages, outcomes)
-        })
-        .await
-        .expect("the submitting task does not panic");
-        for (m, outcome) in messages.into_iter().zip(outcomes) {
-            let done = match outcome {
-                Submitted::Ticket(t) => match t.await.unwrap_or(Err(IngestError::Closed)) {
-                    Ok(Stored::New) | Ok(Stored::Again { .. }) => Ack::Done,
-                    Err(e) => Ack::Later(e.to_string()),
-                },
-                Submitted::Refused(why) => Ack::Later(why),
-                Submitted::Undecodable(why) => Ack::Never(why),
-            };
-            let res = match done {
-                Ack::Done => m.double_ack().await,
-                Ack::Later(why) => {
-                    tracing::warn!(reason = %why, "the engine cannot store a batch now; it is handed back");
-                    m.ack_with(jetstream::AckKind::Nak(Some(Duration::from_secs(1)))).await
-                }
-                Ack::Never(why) => {
-                    tracing::error!(reason = %why, "a message on the stream is not a logpipe batch; dropped");
-                    m.ack_with(jetstream::AckKind::Term).await
-                }
-            };
-            if let Err(e) = res {
-                // not acknowledged: JetStream delivers it again after ack_wait, and the engine's
-                // idempotency table keeps the second delivery from being stored twice
-                tracing::warn!(error = %e, "acknowledging a batch failed");
-            }
-        }
     }
 }
 
@@ -513,39 +471,6 @@ pub struct Backlog {
     /// Delivered, not yet acknowledged.
     pub unacknowledged: u64,
     pub redelivered: u64,
-}
-
-enum Submitted {
-    Ticket(logpipe_storage::IngestTicket),
-    Refused(String),
-    Undecodable(String),
-}
-
-enum Ack {
-    Done,
-    Later(String),
-    Never(String),
-}
-
-fn submit(engine: &Engine, stream: &str, m: &jetstream::Message) -> Submitted {
-    let seq = match m.info() {
-        Ok(i) => i.stream_sequence,
-        Err(e) => return Submitted::Undecodable(format!("no JetStream metadata: {e}")),
-    };
-    let encoding = m.headers.as_ref().and_then(|h| h.get(ENCODING_HEADER)).map(|v| v.as_str().to_string());
-    if encoding.as_deref() != Some(ENCODING) {
-        return Submitted::Undecodable(format!("message {seq}: {ENCODING_HEADER} is {encoding:?}, not {ENCODING:?}"));
-    }
-    let records = match decode(&m.payload) {
-        Ok(r) => r,
-        Err(why) => return Submitted::Undecodable(format!("message {seq}: {why}")),
-    };
-    let key =
-        IdempotencyKey { key: format!("jetstream:{stream}:{seq}"), body_hash: xxhash_rust::xxh3::xxh3_64(&m.payload) };
-    match engine.submit_keyed(records, Some(key)) {
-        Ok(t) => Submitted::Ticket(t),
-        Err(e) => Submitted::Refused(e.to_string()),
-    }
 }
 
 /// The records of a batch from the stream (see [`Bus::encode`]).

@@ -1,6 +1,7 @@
 //! The catalog on a real S3 gateway (SeaweedFS on loopback): create-if-absent holds, and
 //! concurrent writers each land every change exactly once.
 
+#[path = "../../cli/tests/common/seaweed.rs"]
 mod seaweed;
 
 use std::sync::Arc;

@@ -22,7 +22,7 @@ pub async fn ready(State(st): State<Arc<AppState>>) -> Result<impl IntoResponse,
             return Err(ApiError::unavailable("nats_unreachable", "no connection to any NATS server".into()));
         }
     }
-    if st.cfg.roles.store {
+    if st.cfg.roles.store && st.cfg.bus.is_none() {
         let engine = st.engine()?;
         if let Some(why) = engine.poisoned() {
             return Err(ApiError::unavailable("writes_stopped", why));
@@ -57,7 +57,23 @@ pub async fn cluster(
         return Ok(axum::Json(serde_json::json!({"mode": "single", "roles": st.cfg.roles.names()})));
     };
     let status = bus.0.status().await.map_err(|e| ApiError::unavailable("nats_unreachable", e))?;
-    Ok(axum::Json(serde_json::json!({"mode": "cluster", "this_node": node.id, "cluster": status})))
+    let mut out = serde_json::json!({"mode": "cluster", "this_node": node.id, "cluster": status});
+    if let Some(s) = &st.cfg.storage {
+        out["object_storage"] = serde_json::json!(s.describe);
+    }
+    if let Some(store) = &st.store_node {
+        out["store"] = serde_json::json!(store.stats());
+    }
+    if let Some(c) = &st.compactor {
+        out["maintenance"] = serde_json::json!(c.stats());
+    }
+    out["maintenance_lease"] = serde_json::json!(bus.0.lease_holder(logpipe_cluster::compact::LEASE).await);
+    if let Some(reader) = &st.reader {
+        let (version, segments, bytes) = reader.catalog_stats();
+        out["catalog"] = serde_json::json!({"version": version, "segments": segments, "bytes": bytes});
+        out["cache"] = serde_json::json!(reader.cache_stats());
+    }
+    Ok(axum::Json(out))
 }
 
 pub async fn not_found() -> ApiError {

@@ -63,6 +63,9 @@ pub struct ServerConfig {
     /// Cluster mode: the URL other nodes and operators reach this node's API on (default:
     /// the address it listens on).
     pub advertise_url: Option<String>,
+    /// Cluster mode: the object storage holding segments and the catalog (store and query
+    /// roles), and how those roles use it.
+    pub storage: Option<ClusterStorage>,
 }
 
 /// The roles of one process (`logpipe serve --role`).
@@ -72,7 +75,8 @@ pub struct Roles {
     pub ingest: bool,
     /// Answers queries.
     pub query: bool,
-    /// Holds a storage engine; in cluster mode, fills it from the stream.
+    /// Holds a storage engine; in cluster mode, turns the stream's batches into segments in
+    /// object storage.
     pub store: bool,
 }
 
@@ -95,6 +99,23 @@ pub struct Bus(pub std::sync::Arc<logpipe_cluster::Bus>);
 impl std::fmt::Debug for Bus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Bus").field("stream", &self.0.config().stream).finish()
+    }
+}
+
+/// The cluster's object storage and the settings of the roles that use it.
+#[derive(Clone)]
+pub struct ClusterStorage {
+    pub catalog: std::sync::Arc<logpipe_cluster::catalog::Catalog>,
+    /// Where the bucket is, for `GET /api/v1/cluster` (no credentials).
+    pub describe: String,
+    pub store: logpipe_cluster::store::StoreSettings,
+    pub compact: logpipe_cluster::compact::CompactSettings,
+    pub reader: logpipe_cluster::reader::ReaderSettings,
+}
+
+impl std::fmt::Debug for ClusterStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterStorage").field("at", &self.describe).finish_non_exhaustive()
     }
 }
 
@@ -126,6 +147,7 @@ impl ServerConfig {
             roles: Roles::ALL,
             bus: None,
             advertise_url: None,
+            storage: None,
         }
     }
 }

@@ -17,6 +17,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod ingest;
+mod internal;
 mod memory;
 mod metrics;
 mod params;
@@ -37,7 +38,7 @@ pub use auth::{Scope, TokenSpec, MIN_TOKEN_LEN};
 /// Every protocol's decoder and sample encoders, for the decoding benchmark. Not an API.
 #[doc(hidden)]
 pub use compat::bench;
-pub use config::{Bus, Roles, ServerConfig, DEFAULT_LISTEN};
+pub use config::{Bus, ClusterStorage, Roles, ServerConfig, DEFAULT_LISTEN};
 pub use error::ApiError;
 pub use ingest::parse_records;
 pub use ratelimit::AppLimit;
@@ -68,6 +69,12 @@ pub(crate) struct AppState {
     pub memory: Arc<memory::MemoryLimit>,
     /// Cluster mode: this node's entry in the node registry.
     pub node: Option<logpipe_cluster::Node>,
+    /// Cluster mode, store role: the batches taken from the stream and their uploads.
+    pub store_node: Option<Arc<logpipe_cluster::store::StoreNode>>,
+    /// Cluster mode, store role: merges and retention in the bucket, under a lease.
+    pub compactor: Option<Arc<logpipe_cluster::compact::Compactor>>,
+    /// Cluster mode, query role: reads the catalog, object storage and the store nodes.
+    pub reader: Option<Arc<logpipe_cluster::reader::Reader>>,
 }
 
 /// The wall-clock time, in nanoseconds since the Unix epoch (0 if the clock is before it).
@@ -77,6 +84,13 @@ pub(crate) fn now_ns() -> i64 {
 
 impl AppState {
     pub fn engine(&self) -> Result<&Arc<Engine>, ApiError> {
+        if self.cfg.bus.is_some() {
+            return Err(ApiError::new(
+                axum::http::StatusCode::NOT_IMPLEMENTED,
+                "not_in_cluster_mode",
+                "this endpoint is not available in cluster mode yet (see docs/CLUSTER.md)",
+            ));
+        }
         if !self.cfg.roles.store {
             return Err(ApiError::new(
                 axum::http::StatusCode::NOT_FOUND,
@@ -109,6 +123,65 @@ fn node_entry(roles: &Roles, url: String) -> logpipe_cluster::Node {
         version: env!("CARGO_PKG_VERSION").to_string(),
         started: logpipe_model::format_time(started),
     }
+}
+
+/// Cluster mode: the store role's uploader and the query role's reader, as the roles ask.
+type ClusterRoles = (
+    Option<Arc<logpipe_cluster::store::StoreNode>>,
+    Option<Arc<logpipe_cluster::compact::Compactor>>,
+    Option<Arc<logpipe_cluster::reader::Reader>>,
+);
+
+fn cluster_roles(cfg: &ServerConfig, node: Option<&logpipe_cluster::Node>) -> Result<ClusterRoles, ServerError> {
+    let (Some(bus), Some(node)) = (&cfg.bus, node) else { return Ok((None, None, None)) };
+    let needs_storage = cfg.roles.store || cfg.roles.query;
+    let storage = match &cfg.storage {
+        Some(s) => s,
+        None if needs_storage => {
+            return Err(ServerError::Setup(
+                "the store and query roles need object storage (--s3-bucket; see docs/CLUSTER.md)".into(),
+            ))
+        }
+        None => return Ok((None, None, None)),
+    };
+    let setup = |what: &str, e: std::io::Error| ServerError::Setup(format!("{what}: {e}"));
+    let store_node = match cfg.roles.store {
+        true => Some(Arc::new(
+            logpipe_cluster::store::StoreNode::new(
+                bus.0.clone(),
+                storage.catalog.clone(),
+                storage.store.clone(),
+                node.id.clone(),
+            )
+            .map_err(|e| setup("the store role's work directory", e))?,
+        )),
+        false => None,
+    };
+    let compactor = match cfg.roles.store {
+        true => Some(Arc::new(
+            logpipe_cluster::compact::Compactor::new(
+                bus.0.clone(),
+                storage.catalog.clone(),
+                storage.compact.clone(),
+                node.id.clone(),
+            )
+            .map_err(|e| setup("the store role's merge directory", e))?,
+        )),
+        false => None,
+    };
+    let reader = match cfg.roles.query {
+        true => Some(Arc::new(
+            logpipe_cluster::reader::Reader::new(
+                bus.0.clone(),
+                storage.catalog.clone(),
+                storage.reader.clone(),
+                store_node.clone().map(|s| (node.id.clone(), s)),
+            )
+            .map_err(|e| setup("the query role's cache directory", e))?,
+        )),
+        false => None,
+    };
+    Ok((store_node, compactor, reader))
 }
 
 /// Where accepted batches go: the local engine, or (cluster mode) the stream.
@@ -161,6 +234,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/ready", get(admin::ready))
         .route("/metrics", get(admin::metrics))
         .route("/api/v1/cluster", get(admin::cluster))
+        .route(logpipe_cluster::reader::PENDING_PATH, post(internal::pending))
         .route("/api/v1/logs", post(ingest::ingest).get(query::logs))
         .route("/api/v1/count", get(query::count))
         .route("/api/v1/histogram", get(query::histogram))
@@ -238,6 +312,7 @@ pub async fn serve_all(
             Some(node_entry(&cfg.roles, url))
         }
     };
+    let (store_node, compactor, reader) = cluster_roles(&cfg, node.as_ref())?;
     let state = Arc::new(AppState {
         rate_limits: (!limits.is_unlimited()).then(|| Arc::new(limits)),
         tokens,
@@ -250,6 +325,9 @@ pub async fn serve_all(
         startup_error: OnceLock::new(),
         memory: Arc::new(memory::MemoryLimit::new(cfg.max_memory_bytes)),
         node,
+        store_node,
+        compactor,
+        reader,
         metrics,
         registry,
         cfg,
@@ -272,8 +350,9 @@ pub async fn serve_all(
     let opener = {
         let state = state.clone();
         tokio::task::spawn_blocking(move || {
-            match state.cfg.roles.store.then(|| Engine::open(state.cfg.engine.clone())) {
-                // an ingest-only node has no storage to open
+            let local = state.cfg.roles.store && state.cfg.bus.is_none();
+            match local.then(|| Engine::open(state.cfg.engine.clone())) {
+                // an ingest-only node, and every cluster node, has no local storage to open
                 None => Ok(()),
                 Some(Ok(engine)) => {
                     if let Err(e) = engine.metrics().register(&state.registry) {
@@ -323,13 +402,9 @@ pub async fn serve_all(
         (Some(bus), Some(node)) => Some(tokio::spawn(bus.0.clone().register(node.clone(), state.stopping.subscribe()))),
         _ => None,
     };
-    // ...and a store node fills its engine from the stream
-    let store_task = match (&state.cfg.bus, state.engine.get()) {
-        (Some(bus), Some(engine)) => {
-            Some(tokio::spawn(bus.0.clone().run_store(engine.clone(), state.stopping.subscribe())))
-        }
-        _ => None,
-    };
+    // ...and a store node turns the stream's batches into segments in object storage
+    let store_task = state.store_node.clone().map(|n| tokio::spawn(n.run(state.stopping.subscribe())));
+    let compact_task = state.compactor.clone().map(|c| tokio::spawn(c.run(state.stopping.subscribe())));
     let mut syslog_tasks = Vec::new();
     if let Some(engine) = state.engine.get().cloned() {
         if let Some(tcp) = syslog.tcp {
@@ -343,7 +418,7 @@ pub async fn serve_all(
     for t in syslog_tasks {
         let _ = t.await;
     }
-    for t in [store_task, registry_task].into_iter().flatten() {
+    for t in [store_task, compact_task, registry_task].into_iter().flatten() {
         let _ = t.await;
     }
     tracing::info!("http server stopped; flushing storage");

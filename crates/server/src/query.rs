@@ -140,11 +140,37 @@ impl Drop for CancelOnDrop {
     }
 }
 
-async fn run(st: &Arc<AppState>, p: QueryParams, req: Request) -> Result<(Answer, CostSummary), ApiError> {
-    run_query(st, p.query, req).await
+async fn run(st: &Arc<AppState>, p: QueryParams, req: Request) -> Result<(Answer, Spent), ApiError> {
+    run_inner(st, p.query, req, |a| a).await
 }
 
-/// Runs `q` on the query pool within the query timeout and memory budget.
+/// What a query cost, and (cluster mode) what it could not reach: an answer with `missing`
+/// is partial.
+pub(crate) struct Spent {
+    pub cost: CostSummary,
+    pub missing: Vec<String>,
+}
+
+impl std::ops::Deref for Spent {
+    type Target = CostSummary;
+    fn deref(&self) -> &CostSummary {
+        &self.cost
+    }
+}
+
+/// Header set on an answer that is missing data it could not reach (cluster mode).
+pub const PARTIAL_HEADER: &str = "logpipe-partial";
+
+/// Marks a JSON answer as partial, naming what is missing.
+fn mark_partial(body: &mut Value, spent: &Spent) {
+    if !spent.missing.is_empty() {
+        body["partial"] = json!(true);
+        body["missing"] = json!(spent.missing);
+    }
+}
+
+/// Runs `q` on the query pool within the query timeout and memory budget. An answer that
+/// would be partial (cluster mode: data that cannot be reached) is refused with `503`.
 pub(crate) async fn run_query(
     st: &Arc<AppState>,
     q: logpipe_storage::Query,
@@ -161,9 +187,48 @@ pub(crate) async fn run_query_then<R: Send + 'static>(
     req: Request,
     then: impl FnOnce(Answer) -> R + Send + 'static,
 ) -> Result<(R, CostSummary), ApiError> {
+    let (r, spent) = run_inner(st, q, req, then).await?;
+    if !spent.missing.is_empty() {
+        return Err(ApiError::unavailable(
+            "data_unreachable",
+            format!("part of the data cannot be reached now: {}", spent.missing.join("; ")),
+        )
+        .with("missing", json!(spent.missing)));
+    }
+    Ok((r, spent.cost))
+}
+
+/// Where a query runs: the local engine, or (cluster mode) a view of the catalog's segments
+/// and the store nodes' held batches.
+enum Target {
+    Engine(Arc<logpipe_storage::Engine>),
+    Cluster(logpipe_cluster::reader::View),
+}
+
+async fn run_inner<R: Send + 'static>(
+    st: &Arc<AppState>,
+    q: logpipe_storage::Query,
+    req: Request,
+    then: impl FnOnce(Answer) -> R + Send + 'static,
+) -> Result<(R, Spent), ApiError> {
     let started = Instant::now();
-    let engine = st.engine()?.clone();
     let place = st.query_pool.admit(StatusCode::SERVICE_UNAVAILABLE)?;
+    let target = match (&st.reader, &st.cfg.bus) {
+        (Some(reader), _) => Target::Cluster(reader.view(&q).await),
+        (None, None) => Target::Engine(st.engine()?.clone()),
+        (None, Some(_)) => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_query_role",
+                "this node answers no queries (it runs without the query role); ask a query node",
+            ))
+        }
+    };
+    let mut missing = match &target {
+        Target::Cluster(v) => v.missing.clone(),
+        Target::Engine(_) => Vec::new(),
+    };
+    let regex_limit = st.cfg.engine.regex_size_limit;
     let cost = Arc::new(Cost::with_memory_limit(st.cfg.query_memory_bytes as u64));
     let _cancel = CancelOnDrop(cost.clone());
     let work_cost = cost.clone();
@@ -172,10 +237,22 @@ pub(crate) async fn run_query_then<R: Send + 'static>(
     // out query keeps it until it has really stopped.
     let work = st.query_pool.run(move || {
         let _place = place;
-        engine.query_with_cost(&q, &req, &work_cost).map(then)
+        match target {
+            Target::Engine(engine) => engine.query_with_cost(&q, &req, &work_cost).map(then),
+            Target::Cluster(v) => {
+                logpipe_storage::query_view(&v.segments, &v.chunks, &q, &req, &work_cost, regex_limit).map(then)
+            }
+        }
     });
     match tokio::time::timeout(st.cfg.query_timeout, work).await {
-        Ok(answer) => Ok((answer??, cost.summary())),
+        Ok(answer) => {
+            let answer = answer??;
+            let cost = cost.summary();
+            if cost.blocks_unavailable > 0 {
+                missing.push(format!("{} blocks could not be fetched from object storage", cost.blocks_unavailable));
+            }
+            Ok((answer, Spent { cost, missing }))
+        }
         Err(_) => {
             cost.cancel();
             Err(ApiError::new(
@@ -314,7 +391,7 @@ async fn answer(
     let mut p = params::parse(raw.as_deref(), extra)?;
     // what the caller may read is part of the query: every answer is computed within it
     p.query.app_scope = access.read_scope()?;
-    let spent: CostSummary;
+    let spent: Spent;
     let resp = match shape(st, &p, endpoint)? {
         Shape::Logs { limit, order, fields } => {
             let req = Request::Logs { limit, order, cursor: p.cursor };
@@ -338,17 +415,21 @@ async fn answer(
             let (Answer::Count(n), cost) = run(st, p, Request::Count).await? else {
                 unreachable!("count answers a count")
             };
+            let mut body = json!({ "count": n });
+            mark_partial(&mut body, &cost);
             spent = cost;
-            axum::Json(json!({ "count": n })).into_response()
+            axum::Json(body).into_response()
         }
         Shape::CountBy { key, limit } => {
             let req = Request::CountBy { key: key.clone(), limit };
             let (Answer::Values { values, total }, cost) = run(st, p, req).await? else {
                 unreachable!("count by answers values")
             };
-            spent = cost;
             let values: Vec<_> = values.into_iter().map(|(v, n)| json!({"value": v, "count": n})).collect();
-            axum::Json(json!({ "by": key, "values": values, "distinct": total })).into_response()
+            let mut body = json!({ "by": key, "values": values, "distinct": total });
+            mark_partial(&mut body, &cost);
+            spent = cost;
+            axum::Json(body).into_response()
         }
         Shape::Histogram { step } => {
             let (resp, cost) = histogram_answer(st, p, step, None).await?;
@@ -365,6 +446,13 @@ async fn answer(
     if let Ok(v) = HeaderValue::from_str(&cost_header(&spent, started)) {
         resp.headers_mut().insert(COST_HEADER, v);
     }
+    if !spent.missing.is_empty() {
+        // an NDJSON page has no room for a flag: every answer carries it as a header
+        let what = spent.missing.join("; ").replace(|c: char| !(' '..='~').contains(&c), "?");
+        if let Ok(v) = HeaderValue::from_str(&what) {
+            resp.headers_mut().insert(PARTIAL_HEADER, v);
+        }
+    }
     st.metrics.query_seconds.with_label_values(&[endpoint]).observe(started.elapsed().as_secs_f64());
     Ok(resp)
 }
@@ -375,7 +463,7 @@ async fn histogram_answer(
     p: QueryParams,
     step: i64,
     by: Option<(String, usize)>,
-) -> Result<(Response, CostSummary), ApiError> {
+) -> Result<(Response, Spent), ApiError> {
     let range = (p.query.from, p.query.to);
     let fill = p.fill_zero;
     let too_many = |what: &str| {
@@ -411,7 +499,9 @@ async fn histogram_answer(
         if buckets.len() > MAX_HISTOGRAM_BUCKETS {
             return Err(too_many("non-empty buckets"));
         }
-        return Ok((axum::Json(json!({ "buckets": filled(buckets) })).into_response(), cost));
+        let mut body = json!({ "buckets": filled(buckets) });
+        mark_partial(&mut body, &cost);
+        return Ok((axum::Json(body).into_response(), cost));
     };
     let req = Request::HistogramBy { step, key: key.clone(), limit };
     let (Answer::Series { series, other, total }, cost) = run(st, p, req).await? else {
@@ -427,6 +517,7 @@ async fn histogram_answer(
         let n: u64 = other.iter().map(|b| b.1).sum();
         body["other"] = json!({"values": total - limit, "count": n, "buckets": filled(other)});
     }
+    mark_partial(&mut body, &cost);
     Ok((axum::Json(body).into_response(), cost))
 }
 

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod nats;
+pub mod seaweed;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -20,6 +21,13 @@ impl Server {
     /// Starts the server on a free port with `data_dir` and waits until it is ready.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
         Server::ready(Server::spawn(data_dir, extra))
+    }
+
+    /// [`Server::start`] with environment variables set for the process.
+    pub fn start_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::ready(Server::spawn_with(data_dir, extra, |cmd| {
+            cmd.envs(env.iter().copied());
+        }))
     }
 
     /// [`Server::start`] with the process's open-file limit (soft and hard) set to `nofile`.

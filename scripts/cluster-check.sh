@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The bench kit's correctness check against a cluster on loopback: three NATS nodes (R3),
+# SeaweedFS as S3, two ingest, two store and two query nodes. Loads RECORDS records through
+# both ingest nodes at once and requires all 30 queries to match the oracle on a query node --
+# once at once (records held by store nodes and records already uploaded), once after every
+# batch is uploaded (object storage only, on the other query node) -- and `count by` and
+# `histogram by` to match it too.
+#
+#   scripts/cluster-check.sh [RECORDS]        (default 200000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+records=${1:-200000}
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
+build_release
+dir=$(mktemp -d)
+# shellcheck source=scripts/cluster-lib.sh
+. scripts/cluster-lib.sh
+trap 'stop_cluster; rm -rf "$dir"' EXIT
+
+python3 "$bench/loggen.py" --records "$records" --batch 1000 --out "$dir/native" >/dev/null 2>&1
+python3 "$bench/oracle.py" --quiet --out "$dir/expected.json" "$dir/native"
+# every other batch file through each ingest node
+mkdir -p "$dir/half-0" "$dir/half-1"
+i=0
+for f in "$dir"/native/batch-*; do ln -s "$f" "$dir/half-$((i % 2))/"; i=$((i + 1)); done
+
+start_nats 3
+start_seaweed
+flags=(--upload-interval 2s)
+node store-a store "${flags[@]}"
+node store-b store "${flags[@]}"
+node ingest-1 ingest; ingest_1=$node_url
+node ingest-2 ingest; ingest_2=$node_url
+node query-1 query; query_1=$node_url
+node query-2 query; query_2=$node_url
+
+python3 "$bench/load.py" "$dir/half-0" "$ingest_1/api/v1/logs" &
+l1=$!
+python3 "$bench/load.py" "$dir/half-1" "$ingest_2/api/v1/logs"
+wait $l1
+echo "--- queries at once (held by store nodes and uploaded), query node 1"
+python3 "$bench/run_queries.py" --adapter native --url "$query_1" --expected "$dir/expected.json" --runs 1 --warmup 0 | tail -n 1
+uploaded "$query_1"
+echo "--- count by and histogram by, against the oracle"
+python3 scripts/aggregations-check.py "$bench" "$dir/native" "$query_2"
+echo "--- queries from object storage, query node 2"
+python3 "$bench/run_queries.py" --adapter native --url "$query_2" --expected "$dir/expected.json" --runs 1 --warmup 0
