@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every check a change must pass: formatting, lints, unit, property and integration tests, a
-# short run of every fuzz target, and the bench kit's 30 queries against the oracle. The last line is the bench kit's tally.
+# short run of every fuzz target, and the bench kit's 30 queries against the oracle, on a
+# single node and on a cluster on loopback. The last line is the bench kit's tally.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
@@ -13,3 +14,4 @@ fi
 # every fuzz target for a few seconds from its kept corpus (docs/RELIABILITY.md)
 scripts/fuzz.sh "${LOGPIPE_FUZZ_SECONDS:-10}"
 scripts/bench-check.sh 200000
+scripts/cluster-check.sh 200000
