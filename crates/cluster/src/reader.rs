@@ -33,6 +33,11 @@ use crate::{Bus, Node};
 pub const PENDING_PATH: &str = "/internal/v1/pending";
 /// Largest scatter answer a query node reads from one store node.
 pub const MAX_PENDING_ANSWER: u64 = 1 << 30;
+/// How long a query node reuses the list of nodes it read from the registry...
+pub const NODE_LIST_TTL: Duration = Duration::from_secs(1);
+/// ...and how long a store node waits after registering before it takes batches: longer, so
+/// every query node knows it before it holds anything.
+pub const STORE_START_DELAY: Duration = Duration::from_millis(2500);
 /// Bytes read from the end of a segment object to find its footer and meta in one request.
 const TAIL_GUESS: u64 = 64 << 10;
 
@@ -77,6 +82,7 @@ pub struct Reader {
     /// This node's own store role, read directly instead of over HTTP.
     local: Option<(String, Arc<StoreNode>)>,
     newest: Mutex<Arc<Snapshot>>,
+    node_list: Mutex<Option<(std::time::Instant, Vec<Node>)>>,
     cache: Arc<Cache>,
     agent: ureq::Agent,
 }
@@ -106,7 +112,16 @@ impl Reader {
             .timeout(cfg.scatter_timeout)
             .max_idle_connections_per_host(4)
             .build();
-        Ok(Reader { bus, catalog, cfg, local, newest: Mutex::new(Arc::new(Snapshot::default())), cache, agent })
+        Ok(Reader {
+            bus,
+            catalog,
+            cfg,
+            local,
+            newest: Mutex::new(Arc::new(Snapshot::default())),
+            node_list: Mutex::new(None),
+            cache,
+            agent,
+        })
     }
 
     pub fn cache_stats(&self) -> CacheStats {
@@ -126,7 +141,7 @@ impl Reader {
         let mut view = View::default();
         // held batches first: one uploaded after this is in the catalog read below
         let mut held: Vec<(u64, Vec<Record>)> = Vec::new();
-        let nodes = match self.bus.nodes().await {
+        let nodes = match self.nodes().await {
             Ok(n) => n,
             Err(e) => {
                 view.missing.push(format!("the node registry: {e}"));
@@ -151,12 +166,14 @@ impl Reader {
                 Err(e) => view.missing.push(format!("store node {} ({}): {e}", node.id, node.url)),
             }
         }
-        let snap = match self.catalog.load().await {
-            Ok(s) => {
+        let have = self.newest.lock().clone();
+        let snap = match self.catalog.load_newer(Some(have.version).filter(|&v| v > 0)).await {
+            Ok(Some(s)) => {
                 let s = Arc::new(s);
                 *self.newest.lock() = s.clone();
                 s
             }
+            Ok(None) => have,
             Err(e) => {
                 view.missing.push(format!("the catalog: {e}"));
                 self.newest.lock().clone()
@@ -176,6 +193,19 @@ impl Reader {
             .map(|(_, records)| Arc::new(MemChunk::new(records)))
             .collect();
         view
+    }
+
+    /// The registry's nodes, read at most every [`NODE_LIST_TTL`]. A store node starts pulling
+    /// only [`STORE_START_DELAY`] after it registered, so no query misses the batches it holds.
+    async fn nodes(&self) -> Result<Vec<Node>, String> {
+        if let Some((at, nodes)) = &*self.node_list.lock() {
+            if at.elapsed() < NODE_LIST_TTL {
+                return Ok(nodes.clone());
+            }
+        }
+        let nodes = self.bus.nodes().await?;
+        *self.node_list.lock() = Some((std::time::Instant::now(), nodes.clone()));
+        Ok(nodes)
     }
 
     /// One store node's held batches that match.

@@ -151,6 +151,12 @@ impl StoreNode {
 
     /// Takes batches until `stop` turns true; then uploads what it holds (or hands it back).
     pub async fn run(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        // query nodes list the store nodes to ask at most NODE_LIST_TTL ago: hold nothing
+        // before every one of them can know this node (it registers as it starts)
+        tokio::select! {
+            _ = tokio::time::sleep(crate::reader::STORE_START_DELAY) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
         let consumer = loop {
             match self.bus.consumer().await {
                 Ok(c) => break c,
