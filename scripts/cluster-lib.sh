@@ -23,8 +23,11 @@ start_nats() {
   for ((i = 0; i < n; i++)); do routes+="${routes:+,}nats://127.0.0.1:${cp[$i]}"; done
   nats=""
   for ((i = 0; i < n; i++)); do
+    local clustered=()
+    # a lone server with cluster settings waits for peers that never come
+    [ "$n" -gt 1 ] && clustered=(--cluster_name logpipe --cluster "nats://127.0.0.1:${cp[$i]}" --routes "$routes")
     nats-server -a 127.0.0.1 -p "${np[$i]}" -m "${mp[$i]}" -js -sd "$dir/nats-$i" --server_name "n$i" \
-      --cluster_name logpipe --cluster "nats://127.0.0.1:${cp[$i]}" --routes "$routes" >"$dir/nats-$i.log" 2>&1 &
+      "${clustered[@]}" >"$dir/nats-$i.log" 2>&1 &
     procs+=($!)
     nats+="${nats:+,}nats://127.0.0.1:${np[$i]}"
   done
