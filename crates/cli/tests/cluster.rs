@@ -194,6 +194,20 @@ fn batches_go_through_jetstream_and_object_storage_and_are_queried_once_each() {
     let (status, body) = ingest(&ingest_1.base, "{\"app\": \"bad app!\", \"message\": \"x\"}\n");
     assert_eq!(status, 400, "{body}");
 
+    // the bucket, read without a server: every record once, every object intact
+    let out = Command::new(env!("CARGO_BIN_EXE_logpipe"))
+        .args(["inspect", "--json", "--verify", "--s3-bucket", BUCKET, "--s3-region", "us-east-1", "--s3-endpoint"])
+        .arg(&c.s3.s3)
+        .envs([("AWS_ACCESS_KEY_ID", ACCESS_KEY), ("AWS_SECRET_ACCESS_KEY", SECRET_KEY)])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let inspected: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let records: u64 = inspected["partitions"].as_array().unwrap().iter().map(|p| p["records"].as_u64().unwrap()).sum();
+    assert_eq!(records, 10_110, "{inspected}");
+    assert_eq!(inspected["errors"], json!([]), "{inspected}");
+    assert!(inspected["catalog"]["stream_sequences_stored"].as_u64().unwrap() >= 42, "{inspected}");
+
     // a query node goes away: the other answers everything
     query_1.crash();
     assert_eq!(count(&query_2.base, "app=orders"), 10_000);
