@@ -194,7 +194,28 @@ fn batches_go_through_jetstream_and_object_storage_and_are_queried_once_each() {
     let (status, body) = ingest(&ingest_1.base, "{\"app\": \"bad app!\", \"message\": \"x\"}\n");
     assert_eq!(status, 400, "{body}");
 
+    // a live tail on a query node sees what any ingest node acknowledges, and only that
+    let agent = ureq::AgentBuilder::new().timeout_read(Duration::from_secs(30)).build();
+    let resp = agent.get(&format!("{}/api/v1/tail?q=app:tailed", query_1.base)).call().unwrap();
+    let mut lines = BufReader::new(resp.into_reader());
+    assert_eq!(ingest(&ingest_1.base, &batch("tailed", 0, 2)).0, 200);
+    assert_eq!(ingest(&ingest_2.base, &batch("other", 0, 5)).0, 200);
+    assert_eq!(ingest(&ingest_2.base, &batch("tailed", 2, 1)).0, 200);
+    let mut tailed = Vec::new();
+    while tailed.len() < 3 {
+        let mut line = String::new();
+        assert!(lines.read_line(&mut line).unwrap() > 0, "the tail ended");
+        if let Some(data) = line.trim_end().strip_prefix("data: ") {
+            let v: serde_json::Value = serde_json::from_str(data).unwrap();
+            assert_eq!(v["app"], "tailed", "{v}");
+            tailed.push(v["message"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(tailed, ["record 0", "record 1", "record 2"]);
+    drop(lines);
+
     // the bucket, read without a server: every record once, every object intact
+    wait_until_uploaded(&query_1);
     let out = Command::new(env!("CARGO_BIN_EXE_logpipe"))
         .args(["inspect", "--json", "--verify", "--s3-bucket", BUCKET, "--s3-region", "us-east-1", "--s3-endpoint"])
         .arg(&c.s3.s3)
@@ -204,7 +225,7 @@ fn batches_go_through_jetstream_and_object_storage_and_are_queried_once_each() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let inspected: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let records: u64 = inspected["partitions"].as_array().unwrap().iter().map(|p| p["records"].as_u64().unwrap()).sum();
-    assert_eq!(records, 10_110, "{inspected}");
+    assert_eq!(records, 10_118, "{inspected}");
     assert_eq!(inspected["errors"], json!([]), "{inspected}");
     assert!(inspected["catalog"]["stream_sequences_stored"].as_u64().unwrap() >= 42, "{inspected}");
 

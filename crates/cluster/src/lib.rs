@@ -394,7 +394,8 @@ impl Bus {
         self.check_size(&payload)?;
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(ENCODING_HEADER, ENCODING);
-        let mut msg = jetstream::message::PublishMessage::build().payload(Bytes::from(payload)).headers(headers);
+        let payload = Bytes::from(payload);
+        let mut msg = jetstream::message::PublishMessage::build().payload(payload.clone()).headers(headers);
         if let Some(id) = msg_id {
             msg = msg.message_id(id);
         }
@@ -408,7 +409,23 @@ impl Bus {
         };
         let ack = self.js.send_publish(self.subject.clone(), msg).await.map_err(classify)?;
         let ack = ack.await.map_err(classify)?;
+        if !ack.duplicate {
+            // for live tails on query nodes: core NATS, delivered only where a tail listens
+            let _ = self.js.client().publish(self.acked_subject(), payload).await;
+        }
         Ok(Published { sequence: ack.sequence, duplicate: ack.duplicate })
+    }
+
+    /// The subject acknowledged batches are announced on, for live tails (not in the stream).
+    fn acked_subject(&self) -> String {
+        format!("{}.acked", self.cfg.stream)
+    }
+
+    /// Every batch acknowledged from now on, as ingest nodes announce them.
+    pub async fn subscribe_acked(&self) -> Result<async_nats::Subscriber, String> {
+        let sub = self.js.client().subscribe(self.acked_subject()).await.map_err(|e| e.to_string())?;
+        self.js.client().flush().await.map_err(|e| e.to_string())?;
+        Ok(sub)
     }
 
     pub(crate) async fn consumer(&self) -> Result<consumer::PullConsumer, String> {

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use logpipe_model::{AppName, AppPattern, Record};
 use logpipe_storage::segment::{Fetch, Segment, FOOTER_LEN, HEADER_LEN};
-use logpipe_storage::{batch, MemChunk, Query};
+use logpipe_storage::{batch, Acked, MemChunk, Query, TAIL_BACKLOG_GROUPS};
 use parking_lot::Mutex;
 
 use crate::catalog::{Catalog, CatalogError, SegmentEntry, Snapshot};
@@ -83,6 +83,9 @@ pub struct Reader {
     local: Option<(String, Arc<StoreNode>)>,
     newest: Mutex<Arc<Snapshot>>,
     node_list: Mutex<Option<(std::time::Instant, Vec<Node>)>>,
+    /// Live tails' feed while any tail listens.
+    tail: Arc<Mutex<Option<tokio::sync::broadcast::Sender<Arc<Acked>>>>>,
+    tail_next: Arc<AtomicU64>,
     cache: Arc<Cache>,
     agent: ureq::Agent,
 }
@@ -119,6 +122,8 @@ impl Reader {
             local,
             newest: Mutex::new(Arc::new(Snapshot::default())),
             node_list: Mutex::new(None),
+            tail: Arc::new(Mutex::new(None)),
+            tail_next: Arc::new(AtomicU64::new(0)),
             cache,
             agent,
         })
@@ -193,6 +198,55 @@ impl Reader {
             .map(|(_, records)| Arc::new(MemChunk::new(records)))
             .collect();
         view
+    }
+
+    /// Every batch acknowledged from now on (as ingest nodes announce them), for a live tail;
+    /// also the number the next record will have, as `Engine::subscribe`. The query node
+    /// listens to the announcements only while a tail does.
+    pub async fn subscribe_tail(&self) -> Result<(tokio::sync::broadcast::Receiver<Arc<Acked>>, u64), String> {
+        if let Some(tx) = self.tail.lock().as_ref() {
+            return Ok((tx.subscribe(), self.tail_next.load(Relaxed)));
+        }
+        // subscribed (and the NATS server told) before the tail is answered
+        let mut sub = self.bus.subscribe_acked().await?;
+        let mut feed = self.tail.lock();
+        if let Some(tx) = feed.as_ref() {
+            // another tail started the feed meanwhile; this subscription goes
+            return Ok((tx.subscribe(), self.tail_next.load(Relaxed)));
+        }
+        let (tx, rx) = tokio::sync::broadcast::channel(TAIL_BACKLOG_GROUPS);
+        *feed = Some(tx.clone());
+        drop(feed);
+        let (slot, next) = (self.tail.clone(), self.tail_next.clone());
+        tokio::spawn(async move {
+            loop {
+                let got = tokio::time::timeout(Duration::from_secs(5), futures_util::StreamExt::next(&mut sub)).await;
+                {
+                    // the last tail is gone: stop listening
+                    let mut feed = slot.lock();
+                    if tx.receiver_count() == 0 {
+                        *feed = None;
+                        return;
+                    }
+                }
+                let msg = match got {
+                    Ok(Some(m)) => m,
+                    Ok(None) => {
+                        *slot.lock() = None;
+                        return;
+                    }
+                    Err(_) => continue,
+                };
+                let records = match tokio::task::spawn_blocking(move || crate::decode(&msg.payload)).await {
+                    Ok(Ok(r)) => r,
+                    _ => continue,
+                };
+                let n = records.len() as u64;
+                let first = next.fetch_add(n, Relaxed);
+                let _ = tx.send(Arc::new(Acked::new(first, n, records)));
+            }
+        });
+        Ok((rx, self.tail_next.load(Relaxed)))
     }
 
     /// The registry's nodes, read at most every [`NODE_LIST_TTL`]. A store node starts pulling

@@ -45,15 +45,27 @@ pub async fn tail(
     Extension(access): Extension<Access>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let res = tail_inner(&st, &access, raw);
+    let res = tail_inner(&st, &access, raw).await;
     if let Err(e) = &res {
         st.metrics.rejected.with_label_values(&["tail", e.reason()]).inc();
     }
     res
 }
 
-fn tail_inner(st: &Arc<AppState>, access: &Access, raw: Option<String>) -> Result<Response, ApiError> {
-    let engine = st.engine()?.clone();
+async fn tail_inner(st: &Arc<AppState>, access: &Access, raw: Option<String>) -> Result<Response, ApiError> {
+    // where acknowledged batches come from: the engine, or (query node) the ingest nodes'
+    // announcements
+    let engine = match &st.reader {
+        Some(_) => None,
+        None if st.cfg.bus.is_some() => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_query_role",
+                "this node answers no queries (it runs without the query role); ask a query node",
+            ))
+        }
+        None => Some(st.engine()?.clone()),
+    };
     let mut p = params::parse(raw.as_deref(), &[])?;
     p.query.app_scope = access.read_scope()?;
     let mut limit = None;
@@ -78,9 +90,15 @@ fn tail_inner(st: &Arc<AppState>, access: &Access, raw: Option<String>) -> Resul
         )
     })?;
     // compiling a regex is CPU work; it is capped in size, and a tail compiles once
-    let filter = Arc::new(engine.compile(&p.query)?);
+    let filter = Arc::new(Filter::compile(&p.query, st.cfg.engine.regex_size_limit)?);
     let buffer = Arc::new(Buffer::new(st.cfg.tail_buffer_bytes));
-    let (rx, next) = engine.subscribe();
+    let (rx, next) = match (&engine, &st.reader) {
+        (Some(engine), _) => engine.subscribe(),
+        (None, Some(reader)) => {
+            reader.subscribe_tail().await.map_err(|e| ApiError::unavailable("nats_unreachable", e))?
+        }
+        (None, None) => unreachable!("checked above"),
+    };
     tokio::spawn(matcher(rx, next, filter, buffer.clone()));
     st.metrics.tails.inc();
     let reader = Reader {
