@@ -538,13 +538,13 @@ fn bus_config(args: &ServeArgs, roles: logpipe_server::Roles) -> Result<Option<l
         return Ok(None);
     };
     anyhow::ensure!(
+        roles.ingest || (args.syslog_tcp.is_none() && args.syslog_udp.is_none()),
+        "--syslog-tcp and --syslog-udp take writes: they need the ingest role"
+    );
+    anyhow::ensure!(
         !(roles.query || roles.store) || args.s3_bucket.is_some(),
         "--role store and --role query need object storage: --s3-bucket (and --s3-endpoint or \
          AWS_ENDPOINT for a bucket outside AWS; see docs/CLUSTER.md)"
-    );
-    anyhow::ensure!(
-        args.syslog_tcp.is_none() && args.syslog_udp.is_none(),
-        "syslog listeners are not available in cluster mode yet; send syslog to an embedded node or over HTTP"
     );
     let mut cfg = logpipe_cluster::BusConfig::new(urls.split(',').map(|u| u.trim().to_string()).collect());
     if let Some(s) = &args.nats_stream {

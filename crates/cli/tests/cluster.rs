@@ -409,6 +409,8 @@ fn roles_need_cluster_settings_and_object_storage() {
     let bad_prefix = ["--role", "store", "--nats-url", "nats://127.0.0.1:1", "--s3-bucket", "b", "--s3-prefix", "../x"];
     assert!(run(&bad_prefix).contains("--s3-prefix"));
     assert!(run(&["--role", "bogus"]).contains("unknown role"));
+    let syslog_query = ["--role", "query", "--nats-url", "nats://127.0.0.1:1", "--syslog-tcp", "127.0.0.1:0"];
+    assert!(run(&syslog_query).contains("need the ingest role"));
 }
 
 #[test]
@@ -567,4 +569,35 @@ fn the_bucket_is_merged_and_expired_under_a_lease_that_moves_when_its_holder_die
     let seen = holdings(&query, "merged");
     assert_eq!(seen.len(), sent);
     assert!(seen.values().all(|&n| n == 1));
+}
+
+#[test]
+fn syslog_on_an_ingest_node_goes_through_the_stream() {
+    let c = Cluster::start(1, &["--nats-replicas", "1"]);
+    let _store = c.node("store", "store");
+    let ingest_1 = c.node_with("ingest", "ingest", &["--syslog-tcp", "127.0.0.1:0", "--syslog-udp", "127.0.0.1:0"]);
+    let query = c.node("query", "query");
+    let addr = |proto: &str| {
+        let prefix = format!("logpipe syslog {proto} on ");
+        ingest_1.printed.iter().find_map(|l| l.strip_prefix(&prefix)).expect("syslog address printed").to_string()
+    };
+    let frame = |i: usize| format!("<134>1 2026-11-29T00:00:00.{i:06}Z host1 sysapp - - - line {i}\n");
+    let mut tcp = std::net::TcpStream::connect(addr("tcp")).unwrap();
+    for i in 0..500 {
+        tcp.write_all(frame(i).as_bytes()).unwrap();
+    }
+    drop(tcp);
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 500..520 {
+        udp.send_to(frame(i).as_bytes(), addr("udp")).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count(&query.base, "app=sysapp") < 520 {
+        assert!(Instant::now() < deadline, "syslog records did not arrive: {}", count(&query.base, "app=sysapp"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let got = stored(&query.base, "sysapp");
+    assert_eq!(got.len(), 520);
+    assert_eq!(got[0]["message"], "line 0");
 }

@@ -406,12 +406,13 @@ pub async fn serve_all(
     let store_task = state.store_node.clone().map(|n| tokio::spawn(n.run(state.stopping.subscribe())));
     let compact_task = state.compactor.clone().map(|c| tokio::spawn(c.run(state.stopping.subscribe())));
     let mut syslog_tasks = Vec::new();
-    if let Some(engine) = state.engine.get().cloned() {
+    // syslog goes where this node's writes go: its engine, or (cluster mode) the stream
+    if let Ok(sink) = state.sink() {
         if let Some(tcp) = syslog.tcp {
-            syslog_tasks.push(tokio::spawn(compat::syslog::serve_tcp(state.clone(), tcp, engine.clone())));
+            syslog_tasks.push(tokio::spawn(compat::syslog::serve_tcp(state.clone(), tcp, sink.clone())));
         }
         if let Some(udp) = syslog.udp {
-            syslog_tasks.push(tokio::spawn(compat::syslog::serve_udp(state.clone(), udp, engine)));
+            syslog_tasks.push(tokio::spawn(compat::syslog::serve_udp(state.clone(), udp, sink)));
         }
     }
     server.await.map_err(|e| ServerError::Setup(e.to_string()))??;

@@ -26,7 +26,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 use crate::compat::otlp::sanitize_app;
 use crate::now_ns;
-use crate::AppState;
+use crate::{AppState, Sink};
 
 /// Largest syslog frame accepted by default (RFC 5425 asks receivers for at least 2 KiB; most
 /// senders cap lines at 8 KiB, journald at 64 KiB).
@@ -281,7 +281,7 @@ fn bsd_time(s: &str, now: i64) -> Option<i64> {
 /// Parses `frames` on the ingest pool (never on the async runtime) and submits the records,
 /// waiting while the pool or the engine is full (TCP: backpressure) unless `drop_when_full`
 /// (UDP). Returns how many were stored.
-async fn submit(st: &AppState, engine: &Arc<Engine>, frames: Vec<Vec<u8>>, drop_when_full: bool) -> usize {
+async fn submit(st: &Arc<AppState>, sink: &Sink, frames: Vec<Vec<u8>>, drop_when_full: bool) -> usize {
     if frames.is_empty() {
         return 0;
     }
@@ -296,7 +296,8 @@ async fn submit(st: &AppState, engine: &Arc<Engine>, frames: Vec<Vec<u8>>, drop_
             }
         }
     };
-    let (limits, metrics, cutoff_engine) = (st.cfg.limits, st.metrics.clone(), engine.clone());
+    let (limits, metrics, cutoff_sink) = (st.cfg.limits, st.metrics.clone(), sink.clone());
+    let state = st.clone();
     let parsed = st
         .ingest_pool
         .run(move || {
@@ -304,7 +305,9 @@ async fn submit(st: &AppState, engine: &Arc<Engine>, frames: Vec<Vec<u8>>, drop_
             let mut records = Vec::with_capacity(frames.len());
             for f in &frames {
                 match parse(f, now, &limits) {
-                    Ok(r) if cutoff_engine.retention_cutoff(&r.app).is_none_or(|c| r.ts >= c) => records.push(r),
+                    Ok(r) if cutoff_sink.retention_cutoff(&state.cfg, &r.app).is_none_or(|c| r.ts >= c) => {
+                        records.push(r)
+                    }
                     Ok(_) => metrics.rejected.with_label_values(&["syslog", "older_than_retention"]).inc(),
                     Err(_) => metrics.rejected.with_label_values(&["syslog", "bad_message"]).inc(),
                 }
@@ -323,21 +326,33 @@ async fn submit(st: &AppState, engine: &Arc<Engine>, frames: Vec<Vec<u8>>, drop_
     for r in &records {
         *per_app.entry(r.app.clone()).or_default() += 1;
     }
+    let stored = match sink {
+        Sink::Engine(engine) => to_engine(st, engine, records, drop_when_full).await,
+        Sink::Bus(bus) => to_bus(st, bus, records, drop_when_full).await,
+    };
+    if stored {
+        for (app, c) in per_app {
+            st.metrics.records_ingested.with_label_values(&[app.as_str()]).inc_by(c);
+        }
+        n
+    } else {
+        0
+    }
+}
+
+/// Stores `records` in the engine, waiting while it is full unless `drop_when_full`.
+async fn to_engine(st: &AppState, engine: &Arc<Engine>, records: Vec<Record>, drop_when_full: bool) -> bool {
+    let n = records.len() as u64;
     let mut pending = records;
     loop {
         // the engine takes the batch by value; TCP offers a refused one again, so keeps a copy
         let retry = (!drop_when_full).then(|| pending.clone());
         match engine.submit(std::mem::take(&mut pending)) {
             Ok(ticket) => match ticket.await {
-                Ok(Ok(_)) => {
-                    for (app, c) in per_app {
-                        st.metrics.records_ingested.with_label_values(&[app.as_str()]).inc_by(c);
-                    }
-                    return n;
-                }
+                Ok(Ok(_)) => return true,
                 _ => {
-                    st.metrics.rejected.with_label_values(&["syslog", "not_stored"]).inc_by(n as u64);
-                    return 0;
+                    st.metrics.rejected.with_label_values(&["syslog", "not_stored"]).inc_by(n);
+                    return false;
                 }
             },
             Err(
@@ -351,11 +366,53 @@ async fn submit(st: &AppState, engine: &Arc<Engine>, frames: Vec<Vec<u8>>, drop_
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Err(_) => {
-                st.metrics.rejected.with_label_values(&["syslog", "overloaded"]).inc_by(n as u64);
-                return 0;
+                st.metrics.rejected.with_label_values(&["syslog", "overloaded"]).inc_by(n);
+                return false;
             }
         }
     }
+}
+
+/// Cluster mode: publishes `records` to the stream (in parts that fit a message), waiting
+/// while JetStream pushes back unless `drop_when_full`.
+async fn to_bus(st: &AppState, bus: &Arc<logpipe_cluster::Bus>, records: Vec<Record>, drop_when_full: bool) -> bool {
+    let n = records.len() as u64;
+    let mut parts = vec![records];
+    while let Some(part) = parts.pop() {
+        let (part, payload) = match tokio::task::spawn_blocking(move || {
+            let p = logpipe_cluster::Bus::encode(&part);
+            (part, p)
+        })
+        .await
+        {
+            Ok(x) => x,
+            Err(_) => return false,
+        };
+        if bus.check_size(&payload).is_err() && part.len() > 1 {
+            let mut part = part;
+            let second = part.split_off(part.len() / 2);
+            parts.push(second);
+            parts.push(part);
+            continue;
+        }
+        loop {
+            match bus.publish(payload.clone(), None).await {
+                Ok(_) => break,
+                Err(logpipe_cluster::BusError::Refused(_) | logpipe_cluster::BusError::Unavailable(_))
+                    if !drop_when_full =>
+                {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                Err(_) => {
+                    // what was published before this part stays published: syslog has no
+                    // acknowledgement to withdraw
+                    st.metrics.rejected.with_label_values(&["syslog", "overloaded"]).inc_by(n);
+                    return false;
+                }
+            }
+        }
+    }
+    true
 }
 
 /// The records of the apps within their ingest limits (`--app-records-per-second`, ...). Syslog
@@ -380,7 +437,7 @@ fn within_rate_limits(st: &AppState, records: Vec<Record>) -> Vec<Record> {
 }
 
 /// Serves syslog over TCP until `stop` is set.
-pub async fn serve_tcp(st: Arc<AppState>, listener: TcpListener, engine: Arc<Engine>) {
+pub async fn serve_tcp(st: Arc<AppState>, listener: TcpListener, engine: Sink) {
     let places = Arc::new(tokio::sync::Semaphore::new(st.cfg.syslog_max_connections));
     let mut stop = st.stopping.subscribe();
     loop {
@@ -404,7 +461,7 @@ pub async fn serve_tcp(st: Arc<AppState>, listener: TcpListener, engine: Arc<Eng
     }
 }
 
-async fn connection(st: &AppState, mut sock: TcpStream, engine: &Arc<Engine>) {
+async fn connection(st: &Arc<AppState>, mut sock: TcpStream, engine: &Sink) {
     let max = st.cfg.syslog_max_frame;
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut stop = st.stopping.subscribe();
@@ -454,7 +511,7 @@ async fn connection(st: &AppState, mut sock: TcpStream, engine: &Arc<Engine>) {
 }
 
 /// Serves syslog over UDP (one message per datagram) until `stop` is set.
-pub async fn serve_udp(st: Arc<AppState>, sock: UdpSocket, engine: Arc<Engine>) {
+pub async fn serve_udp(st: Arc<AppState>, sock: UdpSocket, engine: Sink) {
     let mut stop = st.stopping.subscribe();
     let mut buf = vec![0u8; 65_536];
     loop {
