@@ -601,3 +601,52 @@ fn syslog_on_an_ingest_node_goes_through_the_stream() {
     assert_eq!(got.len(), 520);
     assert_eq!(got[0]["message"], "line 0");
 }
+
+#[test]
+fn every_protocol_writes_through_ingest_nodes_and_the_loki_api_reads_through_query_nodes() {
+    let c = Cluster::start(1, &["--nats-replicas", "1"]);
+    let _store = c.node("store", "store");
+    let ingest_1 = c.node("ingest", "ingest");
+    let query = c.node("query", "query");
+    let now = now_ns();
+    let bulk = format!(
+        "{{\"index\":{{\"_index\":\"bulk-app\"}}}}\n{{\"message\":\"from bulk\",\"@timestamp\":{}}}\n",
+        now / 1_000_000
+    );
+    let (status, body) = post(&ingest_1.base, "/_bulk", bulk.as_bytes(), &[("content-type", "application/x-ndjson")]);
+    assert_eq!(status, 200, "{body}");
+    let jsonline = format!("{{\"_msg\":\"from jsonline\",\"_time\":{now}}}\n");
+    assert_eq!(post(&ingest_1.base, "/insert/jsonline?app=vl-app", jsonline.as_bytes(), &[]).0, 200);
+    let push = json!({"streams": [{"stream": {"app": "loki-app", "level": "error"},
+        "values": [[now.to_string(), "from loki push"], [(now + 1).to_string(), "second line"]]}]});
+    let (status, body) =
+        post(&ingest_1.base, "/loki/api/v1/push", push.to_string().as_bytes(), &[("content-type", "application/json")]);
+    assert_eq!(status, 204, "{body}");
+    let otlp = json!({"resourceLogs": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "otlp-app"}}]},
+        "scopeLogs": [{"logRecords": [{"timeUnixNano": now.to_string(), "body": {"stringValue": "from otlp"}}]}]}]});
+    let (status, body) =
+        post(&ingest_1.base, "/v1/logs", otlp.to_string().as_bytes(), &[("content-type", "application/json")]);
+    assert_eq!(status, 200, "{body}");
+
+    for (app, n) in [("bulk-app", 1), ("vl-app", 1), ("loki-app", 2), ("otlp-app", 1)] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while count(&query.base, &format!("app={app}")) < n {
+            assert!(Instant::now() < deadline, "{app} did not arrive");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    wait_until_uploaded(&query);
+    let range = format!("start={}&end={}", now - 60_000_000_000, now + 60_000_000_000);
+    let path = format!("/loki/api/v1/query_range?query={}&{range}", q(r#"{app="loki-app"} |= "loki""#));
+    let (status, body, _) = get(&query.base, &path);
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let values = &v["data"]["result"][0]["values"];
+    assert_eq!(values.as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(values[0][1], "from loki push");
+    let (status, body, _) = get(&query.base, &format!("/loki/api/v1/label/app/values?{range}"));
+    assert_eq!(status, 200, "{body}");
+    for app in ["bulk-app", "vl-app", "loki-app", "otlp-app"] {
+        assert!(body.contains(app), "{body}");
+    }
+}
