@@ -461,6 +461,11 @@ fn object_storage_down_queries_say_so_ingest_buffers_and_everything_catches_up()
         assert_eq!(status, 200, "{body}");
     }
     std::thread::sleep(Duration::from_secs(2));
+    // readiness says so on the nodes that need the bucket, not on the ingest node
+    let (status, body, _) = get(&query.base, "/ready");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("object_storage_unreachable"), "{body}");
+    assert_eq!(get(&ingest_1.base, "/ready").0, 200);
     // a query says what it could not reach: partial (native API), or a clear 503
     let (status, body, _) = get(&query.base, "/api/v1/count?app=outage");
     match status {

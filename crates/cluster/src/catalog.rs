@@ -195,6 +195,11 @@ impl Catalog {
         Ok(v)
     }
 
+    /// Whether the bucket answers: one listing of the catalog (for readiness probes).
+    pub async fn check(&self) -> Result<(), CatalogError> {
+        self.versions().await.map(|_| ())
+    }
+
     /// The newest snapshot (version 0, empty, before the first change).
     pub async fn load(&self) -> Result<Snapshot, CatalogError> {
         Ok(self.load_newer(None).await?.unwrap_or_default())

@@ -15,11 +15,23 @@ pub async fn health() -> impl IntoResponse {
     axum::Json(serde_json::json!({"status": "ok"}))
 }
 
-/// Ready once the WAL is replayed and writes are accepted.
+/// Ready once the WAL is replayed and writes are accepted; in cluster mode, while NATS is
+/// connected and (store and query roles) the bucket answers.
 pub async fn ready(State(st): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
     if let Some(bus) = &st.cfg.bus {
         if !bus.0.connected() {
             return Err(ApiError::unavailable("nats_unreachable", "no connection to any NATS server".into()));
+        }
+    }
+    if let (Some(storage), true) = (&st.cfg.storage, st.cfg.roles.store || st.cfg.roles.query) {
+        let checked = tokio::time::timeout(std::time::Duration::from_secs(5), storage.catalog.check()).await;
+        let why = match checked {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some("no answer within 5 s".to_string()),
+        };
+        if let Some(why) = why {
+            return Err(ApiError::unavailable("object_storage_unreachable", format!("{}: {why}", storage.describe)));
         }
     }
     if st.cfg.roles.store && st.cfg.bus.is_none() {
