@@ -185,10 +185,18 @@ impl Reader {
             }
         };
         self.cache.forget_except(&snap);
-        for e in snap.segments.iter().filter(|e| may_match(e, q)) {
-            match self.cache.open(&self.catalog, e).await {
-                Ok(seg) => view.segments.push(seg),
-                Err(err) => view.missing.push(format!("segment {}: {err}", e.key)),
+        // segments not in the cache yet are opened (three ranged reads each) 16 at a time
+        let wanted: Vec<SegmentEntry> = snap.segments.iter().filter(|e| may_match(e, q)).cloned().collect();
+        for chunk in wanted.chunks(16) {
+            let mut opens = Vec::with_capacity(chunk.len());
+            for e in chunk {
+                opens.push(self.cache.open(&self.catalog, e));
+            }
+            for (e, got) in chunk.iter().zip(futures_util::future::join_all(opens).await) {
+                match got {
+                    Ok(seg) => view.segments.push(seg),
+                    Err(err) => view.missing.push(format!("segment {}: {err}", e.key)),
+                }
             }
         }
         self.cache.evict();
@@ -446,7 +454,9 @@ impl Cache {
             tail_at = meta_offset;
         }
         // object keys come from the catalog: the local name is a hash, never the key
-        let path = self.dir.join(format!("{:016x}.seg", xxhash_rust::xxh3::xxh3_64(e.key.as_bytes())));
+        // (a number per open too: two queries opening the same segment at once must not share
+        // a file one of them is about to drop)
+        let path = self.dir.join(format!("{:016x}-{tick}.seg", xxhash_rust::xxh3::xxh3_64(e.key.as_bytes())));
         let local = |err: std::io::Error| CatalogError::Local(format!("{}: {err}", path.display()));
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -479,7 +489,16 @@ impl Cache {
                 return Err(CatalogError::Local(err.to_string()));
             }
         };
-        self.entries.lock().insert(e.key.clone(), Cached { seg: seg.clone(), file: remote, last_used: tick });
+        let mut entries = self.entries.lock();
+        if let Some(c) = entries.get(&e.key) {
+            // opened by another query meanwhile: use that one, drop this copy
+            let kept = c.seg.clone();
+            drop(entries);
+            self.bytes.fetch_sub(remote.bytes.load(Relaxed), Relaxed);
+            let _ = std::fs::remove_file(&path);
+            return Ok(kept);
+        }
+        entries.insert(e.key.clone(), Cached { seg: seg.clone(), file: remote, last_used: tick });
         Ok(seg)
     }
 
