@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
 cargo test --workspace --quiet 2>&1 | tee /tmp/logpipe-cargo-test.log | grep -E '^test result|FAILED|panicked' || true
-if grep -qE 'FAILED|error(\[|:)' /tmp/logpipe-cargo-test.log || ! grep -q '^test result' /tmp/logpipe-cargo-test.log; then
+# (compiler errors start their line; the servers the tests start log "error: ..." mid-line)
+if grep -qE 'FAILED|^error(\[|:)' /tmp/logpipe-cargo-test.log || ! grep -q '^test result' /tmp/logpipe-cargo-test.log; then
   cat /tmp/logpipe-cargo-test.log
   exit 1
 fi
