@@ -155,8 +155,9 @@ impl Compactor {
     /// One round: retention, merges, deletions. Renews the lease between merges and stops
     /// as soon as it is lost.
     async fn round(&self, rev: &mut Option<u64>) -> Result<(), CatalogError> {
-        self.expire().await?;
-        let snap = self.catalog.load().await?;
+        // one read of the catalog plans the round: merges check their inputs again when they
+        // swap, and garbage only becomes due minutes after it is listed
+        let snap = self.expire().await?;
         for inputs in self.plan(&snap) {
             if !self.bus.hold_lease(LEASE, &self.node_id, rev).await {
                 self.holds.store(false, Relaxed);
@@ -164,11 +165,12 @@ impl Compactor {
             }
             self.merge(inputs).await?;
         }
-        self.delete_garbage().await
+        self.delete_garbage(&snap).await
     }
 
-    /// Drops the segments wholly past their app's retention from the catalog.
-    async fn expire(&self) -> Result<(), CatalogError> {
+    /// Drops the segments wholly past their app's retention from the catalog; returns the
+    /// newest catalog.
+    async fn expire(&self) -> Result<Snapshot, CatalogError> {
         let now = now_ns();
         let retention = self.cfg.retention.clone();
         let expired = move |e: &SegmentEntry| {
@@ -176,7 +178,8 @@ impl Compactor {
         };
         let mut dropped = 0;
         let grace = self.cfg.delete_grace;
-        self.catalog
+        let snap = self
+            .catalog
             .update(|snap| {
                 let (gone, kept): (Vec<SegmentEntry>, Vec<SegmentEntry>) =
                     std::mem::take(&mut snap.segments).into_iter().partition(|e| expired(e));
@@ -190,7 +193,7 @@ impl Compactor {
             tracing::info!(segments = dropped, "segments past their retention left the catalog");
             self.segments_expired.fetch_add(dropped as u64, Relaxed);
         }
-        Ok(())
+        Ok(snap)
     }
 
     /// The merges due: per app-day, its smallest segments when it has too many, or all of a
@@ -234,9 +237,9 @@ impl Compactor {
         let day = parse_day_name(&first.day).ok_or_else(|| CatalogError::Local(format!("bad day {:?}", first.day)))?;
         let n = self.next.fetch_add(1, Relaxed);
         let dir = self.cfg.work_dir.join(format!("m{n}"));
-        std::fs::create_dir_all(&dir).map_err(|e| CatalogError::Local(e.to_string()))?;
+        tokio::fs::create_dir_all(&dir).await.map_err(|e| CatalogError::Local(e.to_string()))?;
         let result = self.merge_in(&dir, n, PartitionKey { app, day }, &inputs).await;
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = tokio::fs::remove_dir_all(&dir).await;
         result
     }
 
@@ -317,8 +320,7 @@ impl Compactor {
     }
 
     /// Deletes the objects whose grace is over, then forgets them.
-    async fn delete_garbage(&self) -> Result<(), CatalogError> {
-        let snap = self.catalog.load().await?;
+    async fn delete_garbage(&self, snap: &Snapshot) -> Result<(), CatalogError> {
         let now = now_ns();
         let due: Vec<String> = snap.garbage.iter().filter(|g| g.delete_after <= now).map(|g| g.key.clone()).collect();
         if due.is_empty() {

@@ -457,38 +457,49 @@ impl Cache {
         // (a number per open too: two queries opening the same segment at once must not share
         // a file one of them is about to drop)
         let path = self.dir.join(format!("{:016x}-{tick}.seg", xxhash_rust::xxh3::xxh3_64(e.key.as_bytes())));
-        let local = |err: std::io::Error| CatalogError::Local(format!("{}: {err}", path.display()));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .map_err(local)?;
-        file.set_len(e.bytes).map_err(local)?;
-        file.write_all_at(&header, 0).map_err(local)?;
-        file.write_all_at(&tail, tail_at).map_err(local)?;
         let fetched = header.len() as u64 + tail.len() as u64;
-        self.bytes.fetch_add(fetched, Relaxed);
-        let remote = Arc::new(Remote {
-            catalog: catalog.clone(),
-            key: e.key.clone(),
-            file,
-            blocks: Mutex::new(HashSet::new()),
-            bytes: AtomicU64::new(fetched),
-            cache_bytes: self.bytes.clone(),
-            hits: self.hits.clone(),
-            misses: self.misses.clone(),
-            rt: tokio::runtime::Handle::current(),
-        });
-        let seg = match Segment::open_remote(&path, remote.clone()) {
-            Ok(s) => Arc::new(s),
-            Err(err) => {
-                self.bytes.fetch_sub(fetched, Relaxed);
-                let _ = std::fs::remove_file(&path);
-                return Err(CatalogError::Local(err.to_string()));
+        let remote_of = {
+            let (catalog, key, rt) = (catalog.clone(), e.key.clone(), tokio::runtime::Handle::current());
+            let (cache_bytes, hits, misses) = (self.bytes.clone(), self.hits.clone(), self.misses.clone());
+            move |file| Remote {
+                catalog,
+                key,
+                file,
+                blocks: Mutex::new(HashSet::new()),
+                bytes: AtomicU64::new(fetched),
+                cache_bytes,
+                hits,
+                misses,
+                rt,
             }
         };
+        // the local file is written and opened off the async runtime
+        let (len, at) = (e.bytes, path.clone());
+        let opened = tokio::task::spawn_blocking(move || -> Result<(Arc<Segment>, Arc<Remote>), String> {
+            let local = |err: std::io::Error| format!("{}: {err}", at.display());
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&at)
+                .map_err(local)?;
+            file.set_len(len).map_err(local)?;
+            file.write_all_at(&header, 0).map_err(local)?;
+            file.write_all_at(&tail, tail_at).map_err(local)?;
+            let remote = Arc::new(remote_of(file));
+            match Segment::open_remote(&at, remote.clone()) {
+                Ok(seg) => Ok((Arc::new(seg), remote)),
+                Err(err) => {
+                    let _ = std::fs::remove_file(&at);
+                    Err(err.to_string())
+                }
+            }
+        })
+        .await
+        .map_err(|err| CatalogError::Local(err.to_string()))?;
+        let (seg, remote) = opened.map_err(CatalogError::Local)?;
+        self.bytes.fetch_add(fetched, Relaxed);
         let mut entries = self.entries.lock();
         if let Some(c) = entries.get(&e.key) {
             // opened by another query meanwhile: use that one, drop this copy
