@@ -16,20 +16,28 @@ use serde_json::json;
 
 const BUCKET: &str = "logpipe-test";
 
+/// One cluster at a time: each is a dozen processes, and two at once on a two-core machine
+/// already running the rest of the suite make start-up deadlines a matter of luck.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// NATS and SeaweedFS, and the flags that point logpipe nodes at them.
 struct Cluster {
     dir: tempfile::TempDir,
     nats: NatsCluster,
     s3: Seaweed,
     extra: Vec<String>,
+    // dropped last: the next cluster starts once this one's processes are gone
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Cluster {
     fn start(nats_nodes: usize, extra: &[&str]) -> Cluster {
+        // a test that failed while holding the turn has poisoned it; the next one still runs
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let nats = NatsCluster::start(dir.path(), nats_nodes);
         let s3 = Seaweed::start(&dir.path().join("seaweed"), BUCKET);
-        Cluster { dir, nats, s3, extra: extra.iter().map(|s| s.to_string()).collect() }
+        Cluster { _turn: turn, dir, nats, s3, extra: extra.iter().map(|s| s.to_string()).collect() }
     }
 
     fn args(&self, role: &str) -> Vec<String> {
@@ -91,8 +99,10 @@ fn wait_for(query: &Server, app: &str, n: usize) -> HashMap<String, usize> {
 fn wait_until_uploaded(node: &Server) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let status = get_json(&node.base, "/api/v1/cluster");
-        if status["cluster"]["stream"]["messages"] == 0 || Instant::now() > deadline {
+        // (503 while NATS elects a leader after a server comes or goes: asked again)
+        let (code, body, _) = get(&node.base, "/api/v1/cluster");
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        if (code == 200 && status["cluster"]["stream"]["messages"] == 0) || Instant::now() > deadline {
             return status;
         }
         std::thread::sleep(Duration::from_millis(100));

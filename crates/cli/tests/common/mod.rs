@@ -51,7 +51,7 @@ impl Server {
     /// Waits until `s` is ready.
     fn ready(s: Server) -> Server {
         assert!(s.base.starts_with("http://127.0.0.1:"), "unexpected address {}", s.base);
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(90);
         while get(&s.base, "/ready").0 != 200 {
             assert!(Instant::now() < deadline, "server not ready in time");
             std::thread::sleep(Duration::from_millis(20));

@@ -100,7 +100,7 @@ impl NatsCluster {
 
     /// Waits until node `i` answers `/healthz` with 200 (JetStream up, meta leader known).
     pub fn wait_healthy(&self, i: usize) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(90);
         let url = format!("http://127.0.0.1:{}/healthz", self.monitors[i]);
         loop {
             let ok = ureq::get(&url).timeout(Duration::from_secs(2)).call().is_ok_and(|r| r.status() == 200);

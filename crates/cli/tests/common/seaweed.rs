@@ -23,54 +23,62 @@ fn free_port() -> u16 {
 
 impl Seaweed {
     /// Starts SeaweedFS with its data under `dir`, creates `bucket`, and waits until its S3
-    /// gateway answers.
+    /// gateway answers. Ports are picked free just before; if SeaweedFS exits at once (one was
+    /// taken meanwhile), it starts again on others.
     pub fn start(dir: &Path, bucket: &str) -> Seaweed {
         std::fs::create_dir_all(dir).unwrap();
         let identities = serde_json::json!({"identities": [{"name": "logpipe", "credentials":
             [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]});
         let config = dir.join("s3.json");
         std::fs::write(&config, identities.to_string()).unwrap();
-        let p: Vec<u16> = (0..8).map(|_| free_port()).collect();
-        let args: Vec<String> = vec![
-            "server".into(),
-            "-ip=127.0.0.1".into(),
-            "-ip.bind=127.0.0.1".into(),
-            "-master.telemetry=false".into(),
-            format!("-dir={}", dir.display()),
-            format!("-master.port={}", p[0]),
-            format!("-master.port.grpc={}", p[1]),
-            format!("-volume.port={}", p[2]),
-            format!("-volume.port.grpc={}", p[3]),
-            format!("-filer.port={}", p[4]),
-            format!("-filer.port.grpc={}", p[5]),
-            "-s3".into(),
-            format!("-s3.port={}", p[6]),
-            format!("-s3.port.grpc={}", p[7]),
-            "-s3.port.iceberg=0".into(),
-            "-s3.port.lance=0".into(),
-            format!("-s3.config={}", config.display()),
-            "-volume.max=0".into(),
-            "-master.volumeSizeLimitMB=64".into(),
-        ];
-        let mut s = Seaweed {
-            child: None,
-            args,
-            s3: format!("http://127.0.0.1:{}", p[6]),
-            filer: format!("http://127.0.0.1:{}", p[4]),
-        };
-        s.restart();
-        // a bucket is a folder under /buckets of the filer
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let made =
-                ureq::post(&format!("{}/buckets/{bucket}/?op=mkdir", s.filer)).timeout(Duration::from_secs(2)).call();
-            if made.is_ok() {
-                break;
+        for _attempt in 0..3 {
+            let p: Vec<u16> = (0..8).map(|_| free_port()).collect();
+            let args: Vec<String> = vec![
+                "server".into(),
+                "-ip=127.0.0.1".into(),
+                "-ip.bind=127.0.0.1".into(),
+                "-master.telemetry=false".into(),
+                format!("-dir={}", dir.display()),
+                format!("-master.port={}", p[0]),
+                format!("-master.port.grpc={}", p[1]),
+                format!("-volume.port={}", p[2]),
+                format!("-volume.port.grpc={}", p[3]),
+                format!("-filer.port={}", p[4]),
+                format!("-filer.port.grpc={}", p[5]),
+                "-s3".into(),
+                format!("-s3.port={}", p[6]),
+                format!("-s3.port.grpc={}", p[7]),
+                "-s3.port.iceberg=0".into(),
+                "-s3.port.lance=0".into(),
+                format!("-s3.config={}", config.display()),
+                "-volume.max=0".into(),
+                "-master.volumeSizeLimitMB=64".into(),
+            ];
+            let mut s = Seaweed {
+                child: None,
+                args,
+                s3: format!("http://127.0.0.1:{}", p[6]),
+                filer: format!("http://127.0.0.1:{}", p[4]),
+            };
+            s.restart();
+            // a bucket is a folder under /buckets of the filer; a loaded machine (the whole
+            // test suite at once on two cores) can take a while to bring all four services up
+            let deadline = Instant::now() + Duration::from_secs(180);
+            loop {
+                let made = ureq::post(&format!("{}/buckets/{bucket}/?op=mkdir", s.filer))
+                    .timeout(Duration::from_secs(2))
+                    .call();
+                if made.is_ok() {
+                    return s;
+                }
+                if s.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some()) {
+                    break; // exited: try other ports
+                }
+                assert!(Instant::now() < deadline, "SeaweedFS filer not up in time");
+                std::thread::sleep(Duration::from_millis(200));
             }
-            assert!(Instant::now() < deadline, "SeaweedFS filer not up in time");
-            std::thread::sleep(Duration::from_millis(200));
         }
-        s
+        panic!("SeaweedFS exited at start three times");
     }
 
     pub fn restart(&mut self) {
