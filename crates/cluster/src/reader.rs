@@ -41,7 +41,7 @@ pub const STORE_START_DELAY: Duration = Duration::from_millis(2500);
 /// Bytes read from the end of a segment object to find its footer and meta in one request.
 const TAIL_GUESS: u64 = 64 << 10;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ReaderSettings {
     /// Local copies of segment byte ranges.
     pub cache_dir: PathBuf,
@@ -51,6 +51,17 @@ pub struct ReaderSettings {
     pub scatter_timeout: Duration,
     /// Bearer token sent to the other nodes (when they require one).
     pub token: Option<String>,
+}
+
+impl std::fmt::Debug for ReaderSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReaderSettings")
+            .field("cache_dir", &self.cache_dir)
+            .field("cache_bytes", &self.cache_bytes)
+            .field("scatter_timeout", &self.scatter_timeout)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 pub const DEFAULT_CACHE_BYTES: u64 = 1 << 30;
