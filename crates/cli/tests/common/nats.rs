@@ -24,8 +24,23 @@ fn binary() -> String {
 
 impl NatsCluster {
     /// Starts `n` nodes clustered with each other (JetStream on, file storage under `dir`) and
-    /// waits until each reports JetStream healthy.
+    /// waits until each reports JetStream healthy. Ports are picked free just before, so one may
+    /// be taken meanwhile (an outgoing connection's ephemeral port): if the cluster is not
+    /// healthy in time, it starts again on other ports.
     pub fn start(dir: &Path, n: usize) -> NatsCluster {
+        for attempt in 0..3 {
+            let mut c = NatsCluster::spawn(&dir.join(format!("try-{attempt}")), n);
+            if (0..n).all(|i| c.healthy_within(i, Duration::from_secs(60))) {
+                return c;
+            }
+            for i in 0..n {
+                c.kill(i);
+            }
+        }
+        panic!("the NATS cluster did not come up in three tries");
+    }
+
+    fn spawn(dir: &Path, n: usize) -> NatsCluster {
         let client: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let cluster: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let monitors: Vec<u16> = (0..n).map(|_| free_port()).collect();
@@ -68,9 +83,6 @@ impl NatsCluster {
         for i in 0..n {
             c.restart(i);
         }
-        for i in 0..n {
-            c.wait_healthy(i);
-        }
         c
     }
 
@@ -98,16 +110,20 @@ impl NatsCluster {
         }
     }
 
-    /// Waits until node `i` answers `/healthz` with 200 (JetStream up, meta leader known).
-    pub fn wait_healthy(&self, i: usize) {
-        let deadline = Instant::now() + Duration::from_secs(90);
+    /// Whether node `i` answers `/healthz` with 200 (JetStream up, meta leader known) within
+    /// `wait`.
+    fn healthy_within(&mut self, i: usize, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
         let url = format!("http://127.0.0.1:{}/healthz", self.monitors[i]);
         loop {
             let ok = ureq::get(&url).timeout(Duration::from_secs(2)).call().is_ok_and(|r| r.status() == 200);
             if ok {
-                return;
+                return true;
             }
-            assert!(Instant::now() < deadline, "nats node {i} not healthy in time");
+            let exited = self.nodes[i].as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some());
+            if exited || Instant::now() > deadline {
+                return false;
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
