@@ -39,6 +39,13 @@ python3 "$bench/load.py" "$dir/half-0" "$ingest_1/api/v1/logs" &
 l1=$!
 python3 "$bench/load.py" "$dir/half-1" "$ingest_2/api/v1/logs"
 wait $l1
+# acknowledged means in JetStream; a store node takes it a moment later (BENCHMARKS.md: median
+# 2.2 ms, and nothing before a new store node's first 2.5 s): wait until all of it is answered
+for _ in $(seq 1 1200); do
+  n=$(curl -s "$query_1/api/v1/count" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("count", 0))')
+  [ "$n" -ge "$records" ] && break
+  sleep 0.1
+done
 echo "--- queries at once (held by store nodes and uploaded), query node 1"
 python3 "$bench/run_queries.py" --adapter native --url "$query_1" --expected "$dir/expected.json" --runs 1 --warmup 0 | tail -n 1
 uploaded "$query_1"
