@@ -21,6 +21,15 @@ pub struct ApiError {
 const RETRY_AFTER_SECS: &str = "1";
 
 impl ApiError {
+    /// A cluster node without the query role was asked a query (or a live tail).
+    pub fn no_query_role() -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_query_role",
+            "this node answers no queries (it runs without the query role); ask a query node",
+        )
+    }
+
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError { status, code, message: message.into(), detail: None, retry_after: None }
     }

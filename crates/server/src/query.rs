@@ -216,13 +216,7 @@ async fn run_inner<R: Send + 'static>(
     let target = match (&st.reader, &st.cfg.bus) {
         (Some(reader), _) => Target::Cluster(reader.view(&q).await),
         (None, None) => Target::Engine(st.engine()?.clone()),
-        (None, Some(_)) => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "no_query_role",
-                "this node answers no queries (it runs without the query role); ask a query node",
-            ))
-        }
+        (None, Some(_)) => return Err(ApiError::no_query_role()),
     };
     let mut missing = match &target {
         Target::Cluster(v) => v.missing.clone(),

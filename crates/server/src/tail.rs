@@ -57,13 +57,7 @@ async fn tail_inner(st: &Arc<AppState>, access: &Access, raw: Option<String>) ->
     // announcements
     let engine = match &st.reader {
         Some(_) => None,
-        None if st.cfg.bus.is_some() => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "no_query_role",
-                "this node answers no queries (it runs without the query role); ask a query node",
-            ))
-        }
+        None if st.cfg.bus.is_some() => return Err(ApiError::no_query_role()),
         None => Some(st.engine()?.clone()),
     };
     let mut p = params::parse(raw.as_deref(), &[])?;
