@@ -546,8 +546,11 @@ fn the_bucket_is_merged_and_expired_under_a_lease_that_moves_when_its_holder_die
     }
     // records past the store nodes' retention (the ingest node keeps no retention of its own)
     assert_eq!(ingest(&ingest_1.base, &recent_batch("expired", 0, 100, Duration::from_secs(7200))).0, 200);
+    // eight segments without merges; merges take runs of similar sizes, so a day still
+    // written to may keep a few more than the budget of 2 (each over twice the next smaller)
+    let merged_enough = |n: u64| n <= 3;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while app_segments("merged") > 2 || count(&query.base, "app=expired") > 0 {
+    while !merged_enough(app_segments("merged")) || count(&query.base, "app=expired") > 0 {
         assert!(Instant::now() < deadline, "no merge or expiry: {}", cluster(&query));
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -576,7 +579,7 @@ fn the_bucket_is_merged_and_expired_under_a_lease_that_moves_when_its_holder_die
         std::thread::sleep(Duration::from_millis(1200));
     }
     let deadline = Instant::now() + Duration::from_secs(90);
-    while merges(&alive) == 0 || app_segments("merged") > 2 || holdings(&query, "merged").len() < sent {
+    while merges(&alive) == 0 || !merged_enough(app_segments("merged")) || holdings(&query, "merged").len() < sent {
         assert!(Instant::now() < deadline, "the new holder does not merge: {}", cluster(&alive));
         std::thread::sleep(Duration::from_millis(500));
     }

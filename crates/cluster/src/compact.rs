@@ -11,9 +11,10 @@
 //! ```text
 //! each round (lease held):
 //!   retention: segments wholly past their app's retention leave the catalog
-//!   merges:    an app-day with more than max_segments segments: its smallest (up to fan_in,
-//!              up to MAX_MERGE_BYTES) are downloaded, merged into one, uploaded, and swapped
-//!              for it in the catalog; a finished day is merged into one at the cold level
+//!   merges:    an app-day with more than max_segments segments: a run of similar sizes (up
+//!              to fan_in, up to MAX_MERGE_BYTES; `pick_merge`) is downloaded, merged into
+//!              one, uploaded, and swapped for it in the catalog; a finished day is merged
+//!              into one at the cold level, smallest first
 //!   deletion:  objects that left the catalog are deleted DELETE_GRACE later (queries that
 //!              planned with an older catalog read on meanwhile)
 //! ```
@@ -27,6 +28,7 @@ use std::time::Duration;
 use logpipe_model::AppName;
 use logpipe_storage::block::BlockOptions;
 use logpipe_storage::partition::{parse_day_name, PartitionKey};
+use logpipe_storage::pick_merge;
 use logpipe_storage::segment::Segment;
 
 use crate::catalog::{Catalog, CatalogError, Garbage, SegmentEntry, Snapshot};
@@ -196,8 +198,8 @@ impl Compactor {
         Ok(snap)
     }
 
-    /// The merges due: per app-day, its smallest segments when it has too many, or all of a
-    /// settled day's.
+    /// The merges due: per app-day, a run of similar sizes when it has too many (see
+    /// `pick_merge`), or a settled day's smallest, until it is one.
     fn plan(&self, snap: &Snapshot) -> Vec<Vec<SegmentEntry>> {
         let mut parts: HashMap<(&str, &str), Vec<&SegmentEntry>> = HashMap::new();
         for e in &snap.segments {
@@ -210,6 +212,15 @@ impl Compactor {
             let settled = day_end <= settled_before;
             let due = segs.len() > self.cfg.max_segments || (settled && segs.len() > 1);
             if !due {
+                continue;
+            }
+            if !settled {
+                // a day still written to: runs of similar sizes, never a small segment into a
+                // big one (see `pick_merge`)
+                let sizes: Vec<u64> = segs.iter().map(|e| e.bytes).collect();
+                if let Some(pick) = pick_merge(&sizes, self.cfg.max_segments, self.cfg.fan_in, MAX_MERGE_BYTES) {
+                    out.push(pick.into_iter().map(|i| segs[i].clone()).collect());
+                }
                 continue;
             }
             segs.sort_by_key(|e| e.bytes);

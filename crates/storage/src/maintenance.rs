@@ -212,22 +212,71 @@ fn sound(segs: &[Arc<Segment>]) -> Vec<Arc<Segment>> {
     segs.iter().filter(|s| s.quarantined() == 0).cloned().collect()
 }
 
-/// Merges the smallest segments of the partition with the most segments over budget.
+/// The least a merge must grow its largest input by: merging a small segment into a large one
+/// would rewrite the large one for little gain, and doing that after every flush rewrites a
+/// growing partition again and again (quadratic in its size).
+pub const MIN_MERGE_GROWTH: f64 = 1.5;
+
+/// Which segments of a partition to merge, given their sizes: `None` while there are at most
+/// `max_segments`. Otherwise, among the segments sorted by size, the run of 2 to `fan_in`
+/// neighbours (at most `max_bytes` together) whose sum is the largest multiple of its biggest
+/// member, if that multiple is at least [`MIN_MERGE_GROWTH`]; on a tie, the longer run.
+///
+/// Each merge thus at least multiplies the size of what it rewrites, so a record is rewritten
+/// a logarithmic number of times however large its partition grows, while fresh flushes are
+/// folded together as soon as there are too many. Segments that no run may merge differ in
+/// size by more than 2x from one to the next, so their number is at most about
+/// log2(largest / smallest) above `max_segments`.
+pub fn pick_merge(sizes: &[u64], max_segments: usize, fan_in: usize, max_bytes: u64) -> Option<Vec<usize>> {
+    if sizes.len() <= max_segments.max(1) {
+        return None;
+    }
+    let mut order: Vec<usize> = (0..sizes.len()).collect();
+    order.sort_by_key(|&i| sizes[i]);
+    let fan_in = fan_in.max(2);
+    let mut best: Option<(f64, usize, usize)> = None; // (growth, start, len)
+    for start in 0..order.len() {
+        let mut sum = 0u64;
+        for len in 1..=fan_in.min(order.len() - start) {
+            let size = sizes[order[start + len - 1]];
+            sum = sum.saturating_add(size);
+            if sum > max_bytes {
+                break;
+            }
+            if len < 2 {
+                continue;
+            }
+            let growth = sum as f64 / size.max(1) as f64;
+            let better = match best {
+                None => true,
+                Some((g, _, l)) => growth > g || (growth == g && len > l),
+            };
+            if growth >= MIN_MERGE_GROWTH && better {
+                best = Some((growth, start, len));
+            }
+        }
+    }
+    best.map(|(_, start, len)| order[start..start + len].to_vec())
+}
+
+/// Merges segments of the partition with the most segments over budget (see [`pick_merge`]).
 /// Returns whether it merged anything.
 pub(crate) fn merge_once(inner: &Inner) -> Result<bool> {
     let _serial = inner.maintenance_lock.lock();
     let picked = {
         let st = inner.state.read();
-        st.partitions
+        let mut over: Vec<_> = st
+            .partitions
             .iter()
             .map(|(k, segs)| (k, sound(segs)))
             .filter(|(_, segs)| segs.len() > inner.cfg.max_segments_per_partition)
-            .max_by_key(|(_, segs)| segs.len())
-            .map(|(k, mut segs)| {
-                segs.sort_by_key(|s| s.file_len);
-                segs.truncate(inner.cfg.merge_fan_in.max(2));
-                (k.clone(), segs)
-            })
+            .collect();
+        over.sort_by_key(|(_, segs)| std::cmp::Reverse(segs.len()));
+        over.into_iter().find_map(|(k, segs)| {
+            let sizes: Vec<u64> = segs.iter().map(|s| s.file_len).collect();
+            let pick = pick_merge(&sizes, inner.cfg.max_segments_per_partition, inner.cfg.merge_fan_in, u64::MAX)?;
+            Some((k.clone(), pick.into_iter().map(|i| segs[i].clone()).collect::<Vec<_>>()))
+        })
     };
     let Some((key, inputs)) = picked else {
         return Ok(false);
@@ -481,4 +530,59 @@ pub(crate) fn apply_retention(inner: &Inner) -> Result<()> {
         tracing::info!(app = %key.app, day = %crate::partition::day_name(key.day), "retention dropped partition");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Flushes of equal size into one partition, merging as the maintenance thread would after
+    /// each: (bytes written by merges / bytes flushed, most segments ever, segments at the end).
+    fn simulate(flushes: usize, max_segments: usize, fan_in: usize) -> (f64, usize, usize) {
+        let (mut segs, mut rewritten, mut most) = (Vec::<u64>::new(), 0u64, 0);
+        for _ in 0..flushes {
+            segs.push(100);
+            while let Some(pick) = pick_merge(&segs, max_segments, fan_in, u64::MAX) {
+                let merged: u64 = pick.iter().map(|&i| segs[i]).sum();
+                rewritten += merged;
+                let mut i = 0;
+                segs.retain(|_| {
+                    i += 1;
+                    !pick.contains(&(i - 1))
+                });
+                segs.push(merged);
+            }
+            most = most.max(segs.len());
+        }
+        (rewritten as f64 / (flushes as f64 * 100.0), most, segs.len())
+    }
+
+    #[test]
+    fn merges_rewrite_a_growing_partition_a_logarithmic_number_of_times() {
+        for flushes in [100, 1_000, 10_000] {
+            let (amplification, most, _) = simulate(flushes, 4, 8);
+            // merging the smallest 8 whatever their sizes rewrote the big segment after every
+            // few flushes: an amplification of about flushes / 4
+            let log = (flushes as f64).log2();
+            assert!(amplification <= log, "{flushes} flushes: each byte rewritten {amplification:.1} times");
+            assert!(most <= 5 + log.ceil() as usize, "{flushes} flushes: {most} segments at once");
+        }
+    }
+
+    #[test]
+    fn picks_runs_of_similar_sizes() {
+        assert_eq!(pick_merge(&[5, 1, 1], 4, 8, u64::MAX), None, "not over the budget");
+        // the four small ones, not the big one
+        let mut p = pick_merge(&[1000, 10, 10, 10, 10], 4, 8, u64::MAX).unwrap();
+        p.sort_unstable();
+        assert_eq!(p, vec![1, 2, 3, 4]);
+        // the fan-in caps a run
+        assert_eq!(pick_merge(&[10; 9], 4, 3, u64::MAX).unwrap().len(), 3);
+        // sizes that triple: no run grows its biggest by half
+        assert_eq!(pick_merge(&[1, 3, 9, 27, 81], 4, 8, u64::MAX), None);
+        assert_eq!(pick_merge(&[1, 3, 7, 15, 31], 4, 8, u64::MAX).unwrap().len(), 5);
+        // the byte cap
+        assert_eq!(pick_merge(&[10; 5], 4, 8, 25).unwrap().len(), 2);
+        assert_eq!(pick_merge(&[10; 5], 4, 8, 15), None);
+    }
 }
