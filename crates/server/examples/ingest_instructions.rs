@@ -7,6 +7,9 @@
 //!
 //! The WAL is written but not fsynced (fsync is a wait, not instructions) and background
 //! merges are off, so the count is what every record costs on its way into a first segment.
+//! With `MERGE_EVERY=K`, the memtable is flushed after every K batches and the segments of
+//! each partition are then merged into one, once: the count then holds one merge of every
+//! record too.
 
 use std::time::Duration;
 
@@ -34,15 +37,26 @@ fn main() {
     if let Ok(l) = std::env::var("FLUSH_LEVEL") {
         cfg.flush_level = l.parse().expect("level");
     }
+    let merge_every = std::env::var("MERGE_EVERY").ok().map(|k| k.parse::<usize>().expect("MERGE_EVERY"));
+    if merge_every.is_some() {
+        cfg.max_segments_per_partition = 1;
+        cfg.merge_fan_in = usize::MAX;
+    }
     let engine = Engine::open(cfg).expect("engine");
     let limits = Limits::default();
     let mut records = 0;
-    for body in &bodies {
+    for (i, body) in bodies.iter().enumerate() {
         let batch = parse_records(body, None, &limits, &|_| None).expect("valid batch");
         records += batch.len();
         engine.ingest(batch).expect("ingest");
+        if merge_every.is_some_and(|k| (i + 1) % k.max(1) == 0) {
+            engine.flush().expect("flush");
+        }
     }
     engine.flush().expect("flush");
+    if merge_every.is_some() {
+        engine.merge_all().expect("merge");
+    }
     engine.close().expect("close");
     drop(engine);
     let segments = dir_bytes(&data.join("partitions"));
