@@ -158,7 +158,7 @@ pub struct ServeArgs {
     /// Flush the memtable when its oldest record is this old [default: 10s].
     #[arg(long)]
     memtable_flush_interval: Option<String>,
-    /// Hold writes while unflushed memtables hold more than this, bytes [default: 128 MiB].
+    /// Hold writes while unflushed memtables hold more than this, bytes [default: 96 MiB].
     #[arg(long)]
     max_memtable_bytes: Option<usize>,
     /// How long a held write waits for a flush before it is refused with 503 [default: 10s].

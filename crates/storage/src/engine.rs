@@ -94,7 +94,7 @@ pub struct EngineConfig {
 pub const DEFAULT_INGEST_QUEUE: usize = 256;
 pub const DEFAULT_MEMTABLE_FLUSH_BYTES: usize = 32 << 20;
 pub const DEFAULT_MEMTABLE_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
-pub const DEFAULT_MAX_MEMTABLE_BYTES: usize = 128 << 20;
+pub const DEFAULT_MAX_MEMTABLE_BYTES: usize = 96 << 20;
 pub const DEFAULT_FLUSH_WAIT: Duration = Duration::from_secs(10);
 pub const DEFAULT_FLUSH_LEVEL: i32 = 1;
 pub const DEFAULT_SETTLE_AFTER: Duration = Duration::from_secs(30);
