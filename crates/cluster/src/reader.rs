@@ -170,7 +170,7 @@ impl Reader {
             if let Some((id, store)) = &self.local {
                 if *id == n.id {
                     let f = wire.filter();
-                    held.extend(store.pending(|r| f.as_ref().is_none_or(|f| f.record_matches(r))));
+                    held.extend(store.pending(|r| f.as_ref().is_none_or(|f| f.row_matches(r))));
                     continue;
                 }
             }

@@ -29,7 +29,7 @@ use futures_util::StreamExt;
 use logpipe_model::Record;
 use logpipe_storage::block::BlockOptions;
 use logpipe_storage::partition::{day_name, PartitionKey};
-use logpipe_storage::{segment, MemChunk};
+use logpipe_storage::{segment, MemChunk, Row};
 use parking_lot::Mutex;
 
 use crate::catalog::{Catalog, CatalogError, SegmentEntry, SeqSet};
@@ -139,11 +139,11 @@ impl StoreNode {
     }
 
     /// The held batches (stream sequence and records) that hold a record `keep` accepts.
-    pub fn pending(&self, keep: impl Fn(&Record) -> bool) -> Vec<(u64, Vec<Record>)> {
+    pub fn pending(&self, keep: impl Fn(&Row<'_>) -> bool) -> Vec<(u64, Vec<Record>)> {
         let held: Vec<(u64, Arc<MemChunk>)> = self.visible.lock().clone();
         held.into_iter()
             .filter_map(|(seq, c)| {
-                let hits: Vec<Record> = c.records.iter().filter(|r| keep(r)).cloned().collect();
+                let hits: Vec<Record> = c.rows().filter(|r| keep(r)).map(|r| r.to_record()).collect();
                 (!hits.is_empty()).then_some((seq, hits))
             })
             .collect()
@@ -403,10 +403,10 @@ impl StoreNode {
         let first = self.next_object.fetch_add(chunks.len() as u64, Relaxed);
         let node = self.node_id.clone();
         tokio::task::spawn_blocking(move || {
-            let mut parts: HashMap<PartitionKey, Vec<&Record>> = HashMap::new();
+            let mut parts: HashMap<PartitionKey, Vec<Row<'_>>> = HashMap::new();
             for c in &chunks {
-                for r in &c.records {
-                    parts.entry(PartitionKey::of(&r.app, r.ts)).or_default().push(r);
+                for r in c.rows() {
+                    parts.entry(PartitionKey::of(r.app, r.ts)).or_default().push(r);
                 }
             }
             let mut out = Vec::with_capacity(parts.len());

@@ -33,7 +33,7 @@ pub async fn pending(
         .run(move || -> Result<Vec<u8>, ApiError> {
             let _place = place;
             let f = logpipe_storage::Filter::compile(&q, regex_limit)?;
-            Ok(encode_pending(&store.pending(|r| f.record_matches(r))))
+            Ok(encode_pending(&store.pending(|r| f.row_matches(r))))
         })
         .await??;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], out).into_response())

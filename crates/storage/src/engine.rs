@@ -29,7 +29,7 @@ use crate::block::BlockOptions;
 use crate::cost::Cost;
 use crate::filter::{Filter, Query};
 use crate::idempotency::{self, Check, IdempotencyKey, Seen};
-use crate::memtable::{Frozen, Memtable};
+use crate::memtable::{self, Frozen, MemChunk, Memtable};
 use crate::metrics::EngineMetrics;
 use crate::partition::{parse_day_name, PartitionKey};
 use crate::search::{self, Answer, Request, Source};
@@ -298,7 +298,11 @@ pub type IngestTicket = tokio::sync::oneshot::Receiver<std::result::Result<Store
 enum WriterMsg {
     Append {
         payload: Vec<u8>,
-        records: Vec<Record>,
+        /// The batch as memtable chunks, cut on the submitting thread.
+        chunks: Vec<(PartitionKey, MemChunk)>,
+        count: usize,
+        /// The records as they came, kept only while a live tail listens (in their order).
+        records: Option<Vec<Record>>,
         bytes: usize,
         reply: Reply,
         /// The batch's idempotency key and when it was submitted.
@@ -479,9 +483,17 @@ impl Engine {
         let key = key.map(|k| (k, now_ns()));
         let payload = batch::encode_keyed(&records, key.as_ref().map(|(k, at)| (k, *at)));
         let bytes = records.iter().map(Record::mem_size).sum();
+        let count = records.len();
+        // the memtable's form is made here, on the ingest worker that parsed the records, so
+        // their allocations are freed by the thread that made them
+        let (chunks, records) = if self.inner.tail.receiver_count() > 0 {
+            (memtable::chunks(records.clone()), Some(records))
+        } else {
+            (memtable::chunks(records), None)
+        };
         let depth = self.inner.queued.fetch_add(1, Ordering::Relaxed) + 1;
         self.inner.metrics.ingest_queue_depth.set(depth as i64);
-        match self.tx.try_send(WriterMsg::Append { payload, records, bytes, reply, key }) {
+        match self.tx.try_send(WriterMsg::Append { payload, chunks, count, records, bytes, reply, key }) {
             Ok(()) => Ok(rx),
             Err(e) => {
                 self.inner.queued.fetch_sub(1, Ordering::Relaxed);
@@ -737,7 +749,7 @@ fn writer_loop(inner: Arc<Inner>, mut wal: Wal, rx: Receiver<WriterMsg>, flush_t
         let mut queued = 0;
         for m in group {
             match m {
-                WriterMsg::Append { payload, records, bytes, reply, key } => {
+                WriterMsg::Append { payload, chunks, count, records, bytes, reply, key } => {
                     queued += 1;
                     if let Some((k, at)) = key {
                         let mut table = inner.idem.lock();
@@ -751,13 +763,13 @@ fn writer_loop(inner: Arc<Inner>, mut wal: Wal, rx: Receiver<WriterMsg>, flush_t
                                 continue;
                             }
                             Check::New => {
-                                let seen = Seen { body_hash: k.body_hash, records: records.len() as u64, at };
+                                let seen = Seen { body_hash: k.body_hash, records: count as u64, at };
                                 new_keys.push(k.key.clone());
                                 table.insert(k.key, seen);
                             }
                         }
                     }
-                    appends.push((payload, records, bytes, reply));
+                    appends.push((payload, chunks, count, records, bytes, reply));
                 }
                 other => controls.push(other),
             }
@@ -797,18 +809,28 @@ fn writer_loop(inner: Arc<Inner>, mut wal: Wal, rx: Receiver<WriterMsg>, flush_t
                     // copies for live tails only while one listens, and only while those not
                     // yet seen by every tail fit the backlog
                     let tailed = (inner.tail.receiver_count() > 0).then(|| {
-                        let count: usize = appends.iter().map(|(_, records, ..)| records.len()).sum();
+                        let count: usize = appends.iter().map(|(_, _, count, ..)| *count).sum();
                         let bytes: usize = appends.iter().map(|(.., bytes, _)| *bytes).sum();
                         if inner.tail_held.load(Ordering::Relaxed) + bytes > TAIL_BACKLOG_BYTES {
                             return (count, 0, Vec::new());
                         }
-                        let records = appends.iter().flat_map(|(_, records, ..)| records.iter().cloned()).collect();
+                        let mut records = Vec::with_capacity(count);
+                        for (_, chunks, _, kept, ..) in &mut appends {
+                            match kept.take() {
+                                Some(kept) => records.extend(kept),
+                                // a tail that began after the batch was submitted: the batch's
+                                // records partition by partition
+                                None => {
+                                    records.extend(chunks.iter().flat_map(|(_, c)| c.rows().map(|r| r.to_record())))
+                                }
+                            }
+                        }
                         (count, bytes, records)
                     });
                     let mut st = inner.state.write();
                     let mut replies = Vec::with_capacity(appends.len());
-                    for (_, records, bytes, reply) in appends {
-                        st.active.insert(records, bytes);
+                    for (_, chunks, _, _, bytes, reply) in appends {
+                        st.active.insert_chunks(chunks, bytes);
                         replies.push(reply);
                     }
                     drop(st);

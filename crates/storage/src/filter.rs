@@ -636,12 +636,16 @@ impl Filter {
     }
 
     pub fn record_matches(&self, r: &Record) -> bool {
+        self.row_matches(&crate::memtable::Row { app: &r.app, ts: r.ts, message: &r.message, tags: &r.tags })
+    }
+
+    pub fn row_matches(&self, r: &crate::memtable::Row<'_>) -> bool {
         r.ts >= self.from
             && r.ts < self.to
-            && self.app_matches(&r.app)
+            && self.app_matches(r.app)
             && self.tags_ok(|t| r.tags.binary_search_by(|x| x.as_str().cmp(t)).is_ok())
             && self.message_ok(r.message.as_bytes())
-            && self.expr_ok(&r.app, r.message.as_bytes(), &r.tags)
+            && self.expr_ok(r.app, r.message.as_bytes(), r.tags)
     }
 }
 

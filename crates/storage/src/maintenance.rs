@@ -155,7 +155,7 @@ fn write_partition(
     key: &PartitionKey,
     chunks: &[Arc<MemChunk>],
 ) -> Result<(PartitionKey, Arc<Segment>)> {
-    let recs = chunks.iter().flat_map(|c| c.records.iter()).collect();
+    let recs = chunks.iter().flat_map(|c| c.rows()).collect();
     let opts = BlockOptions { level: inner.cfg.flush_level, ..inner.cfg.block };
     let dir = key.dir(&inner.root);
     let seg = crate::segment::write_records(&dir, inner.next_segment_id(), key, frozen.watermark, recs, opts)?;

@@ -7,25 +7,110 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use logpipe_model::Record;
+use logpipe_model::{AppName, Record};
 use rustc_hash::FxHashMap;
 
 use crate::partition::PartitionKey;
 
-/// Records of one batch that fall in one partition (unsorted).
+/// Records of one batch (of one partition, in the memtable), unsorted, column by column: the
+/// messages in one string, each distinct tag set once. Built on the thread that parsed the
+/// batch, so the records' own allocations are freed where they were made, and a chunk is a
+/// handful of allocations instead of several per record.
 #[derive(Debug)]
 pub struct MemChunk {
-    pub records: Vec<Record>,
+    ts: Vec<i64>,
+    /// Every message, one after the other; `ends[i]` is where row `i`'s ends.
+    text: String,
+    ends: Vec<u32>,
+    apps: Vec<AppName>,
+    app_of: Vec<u32>,
+    sets: Vec<Vec<String>>,
+    set_of: Vec<u32>,
     pub min_ts: i64,
     pub max_ts: i64,
+}
+
+/// One record of a [`MemChunk`], borrowed.
+#[derive(Debug, Clone, Copy)]
+pub struct Row<'c> {
+    pub app: &'c AppName,
+    pub ts: i64,
+    pub message: &'c str,
+    /// Sorted and unique, as in [`Record`].
+    pub tags: &'c [String],
+}
+
+impl Row<'_> {
+    pub fn to_record(&self) -> Record {
+        Record { app: self.app.clone(), ts: self.ts, message: self.message.to_owned(), tags: self.tags.to_vec() }
+    }
 }
 
 impl MemChunk {
     /// A chunk of `records` (not empty).
     pub fn new(records: Vec<Record>) -> MemChunk {
-        let min_ts = records.iter().map(|r| r.ts).min().unwrap_or(0);
-        let max_ts = records.iter().map(|r| r.ts).max().unwrap_or(0);
-        MemChunk { records, min_ts, max_ts }
+        let text_len = records.iter().map(|r| r.message.len()).sum();
+        let mut c = MemChunk {
+            ts: Vec::with_capacity(records.len()),
+            text: String::with_capacity(text_len),
+            ends: Vec::with_capacity(records.len()),
+            apps: Vec::new(),
+            app_of: Vec::with_capacity(records.len()),
+            sets: Vec::new(),
+            set_of: Vec::with_capacity(records.len()),
+            min_ts: i64::MAX,
+            max_ts: i64::MIN,
+        };
+        let mut set_ids: FxHashMap<Vec<String>, u32> = FxHashMap::default();
+        for r in records {
+            c.min_ts = c.min_ts.min(r.ts);
+            c.max_ts = c.max_ts.max(r.ts);
+            c.ts.push(r.ts);
+            c.text.push_str(&r.message);
+            c.ends.push(u32::try_from(c.text.len()).expect("a chunk holds under 4 GiB of messages"));
+            // batches name a handful of apps, mostly one
+            let app = match c.apps.iter().rposition(|a| *a == r.app) {
+                Some(i) => i,
+                None => {
+                    c.apps.push(r.app);
+                    c.apps.len() - 1
+                }
+            };
+            c.app_of.push(app as u32);
+            let next = set_ids.len() as u32;
+            let set = *set_ids.entry(r.tags).or_insert(next);
+            c.set_of.push(set);
+        }
+        c.sets = vec![Vec::new(); set_ids.len()];
+        for (tags, id) in set_ids {
+            c.sets[id as usize] = tags;
+        }
+        if c.ts.is_empty() {
+            (c.min_ts, c.max_ts) = (0, 0);
+        }
+        c
+    }
+
+    pub fn len(&self) -> usize {
+        self.ts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ts.is_empty()
+    }
+
+    pub fn row(&self, i: usize) -> Row<'_> {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        Row {
+            app: &self.apps[self.app_of[i] as usize],
+            ts: self.ts[i],
+            message: &self.text[start..self.ends[i] as usize],
+            tags: &self.sets[self.set_of[i] as usize],
+        }
+    }
+
+    pub fn rows(&self) -> impl Iterator<Item = Row<'_>> + '_ {
+        (0..self.len()).map(|i| self.row(i))
     }
 }
 
@@ -39,19 +124,21 @@ pub struct Memtable {
 }
 
 impl Memtable {
+    /// Adds a batch's records, one chunk per partition (see [`chunks`]).
     pub fn insert(&mut self, records: Vec<Record>, bytes: usize) {
-        if records.is_empty() {
+        self.insert_chunks(chunks(records), bytes);
+    }
+
+    /// Adds a batch already cut into chunks by [`chunks`]; `bytes` is what its records hold.
+    pub fn insert_chunks(&mut self, chunks: Vec<(PartitionKey, MemChunk)>, bytes: usize) {
+        if chunks.is_empty() {
             return;
         }
         self.since.get_or_insert_with(Instant::now);
         self.bytes += bytes;
-        self.records += records.len() as u64;
-        let mut groups: FxHashMap<PartitionKey, Vec<Record>> = FxHashMap::default();
-        for r in records {
-            groups.entry(PartitionKey::of(&r.app, r.ts)).or_default().push(r);
-        }
-        for (key, records) in groups {
-            self.parts.entry(key).or_default().push(Arc::new(MemChunk::new(records)));
+        for (key, chunk) in chunks {
+            self.records += chunk.len() as u64;
+            self.parts.entry(key).or_default().push(Arc::new(chunk));
         }
     }
 
@@ -60,9 +147,60 @@ impl Memtable {
     }
 }
 
+/// A batch's records as memtable chunks, one per partition they fall in.
+pub fn chunks(records: Vec<Record>) -> Vec<(PartitionKey, MemChunk)> {
+    let mut groups: FxHashMap<PartitionKey, Vec<Record>> = FxHashMap::default();
+    for r in records {
+        groups.entry(PartitionKey::of(&r.app, r.ts)).or_default().push(r);
+    }
+    groups.into_iter().map(|(key, records)| (key, MemChunk::new(records))).collect()
+}
+
 /// A memtable being written to segments; still served to queries until they are published.
 pub struct Frozen {
     /// Every record in it came from a WAL file `<= watermark`.
     pub watermark: u64,
     pub table: Memtable,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(app: &str, ts: i64, msg: &str, tags: &[&str]) -> Record {
+        let tags = tags.iter().map(|t| t.to_string()).collect();
+        Record::new(AppName::parse(app).unwrap(), ts, msg.into(), tags, &Default::default()).unwrap()
+    }
+
+    #[test]
+    fn a_chunk_gives_back_its_records_in_order_with_each_tag_set_once() {
+        let records = vec![
+            rec("a", 5, "first", &["host=1", "env=prod"]),
+            rec("b", -3, "", &[]),
+            rec("a", 9, "héllo wörld", &["env=prod", "host=1"]),
+            rec("a", 7, "third", &["host=2"]),
+            rec("b", 1, "last", &[]),
+        ];
+        let c = MemChunk::new(records.clone());
+        assert_eq!(c.len(), 5);
+        assert_eq!((c.min_ts, c.max_ts), (-3, 9));
+        assert_eq!(c.rows().map(|r| r.to_record()).collect::<Vec<_>>(), records);
+        assert_eq!(c.sets.len(), 3, "{:?}", c.sets);
+        assert_eq!(c.apps.len(), 2);
+        assert_eq!(c.row(2).message, "héllo wörld");
+    }
+
+    #[test]
+    fn a_batch_is_cut_into_one_chunk_per_partition() {
+        let day = logpipe_model::NANOS_PER_DAY;
+        let records =
+            vec![rec("a", 1, "x", &[]), rec("a", day + 1, "y", &[]), rec("b", 2, "z", &[]), rec("a", 3, "w", &[])];
+        let mut parts = chunks(records);
+        parts.sort_by(|a, b| a.0.cmp(&b.0));
+        let got: Vec<(String, i32, Vec<&str>)> = parts
+            .iter()
+            .map(|(k, c)| (k.app.as_str().to_owned(), k.day, c.rows().map(|r| r.message).collect()))
+            .collect();
+        assert_eq!(got, vec![("a".into(), 0, vec!["x", "w"]), ("a".into(), 1, vec!["y"]), ("b".into(), 0, vec!["z"])]);
+    }
 }

@@ -16,7 +16,7 @@ use rustc_hash::FxHashMap;
 use crate::block::Messages;
 use crate::cost::Cost;
 use crate::filter::{Filter, MessageFilter, Query};
-use crate::memtable::MemChunk;
+use crate::memtable::{MemChunk, Row};
 use crate::segment::Segment;
 use crate::{Result, StorageError};
 
@@ -220,10 +220,10 @@ fn set_value(tags: &crate::block::Tags, set: u32, key: &str) -> Option<String> {
 }
 
 /// The records of a memtable chunk that match, counted as scanned.
-fn mem_matches<'c>(c: &'c MemChunk, f: &'c Filter, cost: &Cost) -> Result<impl Iterator<Item = &'c Record>> {
+fn mem_matches<'c>(c: &'c MemChunk, f: &'c Filter, cost: &Cost) -> Result<impl Iterator<Item = Row<'c>>> {
     cost.check()?;
-    Cost::add(&cost.memtable_records_scanned, c.records.len() as u64);
-    Ok(c.records.iter().filter(move |r| f.record_matches(r)))
+    Cost::add(&cost.memtable_records_scanned, c.len() as u64);
+    Ok(c.rows().filter(move |r| f.row_matches(r)))
 }
 
 /// One unit of parallel work.
@@ -538,7 +538,7 @@ fn top_of(src: &Source, f: &Filter, order: Order, k: usize, cost: &Cost) -> Resu
             }
         }
         Source::Mem(chunk) => {
-            let mut hits: Vec<Record> = mem_matches(chunk, f, cost)?.cloned().collect();
+            let mut hits: Vec<Record> = mem_matches(chunk, f, cost)?.map(|r| r.to_record()).collect();
             hits.sort_unstable_by(cmp_in(order));
             hits.truncate(k);
             Ok(hits)
@@ -656,7 +656,7 @@ pub(crate) fn run(mut sources: Vec<Source>, f: &Filter, req: &Request, cost: &Co
                     }
                     Source::Mem(c) => {
                         for r in mem_matches(c, f, cost)? {
-                            let mut set = r.tags.clone();
+                            let mut set = r.tags.to_vec();
                             set.sort_unstable();
                             emit((r.app.clone(), set), 1);
                         }

@@ -132,14 +132,14 @@ pub fn write_records(
     id: SegmentId,
     key: &crate::partition::PartitionKey,
     wal_watermark: u64,
-    mut records: Vec<&logpipe_model::Record>,
+    mut records: Vec<crate::memtable::Row<'_>>,
     opts: BlockOptions,
 ) -> Result<Segment> {
     use crate::maintenance::row_cmp;
-    records.sort_unstable_by(|a, b| row_cmp(a.ts, a.message.as_bytes(), &a.tags, b.ts, b.message.as_bytes(), &b.tags));
+    records.sort_unstable_by(|a, b| row_cmp(a.ts, a.message.as_bytes(), a.tags, b.ts, b.message.as_bytes(), b.tags));
     let mut w = SegmentWriter::create(dir, id, key.app.clone(), key.day, wal_watermark, Vec::new(), opts)?;
     for r in records {
-        if let Err(e) = w.push(r.ts, &r.message, &r.tags) {
+        if let Err(e) = w.push(r.ts, r.message, r.tags) {
             w.abandon();
             return Err(e);
         }
