@@ -21,7 +21,7 @@ pub struct MemChunk {
     ts: Vec<i64>,
     /// Every message, one after the other; `ends[i]` is where row `i`'s ends.
     text: String,
-    ends: Vec<u32>,
+    ends: Vec<usize>,
     apps: Vec<AppName>,
     app_of: Vec<u32>,
     sets: Vec<Vec<String>>,
@@ -67,7 +67,7 @@ impl MemChunk {
             c.max_ts = c.max_ts.max(r.ts);
             c.ts.push(r.ts);
             c.text.push_str(&r.message);
-            c.ends.push(u32::try_from(c.text.len()).expect("a chunk holds under 4 GiB of messages"));
+            c.ends.push(c.text.len());
             // batches name a handful of apps, mostly one
             let app = match c.apps.iter().rposition(|a| *a == r.app) {
                 Some(i) => i,
@@ -100,11 +100,11 @@ impl MemChunk {
     }
 
     pub fn row(&self, i: usize) -> Row<'_> {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
         Row {
             app: &self.apps[self.app_of[i] as usize],
             ts: self.ts[i],
-            message: &self.text[start..self.ends[i] as usize],
+            message: &self.text[start..self.ends[i]],
             tags: &self.sets[self.set_of[i] as usize],
         }
     }
