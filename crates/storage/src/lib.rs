@@ -49,7 +49,7 @@ pub use engine::{
 pub use error::{Corruption, Result, StorageError};
 pub use filter::{Filter, Query, DEFAULT_REGEX_SIZE_LIMIT, REGEX_NEST_LIMIT};
 pub use idempotency::{IdempotencyKey, MAX_KEY_BYTES};
-pub use maintenance::{merge_segments, pick_merge, MIN_MERGE_GROWTH};
+pub use maintenance::{merge_segments, pick_merge};
 pub use memtable::{MemChunk, Row};
 pub use metrics::EngineMetrics;
 pub use search::{query_view, Answer, Cursor, Order, Request, Series};

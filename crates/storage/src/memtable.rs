@@ -62,21 +62,22 @@ impl MemChunk {
             max_ts: i64::MIN,
         };
         let mut set_ids: FxHashMap<Vec<String>, u32> = FxHashMap::default();
+        let mut app_ids: FxHashMap<AppName, u32> = FxHashMap::default();
         for r in records {
             c.min_ts = c.min_ts.min(r.ts);
             c.max_ts = c.max_ts.max(r.ts);
             c.ts.push(r.ts);
             c.text.push_str(&r.message);
             c.ends.push(c.text.len());
-            // batches name a handful of apps, mostly one
-            let app = match c.apps.iter().rposition(|a| *a == r.app) {
-                Some(i) => i,
-                None => {
-                    c.apps.push(r.app);
-                    c.apps.len() - 1
-                }
+            // mostly the previous row's app; a lookup otherwise (a batch may name any number)
+            let app = match c.app_of.last() {
+                Some(&last) if c.apps[last as usize] == r.app => last,
+                _ => *app_ids.entry(r.app).or_insert_with_key(|app| {
+                    c.apps.push(app.clone());
+                    (c.apps.len() - 1) as u32
+                }),
             };
-            c.app_of.push(app as u32);
+            c.app_of.push(app);
             let next = set_ids.len() as u32;
             let set = *set_ids.entry(r.tags).or_insert(next);
             c.set_of.push(set);
@@ -188,6 +189,14 @@ mod tests {
         assert_eq!(c.sets.len(), 3, "{:?}", c.sets);
         assert_eq!(c.apps.len(), 2);
         assert_eq!(c.row(2).message, "héllo wörld");
+    }
+
+    #[test]
+    fn a_chunk_of_many_apps_keeps_each_row_s_app() {
+        let records: Vec<Record> = (0..6_000).map(|i| rec(&format!("app{}", i % 3_000), i, "m", &[])).collect();
+        let c = MemChunk::new(records.clone());
+        assert_eq!(c.apps.len(), 3_000);
+        assert_eq!(c.rows().map(|r| r.to_record()).collect::<Vec<_>>(), records);
     }
 
     #[test]
