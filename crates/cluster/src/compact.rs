@@ -271,7 +271,11 @@ impl Compactor {
         }
         let settled =
             now_ns() - self.cfg.settle_after.as_nanos() as i64 >= (i64::from(key.day) + 1) * 86_400_000_000_000;
-        let opts = if settled { BlockOptions { level: self.cfg.cold_level, ..self.cfg.block } } else { self.cfg.block };
+        let opts = if settled {
+            BlockOptions { level: self.cfg.cold_level, templates: true, ..self.cfg.block }
+        } else {
+            self.cfg.block
+        };
         let out_dir = dir.join("out");
         let (merged, rows) = tokio::task::spawn_blocking({
             let key = key.clone();

@@ -70,9 +70,10 @@ fn benches(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("block");
     g.throughput(Throughput::Bytes(block_bytes));
-    for level in [1, 3] {
-        g.bench_function(format!("encode_8192_rows_zstd{level}"), |b| {
-            let mut builder = BlockBuilder::new(BlockOptions { level, max_rows: 8192 });
+    for (level, templates) in [(1, false), (1, true), (3, false), (3, true), (9, false), (9, true)] {
+        let name = if templates { "_templates" } else { "" };
+        g.bench_function(format!("encode_8192_rows_zstd{level}{name}"), |b| {
+            let mut builder = BlockBuilder::new(BlockOptions { level, templates, max_rows: 8192 });
             let mut out = Vec::new();
             b.iter(|| {
                 for r in block_rows {
@@ -84,22 +85,21 @@ fn benches(c: &mut Criterion) {
         });
     }
     let seg_dir = tempfile::tempdir().unwrap();
-    let mut w = SegmentWriter::create(
-        seg_dir.path(),
-        1,
-        AppName::parse("bench").unwrap(),
-        0,
-        0,
-        vec![],
-        BlockOptions::default(),
-    )
-    .unwrap();
-    for r in block_rows {
-        w.push(r.ts, &r.message, &r.tags).unwrap();
-    }
-    let seg: Segment = w.finish().unwrap();
+    let write = |id, opts| {
+        let app = AppName::parse("bench").unwrap();
+        let mut w = SegmentWriter::create(seg_dir.path(), id, app, 0, 0, vec![], opts).unwrap();
+        for r in block_rows {
+            w.push(r.ts, &r.message, &r.tags).unwrap();
+        }
+        w.finish().unwrap()
+    };
+    let seg: Segment = write(1, BlockOptions::default());
+    let cold: Segment = write(2, BlockOptions { level: 9, templates: true, max_rows: 8192 });
     g.bench_function("read_and_decode_messages_8192_rows", |b| {
         b.iter(|| seg.read_block(0).unwrap().messages().unwrap())
+    });
+    g.bench_function("read_and_decode_messages_8192_rows_templates", |b| {
+        b.iter(|| cold.read_block(0).unwrap().messages().unwrap())
     });
     g.bench_function("read_and_decode_timestamps_8192_rows", |b| {
         b.iter(|| seg.read_block(0).unwrap().timestamps().unwrap())

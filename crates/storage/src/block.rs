@@ -6,6 +6,7 @@
 //! block    := ts_col | msg_col | sets_col | rows_col  each a zstd frame; lengths and crc32c in BlockMeta
 //! ts_col   := first zigzag | planes(delta * (rows-1))  rows are sorted, so deltas are >= 0
 //! msg_col  := planes(len * rows) | message bytes concatenated
+//!             or, in settled segments, templates and variables (see crate::template)
 //! sets_col := nstrings varint | (len varint, bytes) * nstrings     distinct tags of the block
 //!             nsets varint | planes(set length * nsets) | planes(string id * total)
 //!                                                      distinct tag sets, ids laid end to end
@@ -25,6 +26,7 @@ use std::os::unix::fs::FileExt;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::bloom::{self, Bloom};
+use crate::template::{self, TemplateEncoder};
 use crate::varint::{self, Malformed, Reader};
 use crate::{Corruption, Result, StorageError};
 
@@ -38,6 +40,9 @@ pub const BLOCK_MAX_MSG_BYTES: usize = 4 << 20;
 pub struct BlockOptions {
     /// zstd level of every column.
     pub level: i32,
+    /// Whether the message column is split into templates and variables (see
+    /// [`crate::template`]): smaller, slower to write; for settled segments.
+    pub templates: bool,
     /// Rows per block (at most).
     pub max_rows: usize,
 }
@@ -46,7 +51,7 @@ pub const DEFAULT_COMPRESSION_LEVEL: i32 = 3;
 
 impl Default for BlockOptions {
     fn default() -> Self {
-        BlockOptions { level: DEFAULT_COMPRESSION_LEVEL, max_rows: BLOCK_MAX_ROWS }
+        BlockOptions { level: DEFAULT_COMPRESSION_LEVEL, templates: false, max_rows: BLOCK_MAX_ROWS }
     }
 }
 
@@ -175,6 +180,7 @@ pub struct BlockBuilder {
     raw: Vec<u8>,
     ints: Vec<u64>,
     zbuf: Vec<u8>,
+    templates: TemplateEncoder,
 }
 
 impl BlockBuilder {
@@ -198,6 +204,7 @@ impl BlockBuilder {
             raw: Vec::new(),
             ints: Vec::new(),
             zbuf: Vec::new(),
+            templates: TemplateEncoder::default(),
         }
     }
 
@@ -280,8 +287,10 @@ impl BlockBuilder {
         let c_ts = self.compress(&raw, out)?;
 
         raw.clear();
-        planes(&mut raw, &mut ints, &mut self.msg_lens.iter().map(|&l| u64::from(l)));
-        raw.extend_from_slice(&self.msgs);
+        if !(self.opts.templates && self.templates.encode(&self.msgs, &self.msg_lens, &mut raw)) {
+            planes(&mut raw, &mut ints, &mut self.msg_lens.iter().map(|&l| u64::from(l)));
+            raw.extend_from_slice(&self.msgs);
+        }
         let c_msg = self.compress(&raw, out)?;
 
         raw.clear();
@@ -458,8 +467,13 @@ pub fn decode_timestamps(raw: &[u8], rows: usize) -> std::result::Result<Vec<i64
     Ok(out)
 }
 
-/// Decodes a raw messages column of `rows` rows: the lengths must add up to the bytes after them.
+/// Decodes a raw messages column of `rows` rows: the lengths must add up to the bytes after
+/// them. A column in the template encoding (see [`crate::template`]) is rebuilt first.
 pub fn decode_messages(raw: Vec<u8>, rows: usize) -> std::result::Result<Messages, Malformed> {
+    if raw.first() == Some(&template::MARKER) {
+        let (raw, ends) = template::decode(&raw, rows)?;
+        return Ok(Messages { raw, base: 0, ends });
+    }
     let mut r = Reader::new(&raw);
     let mut ends = Vec::with_capacity(rows);
     let mut end: u64 = 0;

@@ -36,6 +36,14 @@ pub fn block(data: &[u8]) {
         assert_eq!(m.len(), rows);
         let total: usize = (0..rows).map(|r| m.get(r).len()).sum();
         assert_eq!(total, m.data().len());
+        // whatever the messages, their template encoding decodes back to them
+        let lens: Vec<u32> = (0..rows).map(|r| m.get(r).len() as u32).collect();
+        let mut col = Vec::new();
+        if crate::template::TemplateEncoder::default().encode(m.data(), &lens, &mut col) {
+            let again = block::decode_messages(col, rows).expect("an encoded column decodes");
+            assert_eq!(again.data(), m.data());
+            assert!((0..rows).all(|r| again.get(r) == m.get(r)));
+        }
     }
     if let Ok(sets) = block::decode_tag_sets(cols[2], rows) {
         assert_eq!(sets.counts.iter().map(|&c| u64::from(c)).sum::<u64>(), rows as u64);

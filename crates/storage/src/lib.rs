@@ -35,6 +35,7 @@ mod metrics;
 pub mod partition;
 mod search;
 pub mod segment;
+pub mod template;
 pub mod varint;
 
 /// Whether stored checksums are checked. Only fuzz builds (`--cfg fuzzing`) skip them, so the

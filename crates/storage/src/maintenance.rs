@@ -306,7 +306,12 @@ pub(crate) fn settle_once(inner: &Inner) -> Result<bool> {
     let Some((key, inputs)) = picked else {
         return Ok(false);
     };
-    merge_and_publish(inner, &key, &inputs, BlockOptions { level: inner.cfg.cold_level, ..inner.cfg.block })
+    merge_and_publish(
+        inner,
+        &key,
+        &inputs,
+        BlockOptions { level: inner.cfg.cold_level, templates: true, ..inner.cfg.block },
+    )
 }
 
 fn merge_and_publish(inner: &Inner, key: &PartitionKey, inputs: &[Arc<Segment>], opts: BlockOptions) -> Result<bool> {

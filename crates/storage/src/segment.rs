@@ -37,8 +37,11 @@ use crate::varint::{self, Malformed, Reader};
 use crate::{io_err, Corruption, Result, SegmentId, StorageError};
 
 pub const MAGIC: &[u8; 8] = b"LOGPSEG1";
-/// 2: a crc32c per column instead of one per block.
-pub const VERSION: u32 = 2;
+/// 2: a crc32c per column instead of one per block. 3: message columns may be in the
+/// template encoding (see [`crate::template`]; written only with [`BlockOptions::templates`]).
+pub const VERSION: u32 = 3;
+/// The oldest version this build reads (a version 2 file is a version 3 file without templates).
+pub const OLDEST_VERSION: u32 = 2;
 pub const HEADER_LEN: u64 = 16;
 pub const FOOTER_LEN: u64 = 32;
 const META_VERSION: u64 = 1;
@@ -331,7 +334,7 @@ impl Segment {
             return Err(corrupt(0, "bad magic"));
         }
         let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
-        if version != VERSION {
+        if !(OLDEST_VERSION..=VERSION).contains(&version) {
             return Err(StorageError::UnsupportedVersion { path: path.to_path_buf(), version });
         }
         if header[12..] != [0u8; 4] {
@@ -344,7 +347,7 @@ impl Segment {
             return Err(corrupt(footer_at, "bad footer magic"));
         }
         let version = u32::from_le_bytes(footer[20..24].try_into().expect("4 bytes"));
-        if version != VERSION {
+        if !(OLDEST_VERSION..=VERSION).contains(&version) {
             return Err(StorageError::UnsupportedVersion { path: path.to_path_buf(), version });
         }
         let meta_offset = u64::from_le_bytes(footer[0..8].try_into().expect("8 bytes"));
@@ -460,7 +463,10 @@ mod tests {
     type Row = (i64, String, Vec<String>);
 
     fn write(dir: &Path, rows: &[Row], max_rows: usize) -> Segment {
-        let opts = BlockOptions { level: 1, max_rows };
+        write_opts(dir, rows, BlockOptions { level: 1, templates: false, max_rows })
+    }
+
+    fn write_opts(dir: &Path, rows: &[Row], opts: BlockOptions) -> Segment {
         let app = AppName::parse("app").unwrap();
         let mut w = SegmentWriter::create(dir, 7, app, 3, 9, vec![1, 2], opts).unwrap();
         for (ts, m, t) in rows {
@@ -496,9 +502,9 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(64))]
         /// Rows written are the rows read back after reopening, across any block size.
         #[test]
-        fn round_trip_through_reopen(rows in rows_strategy(), max_rows in 1usize..50) {
+        fn round_trip_through_reopen(rows in rows_strategy(), max_rows in 1usize..50, templates: bool) {
             let tmp = tempfile::tempdir().unwrap();
-            let written = write(tmp.path(), &rows, max_rows);
+            let written = write_opts(tmp.path(), &rows, BlockOptions { level: 1, templates, max_rows });
             prop_assert_eq!(written.meta.blocks.len(), rows.len().div_ceil(max_rows));
             let path = written.path().to_path_buf();
             drop(written);
@@ -532,5 +538,33 @@ mod tests {
             std::fs::write(&path, &good[..cut]).unwrap();
             assert!(Segment::open(&path).and_then(|s| read_all(&s)).is_err(), "truncation at {cut}");
         }
+    }
+
+    /// Templates shrink a column of repetitive messages, read back exactly, and a version 2
+    /// file (written before templates existed) still opens.
+    #[test]
+    fn templates_and_version_2_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rows: Vec<Row> = (0..3000)
+            .map(|i| (i, format!("served /static/{} in {} ms to 10.0.{}.{}", i % 97, i % 13, i % 7, i % 250), vec![]))
+            .collect();
+        let plain = write_opts(tmp.path(), &rows, BlockOptions { level: 3, templates: false, max_rows: 1000 });
+        let sub = tmp.path().join("t");
+        std::fs::create_dir(&sub).unwrap();
+        let templated = write_opts(&sub, &rows, BlockOptions { level: 3, templates: true, max_rows: 1000 });
+        let msg_bytes = |s: &Segment| s.meta.blocks.iter().map(|b| b.cols[crate::block::COL_MSG].len).sum::<u32>();
+        assert!(msg_bytes(&templated) < msg_bytes(&plain), "{} vs {}", msg_bytes(&templated), msg_bytes(&plain));
+        assert_eq!(read_all(&Segment::open(templated.path()).unwrap()).unwrap(), rows);
+
+        let path = plain.path().to_path_buf();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let n = bytes.len();
+        bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+        bytes[n - 12..n - 8].copy_from_slice(&2u32.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(read_all(&Segment::open(&path).unwrap()).unwrap(), rows);
+        bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(Segment::open(&path), Err(StorageError::UnsupportedVersion { version: 1, .. })));
     }
 }
