@@ -40,9 +40,18 @@ pub fn block(data: &[u8]) {
         let lens: Vec<u32> = (0..rows).map(|r| m.get(r).len() as u32).collect();
         let mut col = Vec::new();
         if crate::template::TemplateEncoder::default().encode(m.data(), &lens, &mut col) {
-            let again = block::decode_messages(col, rows).expect("an encoded column decodes");
+            let again = block::decode_messages(col.clone(), rows).expect("an encoded column decodes");
             assert_eq!(again.data(), m.data());
             assert!((0..rows).all(|r| again.get(r) == m.get(r)));
+            // and rebuilding some rows gives those rows, the others empty
+            let wanted: Vec<bool> = (0..rows).map(|r| r % 3 == 1).collect();
+            let (text, ends) = crate::template::decode_rows(&col, rows, Some(&wanted)).expect("decodes");
+            let mut start = 0;
+            for (r, &e) in ends.iter().enumerate() {
+                let want: &[u8] = if wanted[r] { m.get(r) } else { b"" };
+                assert_eq!(&text[start..e as usize], want);
+                start = e as usize;
+            }
         }
     }
     if let Ok(sets) = block::decode_tag_sets(cols[2], rows) {

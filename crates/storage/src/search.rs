@@ -447,7 +447,7 @@ fn eval_block_unchecked(seg: &Segment, idx: usize, f: &Filter, want: Want, cost:
         tags = Some(data.tags()?);
     }
     if matches!(want, Want::All) && msgs.is_none() {
-        msgs = Some(data.messages()?);
+        msgs = Some(data.messages_of(&rows)?);
     }
     Ok(Matches { rows, counted: None, ts, msgs, tags })
 }

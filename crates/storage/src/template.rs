@@ -179,6 +179,15 @@ impl TemplateEncoder {
 /// into the messages back to back and each one's end offset. Every count and length is
 /// checked against the bytes that are there before anything is allocated for it.
 pub fn decode(raw: &[u8], rows: usize) -> Result<(Vec<u8>, Vec<u32>), Malformed> {
+    decode_rows(raw, rows, None)
+}
+
+/// [`decode`], rebuilding only the rows `wanted` marks (one flag per row); the others decode as
+/// empty messages. A query that returns a few rows of a block skips rebuilding the rest.
+pub fn decode_rows(raw: &[u8], rows: usize, wanted: Option<&[bool]>) -> Result<(Vec<u8>, Vec<u32>), Malformed> {
+    if wanted.is_some_and(|w| w.len() != rows) {
+        return Err(Malformed);
+    }
     let mut r = Reader::new(raw);
     if r.take(1)? != [MARKER] {
         return Err(Malformed);
@@ -270,23 +279,43 @@ pub fn decode(raw: &[u8], rows: usize) -> Result<(Vec<u8>, Vec<u32>), Malformed>
     src.extend_from_slice(var_bytes);
     src.resize(src.len() + SLACK, 0);
 
-    let mut out = vec![0u8; total as usize + SLACK];
+    // each template's next variable; a row's variables are consecutive
+    let mut next: Vec<usize> = group.iter().map(|&g| g as usize).collect();
+    let len = match wanted {
+        None => total as usize,
+        Some(wanted) => {
+            let mut len = 0;
+            for (&t, &want) in row_template.iter().zip(wanted) {
+                let t = t as usize;
+                let v = next[t];
+                next[t] += slots[t] as usize;
+                if want {
+                    len += template_len[t] as usize + (var_at[next[t]] - var_at[v]) as usize;
+                }
+            }
+            next.iter_mut().zip(&group).for_each(|(n, &g)| *n = g as usize);
+            len
+        }
+    };
+    let mut out = vec![0u8; len + SLACK];
     let mut pos = 0usize;
     let mut ends = Vec::with_capacity(rows);
-    // each template's next variable
-    let mut next: Vec<usize> = group.iter().map(|&g| g as usize).collect();
-    for &t in &row_template {
+    for (row, &t) in row_template.iter().enumerate() {
         let t = t as usize;
+        let k = slots[t] as usize;
+        let v = next[t];
+        next[t] += k;
+        if wanted.is_some_and(|w| !w[row]) {
+            ends.push(pos as u32);
+            continue;
+        }
         let first = first_piece[t] as usize;
         let (s, e) = pieces[first];
         pos = copy(&mut out, pos, &src, s as usize, e as usize);
-        let mut v = next[t];
-        for &(s, e) in &pieces[first + 1..first + 1 + slots[t] as usize] {
+        for (v, &(s, e)) in (v..).zip(&pieces[first + 1..first + 1 + k]) {
             pos = copy(&mut out, pos, &src, var_at[v] as usize, var_at[v + 1] as usize);
             pos = copy(&mut out, pos, &src, s as usize, e as usize);
-            v += 1;
         }
-        next[t] = v;
         ends.push(pos as u32);
     }
     out.truncate(pos);
@@ -363,6 +392,21 @@ mod tests {
         // the template text is stored once: `Received block` appears once in the column
         let needle = b"Received block";
         assert_eq!(col.windows(needle.len()).filter(|w| w == needle).count(), 1);
+    }
+
+    #[test]
+    fn only_the_wanted_rows_are_rebuilt() {
+        let msgs: Vec<&[u8]> = vec![b"get 1 ok", b"put 22 ok", b"get 333 ok", b"put 4 ok", b"x", b"x"];
+        let col = encode(&msgs).unwrap();
+        let wanted = [false, true, true, false, false, true];
+        let (text, ends) = decode_rows(&col, 6, Some(&wanted)).unwrap();
+        let mut start = 0;
+        for (i, &e) in ends.iter().enumerate() {
+            let got = &text[start..e as usize];
+            assert_eq!(got, if wanted[i] { msgs[i] } else { b"" }, "row {i}");
+            start = e as usize;
+        }
+        assert!(decode_rows(&col, 6, Some(&wanted[..5])).is_err());
     }
 
     #[test]
