@@ -300,23 +300,35 @@ pub fn decode_rows(raw: &[u8], rows: usize, wanted: Option<&[bool]>) -> Result<(
     let mut out = vec![0u8; len + SLACK];
     let mut pos = 0usize;
     let mut ends = Vec::with_capacity(rows);
-    for (row, &t) in row_template.iter().enumerate() {
-        let t = t as usize;
-        let k = slots[t] as usize;
+    // row after row: its template's next variables (consecutive), skipped or rebuilt
+    let mut row_into = |t: usize, pos: usize, out: &mut [u8], build: bool| {
+        let (k, first) = (slots[t] as usize, first_piece[t] as usize);
         let v = next[t];
         next[t] += k;
-        if wanted.is_some_and(|w| !w[row]) {
-            ends.push(pos as u32);
-            continue;
+        if !build {
+            return pos;
         }
-        let first = first_piece[t] as usize;
         let (s, e) = pieces[first];
-        pos = copy(&mut out, pos, &src, s as usize, e as usize);
+        let mut pos = copy(out, pos, &src, s as usize, e as usize);
         for (v, &(s, e)) in (v..).zip(&pieces[first + 1..first + 1 + k]) {
-            pos = copy(&mut out, pos, &src, var_at[v] as usize, var_at[v + 1] as usize);
-            pos = copy(&mut out, pos, &src, s as usize, e as usize);
+            pos = copy(out, pos, &src, var_at[v] as usize, var_at[v + 1] as usize);
+            pos = copy(out, pos, &src, s as usize, e as usize);
         }
-        ends.push(pos as u32);
+        pos
+    };
+    match wanted {
+        None => {
+            for &t in &row_template {
+                pos = row_into(t as usize, pos, &mut out, true);
+                ends.push(pos as u32);
+            }
+        }
+        Some(wanted) => {
+            for (&t, &want) in row_template.iter().zip(wanted) {
+                pos = row_into(t as usize, pos, &mut out, want);
+                ends.push(pos as u32);
+            }
+        }
     }
     out.truncate(pos);
     Ok((out, ends))
