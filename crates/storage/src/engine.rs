@@ -203,6 +203,8 @@ pub(crate) struct Inner {
     pub shutting_down: AtomicBool,
     /// Threads that write flushed partitions in parallel.
     pub flush_pool: rayon::ThreadPool,
+    /// Tag sets shared by memtable chunks.
+    tag_sets: memtable::TagSetInterner,
     /// Signalled whenever a flush publishes its segments and frees memtable room.
     pub flushed: parking_lot::Condvar,
     pub flushed_lock: Mutex<()>,
@@ -379,6 +381,7 @@ impl Engine {
                 cfg.idempotency_window.as_nanos().min(i64::MAX as u128) as i64,
                 cfg.idempotency_max_keys,
             )),
+            tag_sets: memtable::TagSetInterner::default(),
             flush_pool: rayon::ThreadPoolBuilder::new()
                 .num_threads(cfg.flush_threads.max(1))
                 .thread_name(|i| format!("logpipe-flush-{i}"))
@@ -407,7 +410,7 @@ impl Engine {
                 .collect();
             replayed += keep.len() as u64;
             let bytes = keep.iter().map(Record::mem_size).sum();
-            inner.state.write().active.insert(keep, bytes);
+            inner.state.write().active.insert(keep, bytes, &inner.tag_sets);
         })?;
         if bad_frames > 0 {
             tracing::error!(bad_frames, "wal frames with a valid checksum did not decode; skipped");
@@ -487,9 +490,9 @@ impl Engine {
         // the memtable's form is made here, on the ingest worker that parsed the records, so
         // their allocations are freed by the thread that made them
         let (chunks, records) = if self.inner.tail.receiver_count() > 0 {
-            (memtable::chunks(records.clone()), Some(records))
+            (memtable::chunks(records.clone(), &self.inner.tag_sets), Some(records))
         } else {
-            (memtable::chunks(records), None)
+            (memtable::chunks(records, &self.inner.tag_sets), None)
         };
         let depth = self.inner.queued.fetch_add(1, Ordering::Relaxed) + 1;
         self.inner.metrics.ingest_queue_depth.set(depth as i64);

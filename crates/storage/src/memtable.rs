@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use logpipe_model::{AppName, Record};
-use rustc_hash::FxHashMap;
+use parking_lot::Mutex;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::partition::PartitionKey;
 
@@ -24,7 +25,7 @@ pub struct MemChunk {
     ends: Vec<usize>,
     apps: Vec<AppName>,
     app_of: Vec<u32>,
-    sets: Vec<Vec<String>>,
+    sets: Vec<Arc<[String]>>,
     set_of: Vec<u32>,
     pub min_ts: i64,
     pub max_ts: i64,
@@ -49,6 +50,15 @@ impl Row<'_> {
 impl MemChunk {
     /// A chunk of `records` (not empty).
     pub fn new(records: Vec<Record>) -> MemChunk {
+        Self::build(records, None)
+    }
+
+    /// A chunk of `records` (not empty), its tag sets shared through `interner`.
+    pub fn shared(records: Vec<Record>, interner: &TagSetInterner) -> MemChunk {
+        Self::build(records, Some(interner))
+    }
+
+    fn build(records: Vec<Record>, interner: Option<&TagSetInterner>) -> MemChunk {
         let text_len = records.iter().map(|r| r.message.len()).sum();
         let mut c = MemChunk {
             ts: Vec::with_capacity(records.len()),
@@ -82,10 +92,14 @@ impl MemChunk {
             let set = *set_ids.entry(r.tags).or_insert(next);
             c.set_of.push(set);
         }
-        c.sets = vec![Vec::new(); set_ids.len()];
+        let mut sets = vec![Vec::new(); set_ids.len()];
         for (tags, id) in set_ids {
-            c.sets[id as usize] = tags;
+            sets[id as usize] = tags;
         }
+        c.sets = match interner {
+            Some(interner) => interner.intern(sets),
+            None => sets.into_iter().map(Arc::from).collect(),
+        };
         if c.ts.is_empty() {
             (c.min_ts, c.max_ts) = (0, 0);
         }
@@ -115,6 +129,45 @@ impl MemChunk {
     }
 }
 
+/// Tag sets shared by the chunks of many batches. A chunk's sets are mostly ones an earlier
+/// batch had: the chunk then holds the earlier `Arc` and its own copy is freed right away by the
+/// ingest worker that parsed it, instead of thousands at a time by the flush that drops the
+/// chunk, on another thread (mimalloc's cross-thread frees). Holds at most [`INTERNED_SETS`]
+/// sets: past it, it starts over.
+#[derive(Default)]
+pub struct TagSetInterner {
+    sets: Mutex<FxHashSet<Arc<[String]>>>,
+}
+
+/// Most distinct tag sets a [`TagSetInterner`] holds.
+pub const INTERNED_SETS: usize = 1 << 16;
+
+impl TagSetInterner {
+    /// The shared form of each of `sets`, in order.
+    pub fn intern(&self, sets: Vec<Vec<String>>) -> Vec<Arc<[String]>> {
+        let mut dropped = None;
+        let mut known = self.sets.lock();
+        if known.len() + sets.len() > INTERNED_SETS {
+            // dropped after the lock is released
+            dropped = Some(std::mem::take(&mut *known));
+        }
+        let out = sets
+            .into_iter()
+            .map(|set| match known.get(set.as_slice()) {
+                Some(shared) => shared.clone(),
+                None => {
+                    let shared: Arc<[String]> = set.into();
+                    known.insert(shared.clone());
+                    shared
+                }
+            })
+            .collect();
+        drop(known);
+        drop(dropped);
+        out
+    }
+}
+
 #[derive(Default)]
 pub struct Memtable {
     pub parts: HashMap<PartitionKey, Vec<Arc<MemChunk>>>,
@@ -126,8 +179,8 @@ pub struct Memtable {
 
 impl Memtable {
     /// Adds a batch's records, one chunk per partition (see [`chunks`]).
-    pub fn insert(&mut self, records: Vec<Record>, bytes: usize) {
-        self.insert_chunks(chunks(records), bytes);
+    pub fn insert(&mut self, records: Vec<Record>, bytes: usize, interner: &TagSetInterner) {
+        self.insert_chunks(chunks(records, interner), bytes);
     }
 
     /// Adds a batch already cut into chunks by [`chunks`]; `bytes` is what its records hold.
@@ -149,12 +202,12 @@ impl Memtable {
 }
 
 /// A batch's records as memtable chunks, one per partition they fall in.
-pub fn chunks(records: Vec<Record>) -> Vec<(PartitionKey, MemChunk)> {
+pub fn chunks(records: Vec<Record>, interner: &TagSetInterner) -> Vec<(PartitionKey, MemChunk)> {
     let mut groups: FxHashMap<PartitionKey, Vec<Record>> = FxHashMap::default();
     for r in records {
         groups.entry(PartitionKey::of(&r.app, r.ts)).or_default().push(r);
     }
-    groups.into_iter().map(|(key, records)| (key, MemChunk::new(records))).collect()
+    groups.into_iter().map(|(key, records)| (key, MemChunk::shared(records, interner))).collect()
 }
 
 /// A memtable being written to segments; still served to queries until they are published.
@@ -182,13 +235,29 @@ mod tests {
             rec("a", 7, "third", &["host=2"]),
             rec("b", 1, "last", &[]),
         ];
-        let c = MemChunk::new(records.clone());
+        let interner = TagSetInterner::default();
+        let c = MemChunk::shared(records.clone(), &interner);
         assert_eq!(c.len(), 5);
         assert_eq!((c.min_ts, c.max_ts), (-3, 9));
         assert_eq!(c.rows().map(|r| r.to_record()).collect::<Vec<_>>(), records);
         assert_eq!(c.sets.len(), 3, "{:?}", c.sets);
         assert_eq!(c.apps.len(), 2);
         assert_eq!(c.row(2).message, "héllo wörld");
+    }
+
+    #[test]
+    fn chunks_share_tag_sets_and_the_interner_stays_bounded() {
+        let interner = TagSetInterner::default();
+        let a = MemChunk::shared(vec![rec("a", 1, "x", &["env=prod", "host=1"])], &interner);
+        let b = MemChunk::shared(vec![rec("a", 2, "y", &["host=1", "env=prod"]), rec("a", 3, "z", &[])], &interner);
+        assert!(Arc::ptr_eq(&a.sets[0], &b.sets[b.set_of[0] as usize]), "the same set, shared");
+        assert_eq!(b.row(0).tags, ["env=prod", "host=1"]);
+        for i in 0..INTERNED_SETS + 10 {
+            let c = MemChunk::shared(vec![rec("a", 4, "w", &[&format!("k={i}")])], &interner);
+            assert_eq!(c.row(0).tags, [format!("k={i}")]);
+            assert!(interner.sets.lock().len() <= INTERNED_SETS);
+        }
+        assert_eq!(a.row(0).tags, ["env=prod", "host=1"], "a chunk keeps its sets when the interner starts over");
     }
 
     #[test]
@@ -204,7 +273,7 @@ mod tests {
         let day = logpipe_model::NANOS_PER_DAY;
         let records =
             vec![rec("a", 1, "x", &[]), rec("a", day + 1, "y", &[]), rec("b", 2, "z", &[]), rec("a", 3, "w", &[])];
-        let mut parts = chunks(records);
+        let mut parts = chunks(records, &TagSetInterner::default());
         parts.sort_by(|a, b| a.0.cmp(&b.0));
         let got: Vec<(String, i32, Vec<&str>)> = parts
             .iter()
