@@ -5,10 +5,12 @@
 //! templates filled with numbers, ids and addresses. Each message is cut at its *variables* —
 //! maximal runs of ASCII letters and digits that hold at least one digit (`4447`, `10`, `a0b6ed6709a1`,
 //! `blk_-1608999687919862906` gives `blk_-` and a variable) — and the rest, the *template*, is
-//! stored once per block. The variables are stored grouped by template and position, so the
-//! same field of every message of one template sits together (every port, then every thread
-//! id), where zstd finds what they share; interleaved with the template text, each one cost
-//! a match or a run of literals of its own.
+//! stored once per block. The variables are stored grouped by template, row after row, so the
+//! variables of messages printed by one format string sit together, where zstd finds what they
+//! share; interleaved with the template text, each one cost a match or a run of literals of
+//! its own. (Grouping by position in the template as well compresses 3 % better, but spreads a
+//! row's variables over the column: with them consecutive, a row is rebuilt with one cursor
+//! per template, and rows a query does not return are skipped.)
 //!
 //! ```text
 //! column    := 0xFF | ntemplates varint
@@ -17,7 +19,7 @@
 //!              piece bytes concatenated
 //!              planes(template id * rows)
 //!              planes(variable length * variables) | variable bytes concatenated
-//!                  variables ordered by (template, position in it, row)
+//!                  variables ordered by (template, row, position in the row)
 //! ```
 //!
 //! Decoding rebuilds the plain column exactly (any bytes, any UTF-8 or none, survive): a row is
@@ -51,7 +53,7 @@ static WORD: [bool; 256] = {
 pub struct TemplateEncoder {
     /// Template key (each piece as varint length and bytes) → template id.
     ids: FxHashMap<Vec<u8>, u32>,
-    /// Per template: its number of variables, and the range of its pieces in `pieces`.
+    /// Per template: its number of variables; then every template's piece lengths, and bytes.
     slots: Vec<u64>,
     pieces: Vec<u64>,
     text: Vec<u8>,
