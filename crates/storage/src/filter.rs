@@ -630,7 +630,7 @@ impl Filter {
     }
 
     /// The message conditions in the order they should run; the first may be run as one scan
-    /// over a whole column when it is [`MessageFilter::column_safe`].
+    /// over a whole column when it is `MessageFilter::column_safe`.
     pub fn message_filters(&self) -> &[MessageFilter] {
         &self.messages
     }

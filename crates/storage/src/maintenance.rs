@@ -220,7 +220,7 @@ pub const MIN_MERGE_GROWTH: f64 = 1.5;
 /// Which segments of a partition to merge, given their sizes: `None` while there are at most
 /// `max_segments`. Otherwise, among the segments sorted by size, the run of 2 to `fan_in`
 /// neighbours (at most `max_bytes` together) whose sum is the largest multiple of its biggest
-/// member, if that multiple is at least [`MIN_MERGE_GROWTH`]; on a tie, the longer run.
+/// member, if that multiple is at least `MIN_MERGE_GROWTH` (1.5); on a tie, the longer run.
 ///
 /// Each merge thus at least multiplies the size of what it rewrites, so a record is rewritten
 /// a logarithmic number of times however large its partition grows, while fresh flushes are
