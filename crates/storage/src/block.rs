@@ -613,29 +613,31 @@ impl BlockData<'_> {
     }
 
     pub fn messages(&self) -> Result<Messages> {
-        let raw = self.column(COL_MSG)?;
-        decode_messages(raw, self.meta.rows as usize)
-            .map_err(|_| self.corrupt.err("message lengths do not match the message bytes"))
+        self.decode_messages(None)
     }
 
     /// The messages of the rows in `rows` (any order); other rows may read as empty. Cheaper
     /// than [`BlockData::messages`] for a few rows of a block in the template encoding.
     pub fn messages_of(&self, rows: &[u32]) -> Result<Messages> {
+        self.decode_messages(Some(rows).filter(|r| r.len() < self.meta.rows as usize))
+    }
+
+    fn decode_messages(&self, rows: Option<&[u32]>) -> Result<Messages> {
         let raw = self.column(COL_MSG)?;
         let n = self.meta.rows as usize;
-        if raw.first() != Some(&template::MARKER) || rows.len() == n {
-            return decode_messages(raw, n)
-                .map_err(|_| self.corrupt.err("message lengths do not match the message bytes"));
-        }
-        let mut wanted = vec![false; n];
-        for &r in rows {
-            if let Some(w) = wanted.get_mut(r as usize) {
-                *w = true;
+        let decoded = match rows {
+            Some(rows) if raw.first() == Some(&template::MARKER) => {
+                let mut wanted = vec![false; n];
+                for &r in rows {
+                    if let Some(w) = wanted.get_mut(r as usize) {
+                        *w = true;
+                    }
+                }
+                template::decode_rows(&raw, n, Some(&wanted)).map(|(raw, ends)| Messages { raw, base: 0, ends })
             }
-        }
-        let (raw, ends) = template::decode_rows(&raw, n, Some(&wanted))
-            .map_err(|_| self.corrupt.err("message lengths do not match the message bytes"))?;
-        Ok(Messages { raw, base: 0, ends })
+            _ => decode_messages(raw, n),
+        };
+        decoded.map_err(|_| self.corrupt.err("message lengths do not match the message bytes"))
     }
 
     pub fn tag_sets(&self) -> Result<TagSets> {

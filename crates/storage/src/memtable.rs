@@ -132,15 +132,15 @@ impl MemChunk {
 /// Tag sets shared by the chunks of many batches. A chunk's sets are mostly ones an earlier
 /// batch had: the chunk then holds the earlier `Arc` and its own copy is freed right away by the
 /// ingest worker that parsed it, instead of thousands at a time by the flush that drops the
-/// chunk, on another thread (mimalloc's cross-thread frees). Holds at most [`INTERNED_SETS`]
-/// sets: past it, it starts over.
+/// chunk, on another thread (mimalloc's cross-thread frees). Holds at most 65,536 sets
+/// (`INTERNED_SETS`): past it, it starts over.
 #[derive(Default)]
 pub struct TagSetInterner {
     sets: Mutex<FxHashSet<Arc<[String]>>>,
 }
 
 /// Most distinct tag sets a [`TagSetInterner`] holds.
-pub const INTERNED_SETS: usize = 1 << 16;
+const INTERNED_SETS: usize = 1 << 16;
 
 impl TagSetInterner {
     /// The shared form of each of `sets`, in order.

@@ -234,7 +234,7 @@ pub fn decode_rows(raw: &[u8], rows: usize, wanted: Option<&[bool]>) -> Result<(
         p += k as usize + 1;
     }
 
-    let row_template = u32_planes(&mut r, rows)?;
+    let row_template = r.u32_planes(rows)?;
     let mut uses = vec![0u32; nt];
     let mut out_of_range = false;
     for &t in &row_template {
@@ -259,7 +259,7 @@ pub fn decode_rows(raw: &[u8], rows: usize, wanted: Option<&[bool]>) -> Result<(
         return Err(Malformed);
     }
     // variable v spans var_at[v]..var_at[v + 1] of `src`
-    let lens = u32_planes(&mut r, nvars as usize)?;
+    let lens = r.u32_planes(nvars as usize)?;
     let var_total: u64 = lens.iter().map(|&l| u64::from(l)).sum();
     if lens.contains(&0) || var_total > budget - text.len() as u64 {
         return Err(Malformed);
@@ -334,21 +334,6 @@ pub fn decode_rows(raw: &[u8], rows: usize, wanted: Option<&[bool]>) -> Result<(
     }
     out.truncate(pos);
     Ok((out, ends))
-}
-
-/// A byte-plane array of `n` values that must each fit in 32 bits (see [`varint`]).
-fn u32_planes(r: &mut Reader<'_>, n: usize) -> Result<Vec<u32>, Malformed> {
-    let width = r.take(1)?[0] as usize;
-    if width > 4 {
-        return Err(Malformed);
-    }
-    let bytes = r.take(n.checked_mul(width).ok_or(Malformed)?)?;
-    let mut out = vec![0u32; n];
-    for (plane, p) in bytes.chunks_exact(n.max(1)).enumerate() {
-        let shift = 8 * plane;
-        out.iter_mut().zip(p).for_each(|(v, &b)| *v |= u32::from(b) << shift);
-    }
-    Ok(out)
 }
 
 /// Slack after the copy sources and the output, so that short copies move a fixed 16 bytes.

@@ -114,6 +114,22 @@ impl<'a> Reader<'a> {
         Ok(s)
     }
 
+    /// A byte-plane array of `n` values that must each fit in 32 bits, decoded plane by plane
+    /// (for long arrays on hot paths: no call per value).
+    pub fn u32_planes(&mut self, n: usize) -> Result<Vec<u32>, Malformed> {
+        let width = *self.take(1)?.first().ok_or(Malformed)? as usize;
+        if width > 4 {
+            return Err(Malformed);
+        }
+        let bytes = self.take(n.checked_mul(width).ok_or(Malformed)?)?;
+        let mut out = vec![0u32; n];
+        for (plane, p) in bytes.chunks_exact(n.max(1)).enumerate() {
+            let shift = 8 * plane;
+            out.iter_mut().zip(p).for_each(|(v, &b)| *v |= u32::from(b) << shift);
+        }
+        Ok(out)
+    }
+
     /// A byte-plane array of `n` values (see the module docs), each passed to `f` in order.
     pub fn planes(&mut self, n: usize, mut f: impl FnMut(u64)) -> Result<(), Malformed> {
         let width = *self.take(1)?.first().ok_or(Malformed)? as usize;
