@@ -137,6 +137,44 @@ fn benches(c: &mut Criterion) {
     });
     g.finish();
 
+    // a flush's worth of segments whose time ranges overlap, as under steady ingest: input j
+    // holds every 8th row from j, so the merge takes its rows from all inputs in turn
+    let mut g = c.benchmark_group("merge");
+    let merge_rows = &recs[..8 * 4000];
+    g.throughput(Throughput::Elements(merge_rows.len() as u64));
+    let key = logpipe_storage::partition::PartitionKey { app: AppName::parse("bench").unwrap(), day: 0 };
+    let merge_dir = tempfile::tempdir().unwrap();
+    let inputs: Vec<std::sync::Arc<Segment>> = (0..8u64)
+        .map(|j| {
+            let mut w = SegmentWriter::create(
+                merge_dir.path(),
+                100 + j,
+                key.app.clone(),
+                0,
+                0,
+                vec![],
+                BlockOptions::default(),
+            )
+            .unwrap();
+            for r in merge_rows.iter().skip(j as usize).step_by(8) {
+                w.push(r.ts, &r.message, &r.tags).unwrap();
+            }
+            std::sync::Arc::new(w.finish().unwrap())
+        })
+        .collect();
+    let mut next_id = 1000u64;
+    g.bench_function("merge_8_overlapping_segments_32000_rows", |b| {
+        b.iter(|| {
+            next_id += 1;
+            let out =
+                logpipe_storage::merge_segments(merge_dir.path(), next_id, &key, &inputs, BlockOptions::default())
+                    .unwrap();
+            std::fs::remove_file(out.path()).unwrap();
+            out.meta.rows
+        })
+    });
+    g.finish();
+
     let mut g = c.benchmark_group("bloom");
     let keys: Vec<u64> = (0..20_000u64).map(|i| bloom::token_hash(format!("token{i}").as_bytes())).collect();
     let filter = Bloom::build(&keys);

@@ -217,7 +217,11 @@ impl BlockBuilder {
     }
 
     /// Adds a row; rows must arrive in (timestamp, message, tags) order.
-    pub fn push<T: AsRef<str>>(&mut self, ts: i64, message: &str, tags: &[T]) {
+    pub fn push<I>(&mut self, ts: i64, message: &str, tags: I)
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
         debug_assert!(self.ts.last().is_none_or(|&last| last <= ts));
         self.ts.push(ts);
         self.msg_lens.push(message.len() as u32);
@@ -439,7 +443,12 @@ pub struct Tags {
 impl Tags {
     /// The tags of `row`, borrowed.
     pub fn row_refs(&self, row: usize) -> Vec<&str> {
-        self.sets.set(self.rows[row] as usize).iter().map(|&id| self.sets.strings[id as usize].as_str()).collect()
+        self.row_iter(row).collect()
+    }
+
+    /// The tags of `row`, borrowed one by one (nothing allocated).
+    pub fn row_iter(&self, row: usize) -> impl Iterator<Item = &str> + '_ {
+        self.sets.set(self.rows[row] as usize).iter().map(|&id| self.sets.strings[id as usize].as_str())
     }
 
     pub fn row(&self, row: usize) -> Vec<String> {

@@ -203,7 +203,11 @@ impl SegmentWriter {
     }
 
     /// Adds a row. Rows must come in (timestamp, message, tags) order.
-    pub fn push<T: AsRef<str>>(&mut self, ts: i64, message: &str, tags: &[T]) -> Result<()> {
+    pub fn push<I>(&mut self, ts: i64, message: &str, tags: I) -> Result<()>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
         self.builder.push(ts, message, tags);
         if self.builder.is_full() {
             self.cut_block()?;
