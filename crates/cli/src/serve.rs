@@ -167,6 +167,10 @@ pub struct ServeArgs {
     /// Merge a partition once it has more segments than this [default: 4].
     #[arg(long)]
     max_segments_per_partition: Option<usize>,
+    /// Hold writes while a partition has more segments than this (merges are behind); after
+    /// --flush-wait they get 503 merges_behind [default: 64].
+    #[arg(long)]
+    stall_segments_per_partition: Option<usize>,
     /// zstd level for merged segment columns [default: 3].
     #[arg(long)]
     compression_level: Option<i32>,
@@ -355,6 +359,7 @@ impl ServeArgs {
             max_memtable_bytes,
             flush_wait,
             max_segments_per_partition,
+            stall_segments_per_partition,
             compression_level,
             settle_after,
             cold_level,
@@ -428,6 +433,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.max_segments_per_partition {
             engine.max_segments_per_partition = v.max(1);
+        }
+        if let Some(v) = self.stall_segments_per_partition {
+            engine.stall_segments_per_partition = v.max(1);
         }
         if let Some(v) = self.compression_level {
             engine.block.level = v;

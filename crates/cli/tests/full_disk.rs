@@ -116,3 +116,38 @@ fn a_full_disk_refuses_with_507_and_ingest_resumes_when_space_returns() {
         .unwrap();
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
 }
+
+#[test]
+fn merges_wait_while_the_disk_is_nearly_full() {
+    // 96 MiB with 40 MiB of ballast: less free than a merge's 64 MiB reserve for the WAL
+    let dir = tempfile::tempdir().unwrap();
+    let _fs = Tmpfs::mount(dir.path(), "96m");
+    let ballast = dir.path().join("ballast");
+    std::fs::write(&ballast, vec![7u8; 40 << 20]).unwrap();
+    let data = dir.path().join("data");
+    let s = Server::start(&data, &["--memtable-flush-bytes", "1", "--max-segments-per-partition", "2"]);
+    for b in 0..8 {
+        let (status, body) = ingest(&s.base, &batch(b));
+        assert_eq!(status, 200, "{body}");
+    }
+    // every batch was flushed into a segment of its own, and none was merged
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&s.base, "logpipe_segments") != Some(8) {
+        assert!(Instant::now() < deadline, "8 flushes did not publish 8 segments");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(metric(&s.base, "logpipe_merges_total"), Some(0), "a merge ran with too little free space");
+    assert_eq!(metric(&s.base, "logpipe_segments"), Some(8));
+
+    // room again: merges bring the partition back within its budget
+    std::fs::remove_file(&ballast).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(&s.base, "logpipe_segments").unwrap() > 2 {
+        assert!(Instant::now() < deadline, "merges did not resume once there was room");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(metric(&s.base, "logpipe_merges_total").unwrap() > 0);
+    assert_eq!(count(&s.base, "app=full"), 8 * 500);
+    assert!(s.stop().success());
+}

@@ -110,3 +110,53 @@ fn over_the_memory_limit_ingest_is_refused_and_queries_go_on() {
     assert_eq!(ingest(&s.base, "{\"app\":\"m\",\"message\":\"after\"}\n").0, 200);
     assert_eq!(count(&s.base, "app=m"), 2);
 }
+
+#[test]
+fn merge_debt_holds_then_refuses_writes_until_merges_catch_up() {
+    // every batch is flushed into a segment of its own; merges start above one segment and
+    // writes wait once a partition has more than two, for at most 200 ms: the maintenance
+    // thread, idle for a second between looks, falls behind at once
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        &[
+            "--memtable-flush-bytes",
+            "1",
+            "--max-segments-per-partition",
+            "1",
+            "--stall-segments-per-partition",
+            "2",
+            "--flush-wait",
+            "200ms",
+        ],
+    );
+    let (mut acked, mut refused) = (Vec::new(), 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut batch = 0u64;
+    while Instant::now() < deadline && (refused < 3 || acked.len() < 30) {
+        batch += 1;
+        let body = format!("{{\"app\":\"debt\",\"tags\":[\"batch={batch}\"],\"message\":\"batch {batch}\"}}\n");
+        let (status, err, retry_after) = ingest_retry_after(&s.base, &body);
+        match status {
+            200 => acked.push(batch),
+            503 => {
+                assert!(err.contains("\"merges_behind\""), "{err}");
+                assert_eq!(retry_after.as_deref(), Some("1"), "a 503 must say when to retry");
+                refused += 1;
+            }
+            _ => panic!("unexpected {status}: {err}"),
+        }
+    }
+    eprintln!("{} batches acknowledged, {refused} refused for merge debt", acked.len());
+    assert!(refused >= 3, "merges a second behind the flushes must hold and refuse writes");
+    assert!(acked.len() >= 30, "writes must go on once merges catch up");
+    // every acknowledged batch is stored once, no refused one is
+    let stored: Vec<u64> = stored(&s.base, "debt")
+        .iter()
+        .map(|r| r["message"].as_str().unwrap().strip_prefix("batch ").unwrap().parse().unwrap())
+        .collect();
+    let mut sorted = stored.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, acked);
+    assert_eq!(get(&s.base, "/ready").0, 200);
+}

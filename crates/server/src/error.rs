@@ -78,6 +78,7 @@ impl From<IngestError> for ApiError {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "ingest_queue_full", e.to_string())
             }
             IngestError::FlushBehind(_) => ApiError::unavailable("flush_behind", e.to_string()),
+            IngestError::MergeBehind { .. } => ApiError::unavailable("merges_behind", e.to_string()),
             IngestError::Stopped(_) => ApiError::unavailable("writes_stopped", e.to_string()),
             IngestError::Retrying(_) => ApiError::unavailable("flush_retrying", e.to_string()),
             IngestError::Closed => ApiError::unavailable("shutting_down", e.to_string()),

@@ -7,7 +7,10 @@
 //!   from a WAL file `<= watermark`" holds by construction.
 //! - the *flusher* thread writes frozen memtables into segments, publishes them, and deletes
 //!   the WAL files they cover.
-//! - the *maintenance* thread merges segments and applies retention.
+//! - the *maintenance* thread merges segments and applies retention and the disk budget; the
+//!   *settle* thread rewrites finished days at the cold level. A merge or settle claims its
+//!   partition (`Inner::busy`), so the two never work on the same one, and the long rewrite
+//!   of a finished day does not hold up the merges of today's partitions.
 //!
 //! Queries take a snapshot (cloned `Arc`s of blocks and memtable chunks) under a read lock held
 //! for microseconds, then run without locks on the caller's rayon pool.
@@ -74,6 +77,10 @@ pub struct EngineConfig {
     pub cold_level: i32,
     /// Merge a partition once it has more segments than this.
     pub max_segments_per_partition: usize,
+    /// Hold writes while a partition has more segments than this (merges are behind), for at
+    /// most `flush_wait`, then refuse them: the bound on merge debt, and so on the segments a
+    /// query of fresh data opens.
+    pub stall_segments_per_partition: usize,
     /// Segments merged at once.
     pub merge_fan_in: usize,
     /// Keep records this long (ns); `None` keeps everything.
@@ -100,7 +107,8 @@ pub const DEFAULT_FLUSH_LEVEL: i32 = 1;
 pub const DEFAULT_SETTLE_AFTER: Duration = Duration::from_secs(30);
 pub const DEFAULT_COLD_LEVEL: i32 = 9;
 pub const DEFAULT_MAX_SEGMENTS_PER_PARTITION: usize = 4;
-pub const DEFAULT_MERGE_FAN_IN: usize = 8;
+pub const DEFAULT_MERGE_FAN_IN: usize = 16;
+pub const DEFAULT_STALL_SEGMENTS_PER_PARTITION: usize = 64;
 pub const DEFAULT_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(600);
 pub const DEFAULT_IDEMPOTENCY_MAX_KEYS: usize = 100_000;
 
@@ -125,6 +133,7 @@ impl EngineConfig {
             cold_level: DEFAULT_COLD_LEVEL,
             max_segments_per_partition: DEFAULT_MAX_SEGMENTS_PER_PARTITION,
             merge_fan_in: DEFAULT_MERGE_FAN_IN,
+            stall_segments_per_partition: DEFAULT_STALL_SEGMENTS_PER_PARTITION,
             retention: None,
             retention_per_app: HashMap::new(),
             regex_size_limit: crate::DEFAULT_REGEX_SIZE_LIMIT,
@@ -144,6 +153,11 @@ pub enum IngestError {
     QueueFull(usize),
     #[error("memtables hold {0} bytes waiting for flush, and it did not catch up in time; retry later")]
     FlushBehind(usize),
+    #[error(
+        "a partition holds {segments} segments, more than the {limit} that hold writes, and merges did not \
+         catch up in time; retry later"
+    )]
+    MergeBehind { segments: usize, limit: usize },
     #[error("writes are stopped: {0}")]
     Stopped(String),
     #[error("the engine is shutting down")]
@@ -210,7 +224,11 @@ pub(crate) struct Inner {
     pub flushed_lock: Mutex<()>,
     /// Held by a merge or a retention pass: two merges of one partition could otherwise both
     /// publish and, after a crash, leave two segments holding the same rows.
-    pub maintenance_lock: Mutex<()>,
+    /// Whether the last merge found room on disk (see `maintenance::room_for_merge`).
+    pub merge_room: AtomicBool,
+    /// Partitions a merge, settle or drop is working on: each claims its partition, and the
+    /// others leave it alone until it is done.
+    pub busy: Mutex<HashSet<PartitionKey>>,
     pub opened: Instant,
     /// Acknowledged batches for live tails; sent to only while someone listens.
     tail: tokio::sync::broadcast::Sender<Arc<Acked>>,
@@ -228,6 +246,12 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// Segments in one partition past which writes wait for merges: above the merge budget,
+    /// whatever the settings, so that a held write always has a merge to wait for.
+    pub(crate) fn stall_limit(&self) -> usize {
+        self.cfg.stall_segments_per_partition.max(self.cfg.max_segments_per_partition + 1)
+    }
+
     pub fn next_segment_id(&self) -> SegmentId {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
@@ -328,7 +352,7 @@ pub struct Engine {
     inner: Arc<Inner>,
     tx: SyncSender<WriterMsg>,
     threads: Mutex<Vec<JoinHandle<()>>>,
-    maint_stop: Mutex<Option<mpsc::Sender<()>>>,
+    maint_stop: Mutex<Vec<mpsc::Sender<()>>>,
     _lock: File,
 }
 
@@ -371,7 +395,8 @@ impl Engine {
             shutting_down: AtomicBool::new(false),
             flushed: parking_lot::Condvar::new(),
             flushed_lock: Mutex::new(()),
-            maintenance_lock: Mutex::new(()),
+            busy: Mutex::new(HashSet::new()),
+            merge_room: AtomicBool::new(true),
             opened: Instant::now(),
             tail: tokio::sync::broadcast::channel(TAIL_BACKLOG_GROUPS).0,
             tail_seq: AtomicU64::new(0),
@@ -427,6 +452,7 @@ impl Engine {
         let (tx, rx) = mpsc::sync_channel(inner.cfg.ingest_queue);
         let (flush_tx, flush_rx) = mpsc::channel::<FlushJob>();
         let (maint_tx, maint_rx) = mpsc::channel::<()>();
+        let (settle_tx, settle_rx) = mpsc::channel::<()>();
         let mut threads = Vec::new();
         let i = inner.clone();
         threads.push(spawn("logpipe-wal", move || writer_loop(i, wal, rx, flush_tx)));
@@ -434,8 +460,15 @@ impl Engine {
         threads.push(spawn("logpipe-flush", move || maintenance::flusher_loop(i, flush_rx)));
         let i = inner.clone();
         threads.push(spawn("logpipe-maint", move || maintenance::maintenance_loop(i, maint_rx)));
-        let engine =
-            Engine { inner, tx, threads: Mutex::new(threads), maint_stop: Mutex::new(Some(maint_tx)), _lock: lock };
+        let i = inner.clone();
+        threads.push(spawn("logpipe-settle", move || maintenance::settle_loop(i, settle_rx)));
+        let engine = Engine {
+            inner,
+            tx,
+            threads: Mutex::new(threads),
+            maint_stop: Mutex::new(vec![maint_tx, settle_tx]),
+            _lock: lock,
+        };
         engine.refresh_gauges();
         Ok(engine)
     }
@@ -477,7 +510,7 @@ impl Engine {
             return Err(IngestError::DiskFull { used, budget });
         }
         self.stalled()?;
-        self.wait_for_memtable_room()?;
+        self.wait_for_room()?;
         let (reply, rx) = tokio::sync::oneshot::channel();
         if records.is_empty() {
             let _ = reply.send(Ok(Stored::New));
@@ -508,14 +541,17 @@ impl Engine {
         }
     }
 
-    /// Backpressure by latency first: while memtables are over budget, wait (up to
-    /// `flush_wait`) for a flush to publish, which holds the calling ingest worker and so slows
-    /// admission; refuse only if the flush does not catch up in time.
-    fn wait_for_memtable_room(&self) -> std::result::Result<(), IngestError> {
+    /// Backpressure by latency first: while memtables are over budget, or merges are behind
+    /// (a partition has more than `stall_segments_per_partition` segments), wait (up to
+    /// `flush_wait`) for a flush or a merge to publish, which holds the calling ingest worker
+    /// and so slows admission; refuse only if they do not catch up in time.
+    fn wait_for_room(&self) -> std::result::Result<(), IngestError> {
         let deadline = Instant::now() + self.inner.cfg.flush_wait;
+        let limit = self.inner.stall_limit();
         loop {
             let held = self.memtable_bytes();
-            if held <= self.inner.cfg.max_memtable_bytes {
+            let segments = self.most_segments();
+            if held <= self.inner.cfg.max_memtable_bytes && segments <= limit {
                 return Ok(());
             }
             if let Some(why) = self.poisoned() {
@@ -524,11 +560,22 @@ impl Engine {
             self.stalled()?;
             let now = Instant::now();
             if now >= deadline || self.inner.shutting_down.load(Ordering::Relaxed) {
-                return Err(IngestError::FlushBehind(held));
+                return Err(if held > self.inner.cfg.max_memtable_bytes {
+                    IngestError::FlushBehind(held)
+                } else {
+                    IngestError::MergeBehind { segments, limit }
+                });
             }
             let mut g = self.inner.flushed_lock.lock();
             self.inner.flushed.wait_for(&mut g, (deadline - now).min(Duration::from_millis(50)));
         }
+    }
+
+    /// The most segments a merge may fold in one partition: segments with a quarantined block
+    /// are left out of merges (see `maintenance::sound`), so they do not count.
+    fn most_segments(&self) -> usize {
+        let st = self.inner.state.read();
+        st.partitions.values().map(|segs| segs.iter().filter(|s| s.quarantined() == 0).count()).max().unwrap_or(0)
     }
 
     /// Refuses writes while they are stalled: `NoSpace` for a full disk.
@@ -677,7 +724,7 @@ impl Engine {
             Ok(()) => rx.recv().unwrap_or(Err(StorageError::Closed)),
             Err(_) => Ok(()),
         };
-        self.maint_stop.lock().take();
+        self.maint_stop.lock().clear();
         for t in self.threads.lock().drain(..) {
             let _ = t.join();
         }

@@ -169,15 +169,7 @@ pub(crate) fn row_cmp(ta: i64, ma: &[u8], ga: &[String], tb: i64, mb: &[u8], gb:
 
 pub(crate) fn maintenance_loop(inner: Arc<Inner>, stop: Receiver<()>) {
     let mut last_retention = std::time::Instant::now() - std::time::Duration::from_secs(3600);
-    // Sleep only when there is nothing to do: while merges are due they run back to back (one
-    // at a time, checking for shutdown between them), or segments pile up under heavy ingest.
-    let mut idle = true;
-    loop {
-        let wait = if idle { inner.cfg.maintenance_interval } else { std::time::Duration::ZERO };
-        match stop.recv_timeout(wait) {
-            Err(RecvTimeoutError::Timeout) => {}
-            _ => return,
-        }
+    run_until_stopped(&inner, &stop, || {
         if let Err(e) = enforce_disk_budget(&inner) {
             tracing::error!(error = %e, "enforcing the disk budget failed");
         }
@@ -187,21 +179,55 @@ pub(crate) fn maintenance_loop(inner: Arc<Inner>, stop: Receiver<()>) {
                 tracing::error!(error = %e, "retention failed");
             }
         }
-        // settling waits until no merge is due
-        idle = match merge_once(&inner) {
-            Ok(true) => false,
-            Ok(false) => match settle_once(&inner) {
-                Ok(did) => !did,
-                Err(e) => {
-                    tracing::error!(error = %e, "settling a partition failed");
-                    true
-                }
-            },
-            Err(e) => {
-                tracing::error!(error = %e, "merge failed");
-                true
-            }
-        };
+        merge_once(&inner).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "merge failed");
+            false
+        })
+    });
+}
+
+/// Settles finished days on a thread of its own: rewriting a whole day at the cold level may
+/// take minutes, and today's merges go on meanwhile (writes wait on their debt).
+pub(crate) fn settle_loop(inner: Arc<Inner>, stop: Receiver<()>) {
+    run_until_stopped(&inner, &stop, || {
+        settle_once(&inner).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "settling a partition failed");
+            false
+        })
+    });
+}
+
+/// Calls `step` until `stop` is closed: back to back while it finds work (returns true),
+/// checking for shutdown between calls, or segments pile up under heavy ingest; every
+/// `maintenance_interval` while it finds none.
+fn run_until_stopped(inner: &Inner, stop: &Receiver<()>, mut step: impl FnMut() -> bool) {
+    let mut idle = true;
+    loop {
+        let wait = if idle { inner.cfg.maintenance_interval } else { Duration::ZERO };
+        match stop.recv_timeout(wait) {
+            Err(RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        idle = !step();
+    }
+}
+
+/// A partition being rewritten by a merge or settle (see `Inner::busy`), until dropped.
+struct Claim<'a> {
+    inner: &'a Inner,
+    key: PartitionKey,
+}
+
+impl<'a> Claim<'a> {
+    /// Claims `key`, unless a merge or settle is rewriting it.
+    fn take(inner: &'a Inner, key: &PartitionKey) -> Option<Claim<'a>> {
+        inner.busy.lock().insert(key.clone()).then(|| Claim { inner, key: key.clone() })
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.inner.busy.lock().remove(&self.key);
     }
 }
 
@@ -259,41 +285,60 @@ pub fn pick_merge(sizes: &[u64], max_segments: usize, fan_in: usize, max_bytes: 
     best.map(|(_, start, len)| order[start..start + len].to_vec())
 }
 
+/// The `fan_in` (at least 2) smallest of `sizes`.
+fn smallest(sizes: &[u64], fan_in: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..sizes.len()).collect();
+    order.sort_by_key(|&i| sizes[i]);
+    order.truncate(fan_in.max(2));
+    order
+}
+
 /// Merges segments of the partition with the most segments over budget (see [`pick_merge`]).
 /// Returns whether it merged anything.
 pub(crate) fn merge_once(inner: &Inner) -> Result<bool> {
-    let _serial = inner.maintenance_lock.lock();
     let picked = {
+        let mut busy = inner.busy.lock();
         let st = inner.state.read();
         let mut over: Vec<_> = st
             .partitions
             .iter()
+            .filter(|(k, _)| !busy.contains(*k))
             .map(|(k, segs)| (k, sound(segs)))
             .filter(|(_, segs)| segs.len() > inner.cfg.max_segments_per_partition)
             .collect();
         over.sort_by_key(|(_, segs)| std::cmp::Reverse(segs.len()));
-        over.into_iter().find_map(|(k, segs)| {
+        let picked = over.into_iter().find_map(|(k, segs)| {
             let sizes: Vec<u64> = segs.iter().map(|s| s.file_len).collect();
-            let pick = pick_merge(&sizes, inner.cfg.max_segments_per_partition, inner.cfg.merge_fan_in, u64::MAX)?;
+            let (max, fan_in) = (inner.cfg.max_segments_per_partition, inner.cfg.merge_fan_in);
+            // past the stall limit writes wait for this partition: merge its smallest even
+            // when no run grows enough
+            let pick = pick_merge(&sizes, max, fan_in, u64::MAX)
+                .or_else(|| (segs.len() > inner.stall_limit()).then(|| smallest(&sizes, fan_in)))?;
             Some((k.clone(), pick.into_iter().map(|i| segs[i].clone()).collect::<Vec<_>>()))
+        });
+        picked.map(|(key, inputs)| {
+            busy.insert(key.clone());
+            (Claim { inner, key }, inputs)
         })
     };
-    let Some((key, inputs)) = picked else {
+    let Some((claim, inputs)) = picked else {
         return Ok(false);
     };
-    merge_and_publish(inner, &key, &inputs, inner.cfg.block)
+    merge_and_publish(inner, &claim.key, &inputs, inner.cfg.block)
 }
 
 /// Rewrites one settled partition (its day is over and no flush touched it for
 /// `settle_after`) into a single segment at the cold zstd level: the smallest, fastest form
 /// for data that will only be read from now on. Returns whether it did anything.
 pub(crate) fn settle_once(inner: &Inner) -> Result<bool> {
-    let _serial = inner.maintenance_lock.lock();
     let now = now_ns();
     let picked = {
+        let mut busy = inner.busy.lock();
         let st = inner.state.read();
-        st.partitions
+        let picked = st
+            .partitions
             .iter()
+            .filter(|(k, _)| !busy.contains(*k))
             .map(|(k, segs)| (k, sound(segs)))
             .find(|(k, segs)| {
                 let quiet_since = st.last_flush.get(*k).copied().unwrap_or(inner.opened);
@@ -301,20 +346,53 @@ pub(crate) fn settle_once(inner: &Inner) -> Result<bool> {
                     && quiet_since.elapsed() >= inner.cfg.settle_after
                     && (segs.len() > 1 || segs.iter().any(|s| s.meta.level < inner.cfg.cold_level))
             })
-            .map(|(k, segs)| (k.clone(), segs))
+            .map(|(k, segs)| (k.clone(), segs));
+        picked.map(|(key, inputs)| {
+            busy.insert(key.clone());
+            (Claim { inner, key }, inputs)
+        })
     };
-    let Some((key, inputs)) = picked else {
+    let Some((claim, inputs)) = picked else {
         return Ok(false);
     };
     merge_and_publish(
         inner,
-        &key,
+        &claim.key,
         &inputs,
         BlockOptions { level: inner.cfg.cold_level, templates: true, ..inner.cfg.block },
     )
 }
 
+/// Free space a merge leaves on the data directory's file system, beyond its own output: room
+/// for the WAL (which must not meet a full disk because a merge took the last of it) while the
+/// merge runs and until its inputs are deleted.
+pub const MERGE_SPACE_RESERVE: u64 = 64 << 20;
+
+/// Whether the data directory's file system has room for a merge writing `bytes` (as much as
+/// its inputs hold) and the reserve. Unknown free space counts as room.
+fn room_for_merge(inner: &Inner, bytes: u64) -> bool {
+    let Ok(fs) = rustix::fs::statvfs(&inner.root) else { return true };
+    let free = fs.f_bavail.saturating_mul(fs.f_frsize);
+    let room = free >= bytes.saturating_add(MERGE_SPACE_RESERVE);
+    if room != inner.merge_room.swap(room, std::sync::atomic::Ordering::Relaxed) {
+        if room {
+            tracing::info!(free, "room on disk again: merges resume");
+        } else {
+            tracing::warn!(
+                free,
+                needed = bytes,
+                reserve = MERGE_SPACE_RESERVE,
+                "too little free space for a merge: merges wait"
+            );
+        }
+    }
+    room
+}
+
 fn merge_and_publish(inner: &Inner, key: &PartitionKey, inputs: &[Arc<Segment>], opts: BlockOptions) -> Result<bool> {
+    if !room_for_merge(inner, inputs.iter().map(|s| s.file_len).sum()) {
+        return Ok(false);
+    }
     let started = std::time::Instant::now();
     let merged = merge_segments(&key.dir(&inner.root), inner.next_segment_id(), key, inputs, opts)?;
     let rows = merged.meta.rows;
@@ -339,6 +417,8 @@ fn merge_and_publish(inner: &Inner, key: &PartitionKey, inputs: &[Arc<Segment>],
     }
     crate::sync_dir(&key.dir(&inner.root))?;
     inner.metrics.merges.inc();
+    // writes held on merge debt look again
+    inner.flushed.notify_all();
     tracing::debug!(app = %key.app, day = key.day, inputs = inputs.len(), rows, ms = started.elapsed().as_millis() as u64, "merged");
     Ok(published)
 }
@@ -367,23 +447,17 @@ pub fn merge_segments(
         }
         cursors.push(c);
     }
-    loop {
-        let mut best: Option<usize> = None;
-        for i in 0..cursors.len() {
-            if cursors[i].cols.is_none() {
-                continue;
-            }
-            best = match best {
-                Some(b) if cursors[i].cmp_row(&cursors[b]) != Ordering::Less => Some(b),
-                _ => Some(i),
-            };
-        }
-        let Some(b) = best else { break };
+    // The live cursors in the order of their current rows (equal rows in input order). The
+    // first is taken; moved on, it goes back in its place: one comparison while it stays
+    // first, a binary search otherwise.
+    let mut order: Vec<usize> = (0..cursors.len()).filter(|&i| cursors[i].cols.is_some()).collect();
+    order.sort_by(|&a, &b| cursors[a].cmp_row(&cursors[b]).then(a.cmp(&b)));
+    while let Some(&head) = order.first() {
         let pushed = {
-            let c = &cursors[b];
+            let c = &cursors[head];
             let (ts, msgs, tags) = c.cols.as_ref().expect("cursor not exhausted");
             match std::str::from_utf8(msgs.get(c.row)) {
-                Ok(m) => w.push(ts[c.row], m, &tags.row_refs(c.row)),
+                Ok(m) => w.push(ts[c.row], m, tags.row_iter(c.row)),
                 Err(_) => Err(crate::StorageError::Corrupt {
                     path: c.seg.path().to_path_buf(),
                     offset: c.seg.meta.blocks[c.block].offset,
@@ -395,7 +469,20 @@ pub fn merge_segments(
             w.abandon();
             return Err(e);
         }
-        cursors[b].advance()?;
+        if let Err(e) = cursors[head].advance() {
+            w.abandon();
+            return Err(e);
+        }
+        if cursors[head].cols.is_none() {
+            order.remove(0);
+            continue;
+        }
+        let before = |o: usize| cursors[o].cmp_row(&cursors[head]).then(o.cmp(&head)) == Ordering::Less;
+        if order.len() > 1 && before(order[1]) {
+            let at = 1 + order[1..].partition_point(|&o| before(o));
+            order.copy_within(1..at, 0);
+            order[at - 1] = head;
+        }
     }
     w.finish()
 }
@@ -433,7 +520,7 @@ impl RowCursor {
         a.0[self.row]
             .cmp(&b.0[other.row])
             .then_with(|| a.1.get(self.row).cmp(b.1.get(other.row)))
-            .then_with(|| a.2.row_refs(self.row).cmp(&b.2.row_refs(other.row)))
+            .then_with(|| a.2.row_iter(self.row).cmp(b.2.row_iter(other.row)))
     }
 
     fn advance(&mut self) -> Result<()> {
@@ -463,7 +550,6 @@ pub(crate) fn enforce_disk_budget(inner: &Inner) -> Result<()> {
     let Some(budget) = inner.cfg.max_disk_usage else { return Ok(()) };
     let mut used = disk_usage(inner);
     if used > budget {
-        let _serial = inner.maintenance_lock.lock();
         let today = logpipe_model::day_of(now_ns());
         let mut candidates: Vec<(PartitionKey, u64)> = {
             let st = inner.state.read();
@@ -478,7 +564,9 @@ pub(crate) fn enforce_disk_budget(inner: &Inner) -> Result<()> {
             if used <= budget {
                 break;
             }
-            drop_partition(inner, &key)?;
+            if !drop_partition(inner, &key)? {
+                continue;
+            }
             used = used.saturating_sub(bytes);
             tracing::warn!(app = %key.app, day = %crate::partition::day_name(key.day), bytes, budget,
                 "disk budget: dropped the oldest partition");
@@ -502,7 +590,10 @@ fn in_memory(st: &State, key: &PartitionKey) -> bool {
     std::iter::once(&st.active).chain(st.frozen.iter().map(|f| &f.table)).any(|t| t.parts.contains_key(key))
 }
 
-fn drop_partition(inner: &Inner, key: &PartitionKey) -> Result<()> {
+/// Deletes partition `key`; returns false, doing nothing, while a merge or settle rewrites it
+/// (the next round drops it).
+fn drop_partition(inner: &Inner, key: &PartitionKey) -> Result<bool> {
+    let Some(_claim) = Claim::take(inner, key) else { return Ok(false) };
     let segs = inner.state.read().partitions.get(key).cloned().unwrap_or_default();
     for s in &segs {
         // a query may still hold the segment: it reads on from the open file
@@ -516,11 +607,10 @@ fn drop_partition(inner: &Inner, key: &PartitionKey) -> Result<()> {
         let _ = std::fs::remove_dir(app_dir);
     }
     inner.metrics.partitions_dropped.inc();
-    Ok(())
+    Ok(true)
 }
 
 pub(crate) fn apply_retention(inner: &Inner) -> Result<()> {
-    let _serial = inner.maintenance_lock.lock();
     let now = now_ns();
     let doomed: Vec<PartitionKey> = {
         let st = inner.state.read();
@@ -531,7 +621,9 @@ pub(crate) fn apply_retention(inner: &Inner) -> Result<()> {
             .collect()
     };
     for key in doomed {
-        drop_partition(inner, &key)?;
+        if !drop_partition(inner, &key)? {
+            continue;
+        }
         tracing::info!(app = %key.app, day = %crate::partition::day_name(key.day), "retention dropped partition");
     }
     Ok(())
@@ -589,5 +681,16 @@ mod tests {
         // the byte cap
         assert_eq!(pick_merge(&[10; 5], 4, 8, 25).unwrap().len(), 2);
         assert_eq!(pick_merge(&[10; 5], 4, 8, 15), None);
+    }
+
+    #[test]
+    fn a_partition_over_the_stall_limit_merges_its_smallest() {
+        // sizes that triple: no run may merge, however many there are
+        let sizes: Vec<u64> = (0..20).map(|i| 3u64.pow(i)).rev().collect();
+        assert_eq!(pick_merge(&sizes, 4, 8, u64::MAX), None);
+        let mut p = smallest(&sizes, 8);
+        p.sort_unstable();
+        assert_eq!(p, (12..20).collect::<Vec<_>>());
+        assert_eq!(smallest(&sizes, 0).len(), 2, "a merge takes two at least");
     }
 }

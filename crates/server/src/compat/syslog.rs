@@ -358,6 +358,7 @@ async fn to_engine(st: &AppState, engine: &Arc<Engine>, records: Vec<Record>, dr
             Err(
                 IngestError::QueueFull(_)
                 | IngestError::FlushBehind(_)
+                | IngestError::MergeBehind { .. }
                 | IngestError::DiskFull { .. }
                 | IngestError::NoSpace(_)
                 | IngestError::Retrying(_),
