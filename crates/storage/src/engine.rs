@@ -222,12 +222,12 @@ pub(crate) struct Inner {
     /// Signalled whenever a flush publishes its segments and frees memtable room.
     pub flushed: parking_lot::Condvar,
     pub flushed_lock: Mutex<()>,
-    /// Held by a merge or a retention pass: two merges of one partition could otherwise both
-    /// publish and, after a crash, leave two segments holding the same rows.
     /// Whether the last merge found room on disk (see `maintenance::room_for_merge`).
     pub merge_room: AtomicBool,
     /// Partitions a merge, settle or drop is working on: each claims its partition, and the
-    /// others leave it alone until it is done.
+    /// others leave it alone until it is done. Two merges of one partition could otherwise both
+    /// publish and, after a crash, leave two segments holding the same rows; a drop could
+    /// remove the directory a merge is writing into.
     pub busy: Mutex<HashSet<PartitionKey>>,
     pub opened: Instant,
     /// Acknowledged batches for live tails; sent to only while someone listens.
@@ -571,8 +571,9 @@ impl Engine {
         }
     }
 
-    /// The most segments a merge may fold in one partition: segments with a quarantined block
-    /// are left out of merges (see `maintenance::sound`), so they do not count.
+    /// The most segments one partition holds, of those merges may fold: a segment with a
+    /// quarantined block is left out of merges (see `maintenance::sound`), so it does not
+    /// count (else writes would wait for merges that never come).
     fn most_segments(&self) -> usize {
         let st = self.inner.state.read();
         st.partitions.values().map(|segs| segs.iter().filter(|s| s.quarantined() == 0).count()).max().unwrap_or(0)
