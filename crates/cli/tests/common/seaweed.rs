@@ -69,7 +69,7 @@ impl Seaweed {
                     .timeout(Duration::from_secs(2))
                     .call();
                 if made.is_ok() {
-                    return s;
+                    break;
                 }
                 if s.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some()) {
                     break; // exited: try other ports
@@ -77,8 +77,19 @@ impl Seaweed {
                 assert!(Instant::now() < deadline, "SeaweedFS filer not up in time");
                 std::thread::sleep(Duration::from_millis(200));
             }
+            // The S3 gateway comes up after the filer, and alone on its port: if that port was
+            // taken meanwhile, the process lives on without it. Any HTTP answer (an anonymous
+            // request gets 403) means it listens; none within a minute, other ports.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while s.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none()) && Instant::now() < deadline {
+                match ureq::get(&s.s3).timeout(Duration::from_secs(2)).call() {
+                    Ok(_) | Err(ureq::Error::Status(..)) => return s,
+                    Err(_) => std::thread::sleep(Duration::from_millis(200)),
+                }
+            }
+            s.kill();
         }
-        panic!("SeaweedFS exited at start three times");
+        panic!("SeaweedFS did not come up with its S3 gateway in three tries");
     }
 
     pub fn restart(&mut self) {
