@@ -224,6 +224,9 @@ pub(crate) struct Inner {
     pub flushed_lock: Mutex<()>,
     /// Whether the last merge found room on disk (see `maintenance::room_for_merge`).
     pub merge_room: AtomicBool,
+    /// The most segments one partition holds, of those merges may fold (see
+    /// [`Inner::note_segments`]): what writes compare with the stall limit, read without a lock.
+    most_segments: AtomicUsize,
     /// Partitions a merge, settle or drop is working on: each claims its partition, and the
     /// others leave it alone until it is done. Two merges of one partition could otherwise both
     /// publish and, after a crash, leave two segments holding the same rows; a drop could
@@ -250,6 +253,16 @@ impl Inner {
     /// whatever the settings, so that a held write always has a merge to wait for.
     pub(crate) fn stall_limit(&self) -> usize {
         self.cfg.stall_segments_per_partition.max(self.cfg.max_segments_per_partition + 1)
+    }
+
+    /// Records the most segments one partition of `st` holds, of those merges may fold: a
+    /// segment with a quarantined block is left out of merges (see `maintenance::sound`), so
+    /// it does not count (else writes would wait for merges that never come). Called, under
+    /// the state's write lock, wherever a partition's segments change.
+    pub(crate) fn note_segments(&self, st: &State) {
+        let most =
+            st.partitions.values().map(|segs| segs.iter().filter(|s| s.quarantined() == 0).count()).max().unwrap_or(0);
+        self.most_segments.store(most, Ordering::Relaxed);
     }
 
     pub fn next_segment_id(&self) -> SegmentId {
@@ -397,6 +410,7 @@ impl Engine {
             flushed_lock: Mutex::new(()),
             busy: Mutex::new(HashSet::new()),
             merge_room: AtomicBool::new(true),
+            most_segments: AtomicUsize::new(0),
             opened: Instant::now(),
             tail: tokio::sync::broadcast::channel(TAIL_BACKLOG_GROUPS).0,
             tail_seq: AtomicU64::new(0),
@@ -414,6 +428,7 @@ impl Engine {
                 .map_err(|e| StorageError::Io { path: cfg.data_dir.clone(), source: std::io::Error::other(e) })?,
             cfg,
         });
+        inner.note_segments(&inner.state.read());
 
         let now = now_ns();
         inner.idem.lock().load(&inner.cfg.data_dir, now);
@@ -550,7 +565,7 @@ impl Engine {
         let limit = self.inner.stall_limit();
         loop {
             let held = self.memtable_bytes();
-            let segments = self.most_segments();
+            let segments = self.inner.most_segments.load(Ordering::Relaxed);
             if held <= self.inner.cfg.max_memtable_bytes && segments <= limit {
                 return Ok(());
             }
@@ -569,14 +584,6 @@ impl Engine {
             let mut g = self.inner.flushed_lock.lock();
             self.inner.flushed.wait_for(&mut g, (deadline - now).min(Duration::from_millis(50)));
         }
-    }
-
-    /// The most segments one partition holds, of those merges may fold: a segment with a
-    /// quarantined block is left out of merges (see `maintenance::sound`), so it does not
-    /// count (else writes would wait for merges that never come).
-    fn most_segments(&self) -> usize {
-        let st = self.inner.state.read();
-        st.partitions.values().map(|segs| segs.iter().filter(|s| s.quarantined() == 0).count()).max().unwrap_or(0)
     }
 
     /// Refuses writes while they are stalled: `NoSpace` for a full disk.

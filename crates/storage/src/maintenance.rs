@@ -140,6 +140,7 @@ fn publish(
             st.last_flush.insert(key.clone(), now);
             st.partitions.entry(key).or_default().push(seg);
         }
+        inner.note_segments(&st);
         st.frozen.retain(|f| !Arc::ptr_eq(f, frozen));
     }
     inner.flushed.notify_all();
@@ -404,6 +405,7 @@ fn merge_and_publish(inner: &Inner, key: &PartitionKey, inputs: &[Arc<Segment>],
             Some(segs) if ids.iter().all(|id| segs.iter().any(|s| s.id() == *id)) => {
                 segs.retain(|s| !ids.contains(&s.id()));
                 segs.push(merged.clone());
+                inner.note_segments(&st);
                 true
             }
             _ => false,
@@ -599,7 +601,11 @@ fn drop_partition(inner: &Inner, key: &PartitionKey) -> Result<bool> {
         // a query may still hold the segment: it reads on from the open file
         s.keep_open()?;
     }
-    inner.state.write().partitions.remove(key);
+    {
+        let mut st = inner.state.write();
+        st.partitions.remove(key);
+        inner.note_segments(&st);
+    }
     let dir = key.dir(&inner.root);
     std::fs::remove_dir_all(&dir).map_err(crate::io_err(&dir))?;
     if let Some(app_dir) = dir.parent() {
