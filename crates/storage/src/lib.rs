@@ -45,7 +45,7 @@ pub(crate) const CHECK_CRC: bool = !cfg!(fuzzing);
 pub use cost::{Cost, CostSummary};
 pub use engine::{
     Acked, Engine, EngineConfig, EngineStats, FsyncMode, IngestError, IngestTicket, Stored, DEFAULT_COLD_LEVEL,
-    DEFAULT_STALL_SEGMENTS_PER_PARTITION, TAIL_BACKLOG_BYTES, TAIL_BACKLOG_GROUPS,
+    TAIL_BACKLOG_BYTES, TAIL_BACKLOG_GROUPS,
 };
 pub use error::{Corruption, Result, StorageError};
 pub use filter::{Filter, Query, DEFAULT_REGEX_SIZE_LIMIT, REGEX_NEST_LIMIT};

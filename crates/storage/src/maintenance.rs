@@ -367,7 +367,7 @@ pub(crate) fn settle_once(inner: &Inner) -> Result<bool> {
 /// Free space a merge leaves on the data directory's file system, beyond its own output: room
 /// for the WAL (which must not meet a full disk because a merge took the last of it) while the
 /// merge runs and until its inputs are deleted.
-pub const MERGE_SPACE_RESERVE: u64 = 64 << 20;
+const MERGE_SPACE_RESERVE: u64 = 64 << 20;
 
 /// Whether the data directory's file system has room for a merge writing `bytes` (as much as
 /// its inputs hold) and the reserve. Unknown free space counts as room.
