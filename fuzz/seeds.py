@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the fuzz targets' seed inputs into fuzz/corpus/<target>/ from a real server run.
+"""Writes seed inputs for the fuzz targets into fuzz/seeds/<target>/ from a real server run.
 
 usage: fuzz/seeds.py path/to/logpipe
 
@@ -7,7 +7,7 @@ Starts the binary on a scratch data directory, ingests a few batches (one with a
 Idempotency-Key), stops it with SIGTERM so it flushes and saves its keys, then copies out
 what it wrote: a segment file, WAL frames as batches and as chunked WAL inputs, the keys file.
 Text seeds (ingest bodies, query strings, native query parameters) are written as they are.
-Seeds are a starting point; `cargo fuzz cmin` keeps the corpus small.
+Seeds are a starting point; the working corpus a long run grows stays in fuzz/corpus (untracked).
 """
 import gzip, hashlib, json, os, re, shutil, signal, struct, subprocess, sys, tempfile, time
 import urllib.request
@@ -16,7 +16,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def put(target, data):
-    d = os.path.join(HERE, "corpus", target)
+    d = os.path.join(HERE, "seeds", target)
     os.makedirs(d, exist_ok=True)
     if isinstance(data, str):
         data = data.encode()

@@ -1,4 +1,4 @@
-//! Ingest decoding (parse + validate) on bench-kit records: native NDJSON against plain
+//! Ingest decoding (parse + validate) on records of logpipe-bench's generator: native NDJSON against plain
 //! serde_json, and every other protocol's decoder on the same 2,000 records.
 //!
 //!   cargo bench -p logpipe-server --bench ingest_decode
@@ -9,26 +9,21 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use logpipe_model::Limits;
-use logpipe_server::bench::{decode, encode, hdfs_samples, ALL};
+use logpipe_server::bench::{decode, encode, Sample, ALL};
 
-/// 2,000 native records shaped like loggen.py's, from the real loghub lines of the bench kit.
+/// 2,000 records of logpipe-bench's generator (crates/bench).
+fn records() -> Vec<logpipe_bench::gen::Record> {
+    logpipe_bench::gen::Generator::new(logpipe_bench::gen::Dataset::new(2_000)).records(0..2_000)
+}
+
+/// The records as native NDJSON.
 fn body() -> String {
-    let dir =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/bench/data/loghub/HDFS_2k.log");
-    let text = std::fs::read_to_string(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    text.lines()
-        .enumerate()
-        .map(|(i, l)| {
-            serde_json::json!({
-                "app": "hdfs",
-                "timestamp": format!("2025-01-01T13:{:02}:{:02}.{:09}Z", i / 60 % 60, i % 60, i * 7919 % 1_000_000_000),
-                "tags": ["level=INFO".to_string(), format!("host=node-{}", i % 300), "env=prod", "region=us-west-2"],
-                "message": l,
-            })
-            .to_string()
-                + "\n"
-        })
-        .collect()
+    let mut out = String::new();
+    for r in records() {
+        r.write_ndjson(&mut out);
+        out.push('\n');
+    }
+    out
 }
 
 fn benches(c: &mut Criterion) {
@@ -44,7 +39,7 @@ fn benches(c: &mut Criterion) {
     g.finish();
 
     // the same records in every wire format, records/s per protocol
-    let samples = hdfs_samples();
+    let samples: Vec<Sample> = records().iter().map(|r| Sample::new(r.app, r.ts, &r.message, &r.tags)).collect();
     let mut g = c.benchmark_group("protocol");
     g.throughput(Throughput::Elements(samples.len() as u64));
     for p in ALL {

@@ -1,14 +1,15 @@
-//! Decodes the bench kit's 2,000 HDFS records N times in one protocol's wire format, for
+//! Decodes 2,000 records of logpipe-bench's generator N times in one protocol's wire format, for
 //! instruction counts that machine noise does not move:
 //!
 //!   cargo build --release -p logpipe-server --example decode_instructions
 //!   valgrind --tool=callgrind --callgrind-out-file=/dev/null \
 //!       target/release/examples/decode_instructions OtlpJson 10
 //!
-//! Instructions per record = (Ir at N=10 − Ir at N=0) / 20,000. `scripts/decode_instructions.sh`
+//! Instructions per record = (Ir at N=10 − Ir at N=0) / 20,000. `bench/decode_instructions.sh`
 //! does this for every protocol.
 
-use logpipe_server::bench::{decode, encode, hdfs_samples, ALL};
+use logpipe_bench::gen::{Dataset, Generator};
+use logpipe_server::bench::{decode, encode, Sample, ALL};
 
 /// The logpipe binary's allocator.
 #[global_allocator]
@@ -24,7 +25,9 @@ fn main() {
         eprintln!("unknown protocol {name}; one of {ALL:?}");
         std::process::exit(2);
     };
-    let body = encode(p, &hdfs_samples());
+    let records = Generator::new(Dataset::new(2_000)).records(0..2_000);
+    let samples: Vec<Sample> = records.iter().map(|r| Sample::new(r.app, r.ts, &r.message, &r.tags)).collect();
+    let body = encode(p, &samples);
     let mut records = 0;
     for _ in 0..n {
         records += std::hint::black_box(decode(p, std::hint::black_box(&body))).len();

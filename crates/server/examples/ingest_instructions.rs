@@ -26,7 +26,11 @@ fn main() {
         eprintln!("usage: ingest_instructions BATCH_DIR N");
         std::process::exit(2);
     };
-    let mut files: Vec<_> = std::fs::read_dir(&dir).expect("batch dir").map(|e| e.expect("entry").path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("batch dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("batch-")))
+        .collect();
     files.sort();
     let bodies: Vec<String> = files.iter().take(n).map(|f| std::fs::read_to_string(f).expect("batch")).collect();
     let data = std::env::temp_dir().join(format!("ingest-instructions-{}", std::process::id()));

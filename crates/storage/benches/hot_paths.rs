@@ -1,9 +1,7 @@
-//! Micro-benchmarks of the storage hot paths on real log lines (the loghub samples of the bench
-//! kit), next to the physical references they are bounded by: memchr scan speed and zstd speed.
+//! Micro-benchmarks of the storage hot paths on generated log lines (logpipe-bench's generator,
+//! crates/bench), next to the physical references they are bounded by: memchr scan speed and zstd speed.
 //!
 //!   cargo bench -p logpipe-storage --bench hot_paths
-
-use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use logpipe_model::{AppName, Record};
@@ -11,44 +9,26 @@ use logpipe_storage::block::{BlockBuilder, BlockOptions};
 use logpipe_storage::bloom::{self, Bloom};
 use logpipe_storage::segment::{Segment, SegmentWriter};
 
-/// 32,000 real lines (16 systems x 2,000) from the bench kit, headers included.
-fn loghub_lines() -> Vec<String> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/bench/data/loghub");
-    let mut out = Vec::new();
-    let mut names: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("the bench kit's loghub samples are needed at {}: {e}", dir.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.to_string_lossy().ends_with("_2k.log"))
-        .collect();
-    names.sort();
-    for p in names {
-        let text = std::fs::read(&p).unwrap();
-        out.extend(String::from_utf8_lossy(&text).lines().map(str::to_owned));
-    }
-    out
-}
-
-fn records(lines: &[String]) -> Vec<Record> {
-    let app = AppName::parse("bench").unwrap();
-    lines
-        .iter()
-        .enumerate()
-        .map(|(i, l)| Record {
-            app: app.clone(),
-            ts: 1_735_689_600_000_000_000 + i as i64 * 2_700_000,
-            message: l.clone(),
-            tags: vec![
-                format!("host=node-{}", i % 300),
-                "env=prod".into(),
-                ["level=INFO", "level=WARN", "level=ERROR"][i % 3].into(),
-            ],
+/// 32,000 records of logpipe-bench's generator (crates/bench), in time order.
+fn records() -> Vec<Record> {
+    let g = logpipe_bench::gen::Generator::new(logpipe_bench::gen::Dataset::new(32_000));
+    let mut recs: Vec<Record> = g
+        .records(0..32_000)
+        .into_iter()
+        .map(|r| Record {
+            app: AppName::parse(r.app).unwrap(),
+            ts: r.ts,
+            message: r.message,
+            tags: r.tags.iter().map(|t| t.to_string()).collect(),
         })
-        .collect()
+        .collect();
+    recs.sort_by_key(|r| r.ts);
+    recs
 }
 
 fn benches(c: &mut Criterion) {
-    let lines = loghub_lines();
-    let recs = records(&lines);
+    let recs = records();
+    let lines: Vec<String> = recs.iter().map(|r| r.message.clone()).collect();
     let text: Vec<u8> = lines.iter().flat_map(|l| l.bytes().chain(std::iter::once(b'\n'))).collect();
     let block_rows = &recs[..8192];
     let block_bytes: u64 = block_rows.iter().map(|r| r.message.len() as u64).sum();

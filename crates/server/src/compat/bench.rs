@@ -40,27 +40,13 @@ pub struct Sample {
     pub tags: Vec<(String, String)>,
 }
 
-/// The 2,000 real HDFS lines of the bench kit (`../shared/bench/data/loghub/HDFS_2k.log`) as
-/// samples with four tags each, a second apart.
-pub fn hdfs_samples() -> Vec<Sample> {
-    let path =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/bench/data/loghub/HDFS_2k.log");
-    let lines = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    lines
-        .lines()
-        .enumerate()
-        .map(|(i, l)| Sample {
-            app: "hdfs".into(),
-            ts: 1_735_736_400_000_000_000 + (i as i64) * 1_000_000_007,
-            message: l.to_string(),
-            tags: vec![
-                ("level".into(), "INFO".into()),
-                ("host".into(), format!("node-{}", i % 300)),
-                ("env".into(), "prod".into()),
-                ("region".into(), "us-west-2".into()),
-            ],
-        })
-        .collect()
+impl Sample {
+    /// A sample from a record's parts; a tag `key=value` is split at its first `=`, a bare tag
+    /// has an empty value.
+    pub fn new(app: &str, ts: i64, message: &str, tags: &[&str]) -> Sample {
+        let tags = tags.iter().map(|t| t.split_once('=').unwrap_or((t, ""))).map(|(k, v)| (k.into(), v.into()));
+        Sample { app: app.into(), ts, message: message.into(), tags: tags.collect() }
+    }
 }
 
 /// `samples` in `p`'s wire format (uncompressed, except Loki protobuf, which is snappy).
