@@ -19,5 +19,11 @@ mod print;
 pub use ast::{Expr, Order, Pipe, Plan};
 pub use parse::{parse, ParseError, MAX_QUERY_BYTES};
 
+/// Deepest nesting of groups and repetitions a query's regex may have (native queries and
+/// LogQL alike). Parsing, compiling and walking a regex recurse once per level; the regex crate
+/// allows 250, deep enough for a forged `a*****…` to exhaust a debug build's thread stack (found
+/// by the `params` fuzz target).
+pub const REGEX_NEST_LIMIT: u32 = 32;
+
 #[cfg(test)]
 mod tests;

@@ -131,7 +131,7 @@ pub fn syslog(data: &[u8]) {
 /// A LogQL query (Loki's query API): what parses prints back to a query that parses to the
 /// same tree; its log stages run on the query text itself as a line.
 pub fn logql(data: &[u8]) {
-    use crate::compat::logql::{self, Query};
+    use logpipe_logql::{self as logql, Query};
     let Ok(text) = std::str::from_utf8(data) else { return };
     let Ok(q) = logql::parse(text) else { return };
     let printed = q.to_string();

@@ -129,10 +129,7 @@ pub struct Matcher {
     tokens: Vec<u64>,
 }
 
-/// Deepest nesting of groups and repetitions a query's regex may have. Parsing, compiling and
-/// walking a regex recurse once per level; the regex crate allows 250, deep enough for a
-/// forged `a*****…` to exhaust a debug build's thread stack (found by the `params` fuzz target).
-pub const REGEX_NEST_LIMIT: u32 = 32;
+pub use logpipe_query::REGEX_NEST_LIMIT;
 
 impl Matcher {
     fn new(pattern: &str, ci: bool, size_limit: usize) -> Result<Matcher> {

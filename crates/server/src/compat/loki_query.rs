@@ -25,13 +25,12 @@ use logpipe_query::Expr;
 use logpipe_storage::{Answer, Cursor, Order, Request};
 use serde_json::{json, Value};
 
-use super::logql::{
-    self, AggOp, BinOp, Grouping, Labels, LineOp, LogExpr, MatchOp, Matcher, MetricExpr, Pipeline, Query, RangeFn,
-    Stage,
-};
 use crate::auth::Access;
 use crate::query::{run_query, run_query_then};
 use crate::{ApiError, AppState};
+use logpipe_logql::{
+    self as logql, pushdown, Labels, LogExpr, MatchOp, Matcher, MetricExpr, Pipeline, Query, RangeFn, Val,
+};
 
 /// Points one range query may return per series (Loki's limit too).
 pub const MAX_POINTS: i64 = 11_000;
@@ -164,51 +163,6 @@ impl Selector {
             }
         })
     }
-}
-
-/// What of a log expression the native query can do: the conditions are exact or wider than
-/// the LogQL ones (the selector is checked again on every record). `None`: nothing can match.
-fn pushdown(log: &LogExpr) -> Option<Vec<Expr>> {
-    let mut parts = Vec::new();
-    for m in &log.matchers {
-        // a label name with `_` may stand for a tag key with another character there (`a.b`)
-        let valid_key = !m.name.is_empty() && m.name.chars().all(|c| c.is_ascii_alphanumeric());
-        match (m.name.as_str(), m.op) {
-            ("app", MatchOp::Eq) => parts.push(Expr::App(AppName::parse(&m.value).ok()?)),
-            ("app", MatchOp::Ne) => {
-                if let Ok(a) = AppName::parse(&m.value) {
-                    parts.push(Expr::Not(Box::new(Expr::App(a))))
-                }
-            }
-            ("app", _) => {}
-            // such a label is checked per record only
-            _ if !valid_key => {}
-            (_, MatchOp::Eq) if !m.value.is_empty() => parts.push(Expr::Tag(format!("{}={}", m.name, m.value))),
-            (_, MatchOp::Ne) if !m.value.is_empty() => {
-                parts.push(Expr::Not(Box::new(Expr::Tag(format!("{}={}", m.name, m.value)))))
-            }
-            (_, MatchOp::Re) if !logql::anchored(&m.value).is_ok_and(|re| re.is_match("")) => {
-                parts.push(Expr::TagRegex { key: m.name.clone(), pattern: m.value.clone() })
-            }
-            _ => {}
-        }
-    }
-    for s in &log.stages {
-        match s {
-            Stage::Line { op, value } => parts.push(match op {
-                LineOp::Contains => Expr::Substring { text: value.clone(), case_insensitive: false },
-                LineOp::NotContains => {
-                    Expr::Not(Box::new(Expr::Substring { text: value.clone(), case_insensitive: false }))
-                }
-                LineOp::Re => Expr::Regex { pattern: value.clone(), case_insensitive: false },
-                LineOp::NotRe => Expr::Not(Box::new(Expr::Regex { pattern: value.clone(), case_insensitive: false })),
-            }),
-            // the line changes from here on
-            Stage::LineFormat(_) => break,
-            _ => {}
-        }
-    }
-    Some(parts)
 }
 
 /// The native query for `log` over `[from, to)` within what the caller may read; `None` when
@@ -368,12 +322,6 @@ async fn log_query(
 
 // ---- metric queries ----
 
-/// A value at every step: a number, or samples with their labels.
-enum Val {
-    Scalar(f64),
-    Vector(Vec<Vec<(Labels, f64)>>),
-}
-
 struct Eval<'a> {
     st: &'a Arc<AppState>,
     access: &'a Access,
@@ -387,34 +335,15 @@ struct Eval<'a> {
 
 impl Eval<'_> {
     /// Evaluates `e`: its range functions first (each reads the store once), in the order
-    /// [`Eval::combine`] takes them back.
+    /// [`logql::combine`] takes them back.
     async fn eval(&mut self, e: &MetricExpr) -> Result<Val, ApiError> {
         let mut ranges = Vec::new();
-        collect_ranges(e, &mut ranges);
+        logql::collect_ranges(e, &mut ranges);
         let mut values = Vec::with_capacity(ranges.len());
         for (func, log, range) in ranges {
             values.push(self.range(func, log, range).await?);
         }
-        self.combine(e, &mut values.into_iter())
-    }
-
-    fn combine(&self, e: &MetricExpr, ranges: &mut std::vec::IntoIter<Val>) -> Result<Val, ApiError> {
-        Ok(match e {
-            MetricExpr::Number(v) => Val::Scalar(*v),
-            MetricExpr::Vector(v) => Val::Vector(self.steps.iter().map(|_| vec![(Labels::new(), *v)]).collect()),
-            MetricExpr::Range { .. } => ranges.next().expect("one value per range function"),
-            MetricExpr::Agg { op, param, grouping, inner } => {
-                let Val::Vector(v) = self.combine(inner, ranges)? else {
-                    return Err(bad("an aggregation takes a vector, not a number"));
-                };
-                Val::Vector(v.into_iter().map(|samples| aggregate(*op, *param, grouping.as_ref(), samples)).collect())
-            }
-            MetricExpr::Binary { op, lhs, rhs } => {
-                let l = self.combine(lhs, ranges)?;
-                let r = self.combine(rhs, ranges)?;
-                binary(*op, l, r)?
-            }
-        })
+        logql::combine(e, &self.steps, &mut values.into_iter()).map_err(bad)
     }
 
     async fn range(&mut self, func: RangeFn, log: &LogExpr, range: i64) -> Result<Val, ApiError> {
@@ -443,149 +372,8 @@ impl Eval<'_> {
             self.read += read;
             self.bytes += bytes;
         }
-        let secs = range as f64 / 1e9;
-        let mut out: Vec<Vec<(Labels, f64)>> = vec![Vec::new(); self.steps.len()];
-        let mut series: Vec<(Labels, Vec<(i64, u64)>)> = series.into_iter().collect();
-        series.sort_by(|a, b| a.0.cmp(&b.0));
-        for (labels, points) in series {
-            // both window edges only move forward
-            let (mut lo, mut hi, mut sum) = (0usize, 0usize, 0u64);
-            for (k, &t) in self.steps.iter().enumerate() {
-                while hi < points.len() && points[hi].0 <= t {
-                    sum += points[hi].1;
-                    hi += 1;
-                }
-                while lo < hi && points[lo].0 <= t - range {
-                    sum -= points[lo].1;
-                    lo += 1;
-                }
-                let n = hi - lo;
-                if n == 0 {
-                    continue;
-                }
-                let v = match func {
-                    RangeFn::CountOverTime => n as f64,
-                    RangeFn::Rate => n as f64 / secs,
-                    RangeFn::BytesOverTime => sum as f64,
-                    RangeFn::BytesRate => sum as f64 / secs,
-                };
-                out[k].push((labels.clone(), v));
-            }
-        }
-        Ok(Val::Vector(out))
+        Ok(logql::windows(func, range, &self.steps, series))
     }
-}
-
-/// The range functions of `e`, left to right.
-fn collect_ranges<'e>(e: &'e MetricExpr, out: &mut Vec<(RangeFn, &'e LogExpr, i64)>) {
-    match e {
-        MetricExpr::Range { func, log, range } => out.push((*func, log, *range)),
-        MetricExpr::Agg { inner, .. } => collect_ranges(inner, out),
-        MetricExpr::Binary { lhs, rhs, .. } => {
-            collect_ranges(lhs, out);
-            collect_ranges(rhs, out);
-        }
-        MetricExpr::Number(_) | MetricExpr::Vector(_) => {}
-    }
-}
-
-fn group_key(l: &Labels, g: Option<&Grouping>) -> Labels {
-    match g {
-        None => Labels::new(),
-        Some(Grouping::By(names)) => names.iter().filter_map(|n| l.get(n).map(|v| (n.clone(), v.clone()))).collect(),
-        Some(Grouping::Without(names)) => {
-            l.iter().filter(|(k, _)| !names.contains(k)).map(|(k, v)| (k.clone(), v.clone())).collect()
-        }
-    }
-}
-
-fn aggregate(op: AggOp, param: Option<f64>, g: Option<&Grouping>, samples: Vec<(Labels, f64)>) -> Vec<(Labels, f64)> {
-    let mut groups: BTreeMap<Labels, Vec<(Labels, f64)>> = BTreeMap::new();
-    for (l, v) in samples {
-        groups.entry(group_key(&l, g)).or_default().push((l, v));
-    }
-    let mut out = Vec::new();
-    for (key, mut members) in groups {
-        let vals = members.iter().map(|m| m.1);
-        match op {
-            AggOp::Sum => out.push((key, vals.sum())),
-            AggOp::Count => out.push((key, members.len() as f64)),
-            AggOp::Min => out.push((key, vals.fold(f64::INFINITY, f64::min))),
-            AggOp::Max => out.push((key, vals.fold(f64::NEG_INFINITY, f64::max))),
-            AggOp::Avg => out.push((key, vals.sum::<f64>() / members.len() as f64)),
-            AggOp::Topk | AggOp::Bottomk => {
-                // the k largest (smallest) members keep their own labels
-                let k = param.unwrap_or(1.0) as usize;
-                members.sort_by(|a, b| {
-                    let o = a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Equal);
-                    if op == AggOp::Topk {
-                        o.reverse()
-                    } else {
-                        o
-                    }
-                });
-                members.truncate(k);
-                out.extend(members);
-            }
-        }
-    }
-    out
-}
-
-fn apply(op: BinOp, a: f64, b: f64) -> Option<f64> {
-    Some(match op {
-        BinOp::Add => a + b,
-        BinOp::Sub => a - b,
-        BinOp::Mul => a * b,
-        BinOp::Div => a / b,
-        // a comparison filters: the sample stays (with the left value) when it holds
-        BinOp::Eq => return (a == b).then_some(a),
-        BinOp::Ne => return (a != b).then_some(a),
-        BinOp::Gt => return (a > b).then_some(a),
-        BinOp::Ge => return (a >= b).then_some(a),
-        BinOp::Lt => return (a < b).then_some(a),
-        BinOp::Le => return (a <= b).then_some(a),
-    })
-}
-
-fn is_comparison(op: BinOp) -> bool {
-    !matches!(op, BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div)
-}
-
-fn binary(op: BinOp, l: Val, r: Val) -> Result<Val, ApiError> {
-    Ok(match (l, r) {
-        (Val::Scalar(a), Val::Scalar(b)) => {
-            if is_comparison(op) {
-                return Err(bad("comparisons between two numbers are not supported"));
-            }
-            Val::Scalar(apply(op, a, b).expect("arithmetic gives a value"))
-        }
-        (Val::Vector(v), Val::Scalar(b)) => Val::Vector(
-            v.into_iter().map(|s| s.into_iter().filter_map(|(l, a)| Some((l, apply(op, a, b)?))).collect()).collect(),
-        ),
-        (Val::Scalar(a), Val::Vector(v)) => Val::Vector(
-            v.into_iter()
-                .map(|s| {
-                    s.into_iter()
-                        .filter_map(|(l, b)| {
-                            let x = apply(op, a, b)?;
-                            // a comparison keeps the vector's value
-                            Some((l, if is_comparison(op) { b } else { x }))
-                        })
-                        .collect()
-                })
-                .collect(),
-        ),
-        (Val::Vector(lv), Val::Vector(rv)) => Val::Vector(
-            lv.into_iter()
-                .zip(rv)
-                .map(|(ls, rs)| {
-                    let right: HashMap<Labels, f64> = rs.into_iter().collect();
-                    ls.into_iter().filter_map(|(l, a)| Some((l.clone(), apply(op, a, *right.get(&l)?)?))).collect()
-                })
-                .collect(),
-        ),
-    })
 }
 
 async fn metric_query(
@@ -894,56 +682,6 @@ pub async fn buildinfo() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-    }
-
-    #[test]
-    fn aggregations_and_binary_operations() {
-        let v = vec![
-            (labels(&[("app", "a"), ("level", "info")]), 3.0),
-            (labels(&[("app", "a"), ("level", "error")]), 1.0),
-            (labels(&[("app", "b"), ("level", "info")]), 5.0),
-        ];
-        let by = Grouping::By(vec!["level".into()]);
-        let got = aggregate(AggOp::Sum, None, Some(&by), v.clone());
-        assert_eq!(got, vec![(labels(&[("level", "error")]), 1.0), (labels(&[("level", "info")]), 8.0)]);
-        assert_eq!(aggregate(AggOp::Count, None, None, v.clone()), vec![(Labels::new(), 3.0)]);
-        assert_eq!(aggregate(AggOp::Avg, None, None, v.clone()), vec![(Labels::new(), 3.0)]);
-        let top = aggregate(AggOp::Topk, Some(2.0), None, v.clone());
-        assert_eq!(top.iter().map(|s| s.1).collect::<Vec<_>>(), [5.0, 3.0]);
-        let without = Grouping::Without(vec!["level".into()]);
-        let got = aggregate(AggOp::Max, None, Some(&without), v.clone());
-        assert_eq!(got, vec![(labels(&[("app", "a")]), 3.0), (labels(&[("app", "b")]), 5.0)]);
-
-        let Val::Vector(two) = binary(
-            BinOp::Add,
-            Val::Vector(vec![vec![(Labels::new(), 1.0)]]),
-            Val::Vector(vec![vec![(Labels::new(), 1.0)]]),
-        )
-        .unwrap() else {
-            panic!()
-        };
-        assert_eq!(two, vec![vec![(Labels::new(), 2.0)]]);
-        let Val::Vector(over) = binary(BinOp::Gt, Val::Vector(vec![v]), Val::Scalar(2.0)).unwrap() else { panic!() };
-        assert_eq!(over[0].iter().map(|s| s.1).collect::<Vec<_>>(), [3.0, 5.0]);
-        assert!(matches!(binary(BinOp::Div, Val::Scalar(1.0), Val::Scalar(4.0)).unwrap(), Val::Scalar(x) if x == 0.25));
-    }
-
-    #[test]
-    fn pushdown_is_exact_or_wider() {
-        let Query::Log(l) = logql::parse(r#"{app="web", level="error", env!="dev", host=~"h.*", x="", y=~".*", a_b="1"} |= "GET" !~ "x+" | line_format "{{.level}}" |= "after""#).unwrap() else {
-            panic!()
-        };
-        let got: Vec<String> = pushdown(&l).unwrap().iter().map(|e| e.to_string()).collect();
-        // label matchers that also match an absent label (x="", y=~".*") are not pushed down,
-        // nor line filters after line_format
-        // nor a label whose `_` may stand for another character of a tag key (a_b: a.b?)
-        assert_eq!(got.len(), 6, "{got:?}");
-        let Query::Log(l) = logql::parse(r#"{app="Not An App!"}"#).unwrap() else { panic!() };
-        assert!(pushdown(&l).is_none(), "an app name that cannot exist matches nothing");
-    }
 
     #[test]
     fn loki_times() {

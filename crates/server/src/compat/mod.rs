@@ -6,7 +6,6 @@
 pub mod bench;
 mod doc;
 pub mod elastic;
-pub mod logql;
 pub mod loki;
 pub mod loki_query;
 pub mod otlp;
