@@ -470,11 +470,17 @@ fn object_storage_down_queries_say_so_ingest_buffers_and_everything_catches_up()
         let (status, body) = ingest(&ingest_1.base, &batch("outage", b * 100, 100));
         assert_eq!(status, 200, "{body}");
     }
-    std::thread::sleep(Duration::from_secs(2));
     // readiness says so on the nodes that need the bucket, not on the ingest node
-    let (status, body, _) = get(&query.base, "/ready");
-    assert_eq!(status, 503, "{body}");
-    assert!(body.contains("object_storage_unreachable"), "{body}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body, _) = get(&query.base, "/ready");
+        if status == 503 {
+            assert!(body.contains("object_storage_unreachable"), "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the query node stayed ready without its bucket: {status} {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert_eq!(get(&ingest_1.base, "/ready").0, 200);
     // a query says what it could not reach: partial (native API), or a clear 503
     let (status, body, _) = get(&query.base, "/api/v1/count?app=outage");

@@ -1,5 +1,9 @@
 //! Queries that run too long are stopped: by the server's timeout (504, with the partial cost)
 //! and when the client goes away. Both are shown by the server's CPU going quiet.
+//!
+//! The CPU bounds are far from what a loaded machine could reach by chance: a query still
+//! running burns about a core (1 s of CPU a second), a stopped one nothing, and the test
+//! calls the server quiet below half a core.
 
 mod common;
 
@@ -65,11 +69,13 @@ fn a_query_past_its_timeout_gets_504_and_stops() {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["error"]["code"], "query_timeout", "{body}");
     assert!(v["error"]["cost"]["memtable_records_scanned"].as_u64().is_some(), "partial cost: {body}");
-    assert!(took < Duration::from_secs(3), "answered after {took:?}");
+    // the whole query takes several seconds of CPU; the answer comes at the timeout, or soon
+    // after it on a loaded machine
+    assert!(took < Duration::from_secs(10), "answered after {took:?}");
     let busy = s.cpu_time() - cpu0;
-    assert!(busy >= Duration::from_millis(500), "the query should have been working: {busy:?}");
+    assert!(busy >= Duration::from_millis(100), "the query should have been working: {busy:?}");
     let after = cpu_over(&s, Duration::from_millis(300), Duration::from_secs(1));
-    assert!(after < Duration::from_millis(200), "the query kept running after its 504: {after:?} of CPU in 1 s");
+    assert!(after < Duration::from_millis(500), "the query kept running after its 504: {after:?} of CPU in 1 s");
     // the server still answers
     assert_eq!(count(&s.base, "app=slow"), 20_000);
 }
@@ -84,9 +90,9 @@ fn a_client_that_goes_away_stops_its_query() {
     assert!(agent.get(&url).call().is_err(), "the client gives up first");
     drop(agent);
     let busy = s.cpu_time() - cpu0;
-    assert!(busy >= Duration::from_millis(300), "the query should have been working: {busy:?}");
+    assert!(busy >= Duration::from_millis(100), "the query should have been working: {busy:?}");
     let after = cpu_over(&s, Duration::from_millis(300), Duration::from_secs(1));
-    assert!(after < Duration::from_millis(200), "the query kept running without its client: {after:?} of CPU in 1 s");
+    assert!(after < Duration::from_millis(500), "the query kept running without its client: {after:?} of CPU in 1 s");
     assert_eq!(count(&s.base, "app=slow"), 20_000);
 }
 

@@ -443,9 +443,12 @@ mod tests {
         ) {
             let msgs: Vec<String> = msgs.iter().flat_map(|m| std::iter::repeat_n(m.clone(), repeat)).collect();
             let refs: Vec<&[u8]> = msgs.iter().map(|m| m.as_bytes()).collect();
-            if let Some(col) = encode(&refs) {
-                prop_assert_eq!(decode_all(&col, refs.len()), refs);
-            }
+            // inputs that templates would not shrink are left plain (`None`); those are not
+            // counted, and proptest fails the test if too many are, so the round trip is
+            // exercised on hundreds of template columns, not on none
+            let col = encode(&refs);
+            prop_assume!(col.is_some());
+            prop_assert_eq!(decode_all(&col.unwrap(), refs.len()), refs);
         }
     }
 }
