@@ -141,7 +141,7 @@ impl ServerConfig {
             tls: None,
             tail_buffer_bytes: DEFAULT_TAIL_BUFFER_BYTES,
             max_memory_bytes: crate::memory::default_limit(),
-            loki_app_labels: crate::compat::loki::DEFAULT_APP_LABELS.iter().map(|s| s.to_string()).collect(),
+            loki_app_labels: logpipe_formats::loki::DEFAULT_APP_LABELS.iter().map(|s| s.to_string()).collect(),
             syslog_max_connections: crate::compat::syslog::DEFAULT_MAX_CONNECTIONS,
             syslog_max_frame: crate::compat::syslog::DEFAULT_MAX_FRAME,
             roles: Roles::ALL,

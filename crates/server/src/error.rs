@@ -53,6 +53,12 @@ impl ApiError {
     }
 }
 
+impl From<logpipe_formats::Refused> for ApiError {
+    fn from(r: logpipe_formats::Refused) -> ApiError {
+        ApiError { status: r.status, code: r.code, message: r.message, detail: r.detail, retry_after: None }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut err = json!({"code": self.code, "message": self.message});

@@ -2,7 +2,9 @@
 
 use logpipe_model::{AppName, Limits};
 
-use crate::ingest::{decode_bytes, parse_records, text, Encoding};
+use logpipe_formats::{parse_records, text, DecodeCtx};
+
+use crate::ingest::{decode_bytes, Encoding};
 
 /// Record caps of every target: small, so inputs reach them.
 const LIMITS: Limits = Limits { max_message_bytes: 4096, max_tags: 16, max_tag_bytes: 128 };
@@ -45,8 +47,8 @@ pub fn params(data: &[u8]) {
 pub fn elastic_bulk(data: &[u8]) {
     let limits = LIMITS;
     let default_app = AppName::parse("fuzz").expect("valid name");
-    let ctx = crate::ingest::DecodeCtx { default_app: Some(&default_app), limits: &limits, cutoff: &|_| None };
-    if let Ok((records, items)) = crate::compat::elastic::decode_bulk(data, &ctx, 0) {
+    let ctx = DecodeCtx { default_app: Some(&default_app), limits: &limits, cutoff: &|_| None };
+    if let Ok((records, items)) = logpipe_formats::elastic::decode_bulk(data, &ctx, 0) {
         assert_eq!(records.len(), items.iter().filter(|i| i.is_ok()).count());
         assert!(records.iter().all(|r| r.message.len() <= LIMITS.max_message_bytes && r.tags.len() <= LIMITS.max_tags));
     }
@@ -55,11 +57,11 @@ pub fn elastic_bulk(data: &[u8]) {
 /// An OTLP/HTTP logs request: the first byte picks protobuf or JSON. Every record is stored
 /// or counted as rejected, and those stored are within the limits.
 pub fn otlp(data: &[u8]) {
-    use crate::compat::otlp::{decode, Format};
+    use logpipe_formats::otlp::{decode, Format};
     let Some((&f, body)) = data.split_first() else { return };
     let format = if f % 2 == 0 { Format::Protobuf } else { Format::Json };
     let limits = LIMITS;
-    let ctx = crate::ingest::DecodeCtx { default_app: None, limits: &limits, cutoff: &|_| None };
+    let ctx = DecodeCtx { default_app: None, limits: &limits, cutoff: &|_| None };
     let decoded = decode(body, format, &ctx, 0);
     if let Ok((records, rejected)) = &decoded {
         assert!(rejected.count >= 0);
@@ -68,7 +70,7 @@ pub fn otlp(data: &[u8]) {
     // the two encodings of one request decode to the same records
     if format == Format::Protobuf {
         use prost::Message;
-        if let Ok(req) = crate::compat::otlp::proto::ExportLogsServiceRequest::decode(body) {
+        if let Ok(req) = logpipe_formats::otlp::proto::ExportLogsServiceRequest::decode(body) {
             let json = crate::bench::otlp_json(&req).to_string();
             match decode(json.as_bytes(), Format::Json, &ctx, 0) {
                 Ok(from_json) => assert_eq!(Some(&from_json), decoded.as_ref().ok(), "{json}"),
@@ -81,7 +83,7 @@ pub fn otlp(data: &[u8]) {
 /// A Loki push: the first byte picks snappy protobuf or JSON. What decodes is within the
 /// limits; the label parser never panics.
 pub fn loki_push(data: &[u8]) {
-    use crate::compat::loki::{decode, parse_labels, Format};
+    use logpipe_formats::loki::{decode, parse_labels, Format};
     let Some((&f, body)) = data.split_first() else { return };
     if f % 3 == 2 {
         let _ = parse_labels(&String::from_utf8_lossy(body));
@@ -89,7 +91,7 @@ pub fn loki_push(data: &[u8]) {
     }
     let format = if f % 3 == 0 { Format::Protobuf } else { Format::Json };
     let limits = LIMITS;
-    let ctx = crate::ingest::DecodeCtx { default_app: None, limits: &limits, cutoff: &|_| None };
+    let ctx = DecodeCtx { default_app: None, limits: &limits, cutoff: &|_| None };
     let labels = ["app".to_string(), "job".to_string()];
     if let Ok(records) = decode(body, format, &labels, &ctx, 1 << 20) {
         assert!(records.iter().all(|r| r.message.len() <= LIMITS.max_message_bytes && r.tags.len() <= LIMITS.max_tags));
@@ -98,11 +100,11 @@ pub fn loki_push(data: &[u8]) {
 
 /// VictoriaLogs JSON lines with fixed field settings: what decodes is within the limits.
 pub fn vlogs_jsonline(data: &[u8]) {
-    use crate::compat::vlogs::{decode, Fields};
+    use logpipe_formats::vlogs::{decode, Fields};
     let f = Fields::from_request(Some("_msg_field=msg,_msg&_time_field=t&_stream_fields=s"), &Default::default())
         .expect("valid settings");
     let limits = LIMITS;
-    let ctx = crate::ingest::DecodeCtx { default_app: None, limits: &limits, cutoff: &|_| None };
+    let ctx = DecodeCtx { default_app: None, limits: &limits, cutoff: &|_| None };
     if let Ok(records) = decode(data, &f, &ctx, 0) {
         assert!(records.iter().all(|r| r.message.len() <= LIMITS.max_message_bytes && r.tags.len() <= LIMITS.max_tags));
     }
@@ -111,7 +113,7 @@ pub fn vlogs_jsonline(data: &[u8]) {
 /// A syslog byte stream: framed as a TCP connection would be, each frame parsed. Frames never
 /// exceed the limit; what parses is within the record limits.
 pub fn syslog(data: &[u8]) {
-    use crate::compat::syslog::{next_frame, parse};
+    use logpipe_formats::syslog::{next_frame, parse};
     let limits = LIMITS;
     let mut buf = bytes::BytesMut::from(data);
     for _ in 0..10_000 {

@@ -13,60 +13,18 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use http_body_util::BodyExt;
-use logpipe_model::{format_time, parse_time, AppName, Limits, Record};
+use logpipe_model::{AppName, Record};
 use logpipe_storage::{IdempotencyKey, Stored, MAX_KEY_BYTES};
 use rustc_hash::FxHashMap;
-use serde::de::{self, Deserializer, Visitor};
-use serde::Deserialize;
 use serde_json::json;
 
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::admission::Admitted;
 use crate::auth::Access;
+use logpipe_formats::{parse_records, text, DecodeCtx};
+
 use crate::{ApiError, AppState, Sink};
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WireRecord<'a> {
-    #[serde(default, borrow)]
-    app: Option<Cow<'a, str>>,
-    #[serde(default, deserialize_with = "timestamp")]
-    timestamp: Option<i64>,
-    message: String,
-    #[serde(default)]
-    tags: Option<Vec<String>>,
-}
-
-/// RFC 3339 string, integer nanoseconds, or null (server time).
-fn timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    struct V;
-    impl<'de> Visitor<'de> for V {
-        type Value = Option<i64>;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("an RFC 3339 string or integer nanoseconds")
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-            Ok(Some(v))
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-            i64::try_from(v).map(Some).map_err(|_| E::custom("timestamp out of range"))
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            parse_time(v).map(Some).map_err(E::custom)
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
-            d.deserialize_any(V)
-        }
-    }
-    d.deserialize_any(V)
-}
 
 pub async fn ingest(
     State(st): State<Arc<AppState>>,
@@ -85,7 +43,7 @@ pub async fn ingest(
         };
         let (accepted, ()) = accept(&st, access, &headers, body, default_app, |body, ctx| {
             let text = text(Cow::Borrowed(body));
-            Ok((parse_records(&text, ctx.default_app, ctx.limits, ctx.cutoff)?, ()))
+            parse_records(&text, ctx.default_app, ctx.limits, ctx.cutoff).map(|r| (r, ()))
         })
         .await?;
         if accepted.duplicate {
@@ -130,15 +88,6 @@ pub(crate) async fn drain(body: Body) {
     while let Some(Ok(_)) = body.frame().await {}
 }
 
-/// What a protocol's decoder is given besides the body.
-pub(crate) struct DecodeCtx<'a> {
-    /// The app of records that name none (the native `?app=`, an Elasticsearch index in the path).
-    pub default_app: Option<&'a AppName>,
-    pub limits: &'a Limits,
-    /// The oldest timestamp kept for an app, if retention applies.
-    pub cutoff: &'a dyn Fn(&AppName) -> Option<i64>,
-}
-
 /// How a batch was taken.
 pub(crate) struct Accepted {
     pub records: u64,
@@ -151,7 +100,7 @@ pub(crate) struct Accepted {
 /// ingest worker — `decode` over the decompressed body, each app's write scope and rate
 /// limit, and submission; returns once the batch is durable. `decode` gives the records to
 /// store (all or nothing) and whatever the protocol needs for its answer.
-pub(crate) async fn accept<T, F>(
+pub(crate) async fn accept<T, E, F>(
     st: &Arc<AppState>,
     access: Access,
     headers: &HeaderMap,
@@ -161,7 +110,8 @@ pub(crate) async fn accept<T, F>(
 ) -> Result<(Accepted, T), ApiError>
 where
     T: Send + 'static,
-    F: FnOnce(&[u8], &DecodeCtx) -> Result<(Vec<Record>, T), ApiError> + Send + 'static,
+    E: Into<ApiError>,
+    F: FnOnce(&[u8], &DecodeCtx) -> Result<(Vec<Record>, T), E> + Send + 'static,
 {
     if let Err(e) = access.check_may_write() {
         drain(body).await;
@@ -212,7 +162,7 @@ where
             });
             let cutoff = |app: &AppName| sink.retention_cutoff(&state.cfg, app);
             let ctx = DecodeCtx { default_app: default_app.as_ref(), limits: &record_limits, cutoff: &cutoff };
-            let (records, extra) = decode(&body, &ctx)?;
+            let (records, extra) = decode(&body, &ctx).map_err(Into::into)?;
             let n = records.len();
             let mut per_app: FxHashMap<AppName, (u64, u64)> = FxHashMap::default();
             for r in &records {
@@ -350,219 +300,4 @@ pub(crate) fn decode_bytes(raw: &[u8], enc: Encoding, cap: usize) -> Result<Cow<
         ));
     }
     Ok(Cow::Owned(out))
-}
-
-/// UTF-8 text of `b`; the fast validation path first, replacement only when it fails.
-pub(crate) fn text(b: Cow<'_, [u8]>) -> Cow<'_, str> {
-    match b {
-        Cow::Borrowed(b) => match std::str::from_utf8(b) {
-            Ok(s) => Cow::Borrowed(s),
-            Err(_) => String::from_utf8_lossy(b),
-        },
-        Cow::Owned(v) => match String::from_utf8(v) {
-            Ok(s) => Cow::Owned(s),
-            Err(e) => Cow::Owned(String::from_utf8_lossy(e.as_bytes()).into_owned()),
-        },
-    }
-}
-
-/// Deepest nesting of JSON arrays and objects accepted in a body (a record needs 2, an array
-/// of records 3).
-pub(crate) const MAX_JSON_DEPTH: usize = 32;
-
-/// Refuses JSON nested deeper than [`MAX_JSON_DEPTH`] before it is parsed: sonic-rs recurses
-/// without a limit when it skips a value it does not want, so `{"app":[[[[…` a hundred
-/// thousand deep would overflow the stack and abort the server (found by the `ingest` fuzz
-/// target). A line with fewer opening brackets than the limit is passed at the cost of a count.
-pub(crate) fn check_json_depth(text: &str) -> Result<(), String> {
-    let b = text.as_bytes();
-    // `[` (0x5b) and `{` (0x7b) differ only in bit 0x20: one compare per byte, counted in
-    // bytes over chunks that cannot overflow one, which the compiler turns into a vector loop
-    // (this count runs over every byte of every line)
-    let opening: usize =
-        b.chunks(255).map(|chunk| usize::from(chunk.iter().fold(0u8, |n, &c| n + u8::from(c | 0x20 == b'{')))).sum();
-    if opening <= MAX_JSON_DEPTH {
-        return Ok(());
-    }
-    let (mut depth, mut i) = (0usize, 0usize);
-    while i < b.len() {
-        match b[i] {
-            b'"' => {
-                // strings are most of the bytes: short ones (keys) byte by byte, past 16 bytes
-                // jump from quote or backslash to the next one
-                i += 1;
-                let mut plain = 0;
-                loop {
-                    if plain < 16 {
-                        match b.get(i) {
-                            // unterminated: the parser refuses it
-                            None => return Ok(()),
-                            Some(b'"') => {
-                                i += 1;
-                                break;
-                            }
-                            Some(b'\\') => i += 2,
-                            Some(_) => {
-                                i += 1;
-                                plain += 1;
-                            }
-                        }
-                        continue;
-                    }
-                    match memchr::memchr2(b'"', b'\\', b.get(i..).unwrap_or_default()) {
-                        None => return Ok(()),
-                        Some(k) if b[i + k] == b'\\' => i += k + 2,
-                        Some(k) => {
-                            i += k + 1;
-                            break;
-                        }
-                    }
-                }
-                continue;
-            }
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > MAX_JSON_DEPTH {
-                    return Err(format!("JSON is nested deeper than {MAX_JSON_DEPTH} levels"));
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-        i += 1;
-    }
-    Ok(())
-}
-
-/// A JSON document of a compatibility protocol as a `serde_json::Value`, parsed by sonic-rs
-/// (several times faster than serde_json here) after the depth check that keeps it safe.
-pub(crate) fn json_value(text: &str) -> Result<serde_json::Value, String> {
-    check_json_depth(text)?;
-    sonic_rs::from_str(text).map_err(|e| e.to_string())
-}
-
-/// Parses and validates every record of a body (NDJSON or a JSON array); the first bad one
-/// fails the batch. `cutoff` gives the oldest timestamp kept for an app, if any.
-pub fn parse_records(
-    body: &str,
-    default_app: Option<&AppName>,
-    limits: &Limits,
-    cutoff: &dyn Fn(&AppName) -> Option<i64>,
-) -> Result<Vec<Record>, ApiError> {
-    let now = crate::now_ns();
-    // most batches name a handful of apps: parse each name and look up its retention once
-    let mut apps: FxHashMap<String, (AppName, Option<i64>)> = FxHashMap::default();
-    let default_app = default_app.map(|d| (d.clone(), cutoff(d)));
-    let mut check = |w: WireRecord| -> Result<Record, String> {
-        let (app, cut) = match (&w.app, &default_app) {
-            (Some(a), _) => match apps.get(a.as_ref()) {
-                Some((app, cut)) => (app.clone(), *cut),
-                None => {
-                    let app = AppName::parse(a).map_err(|e| e.to_string())?;
-                    let cut = cutoff(&app);
-                    apps.insert(a.to_string(), (app.clone(), cut));
-                    (app, cut)
-                }
-            },
-            (None, Some((d, cut))) => (d.clone(), *cut),
-            (None, None) => return Err("missing app: set it in the record or with ?app=".into()),
-        };
-        let ts = w.timestamp.unwrap_or(now);
-        if let Some(c) = cut.filter(|&c| ts < c) {
-            return Err(format!(
-                "timestamp {} is older than the retention of app {app} (records before {} are not kept)",
-                format_time(ts),
-                format_time(c)
-            ));
-        }
-        Record::new(app, ts, w.message, w.tags.unwrap_or_default(), limits).map_err(|e| e.to_string())
-    };
-    let trimmed = body.trim_start();
-    let mut out = Vec::new();
-    if trimmed.starts_with('[') {
-        check_json_depth(trimmed).map_err(|m| ApiError::bad_request("bad_record", m))?;
-        let items: Vec<serde_json::Value> = serde_json::from_str(trimmed)
-            .map_err(|e| ApiError::bad_request("bad_record", format!("body is not a JSON array of records: {e}")))?;
-        for (i, v) in items.into_iter().enumerate() {
-            let bad =
-                |m: String| ApiError::bad_request("bad_record", format!("index {i}: {m}")).with("index", i.into());
-            let w = WireRecord::deserialize(&v).map_err(|e| bad(e.to_string()))?;
-            out.push(check(w).map_err(bad)?);
-        }
-    } else {
-        for (i, line) in body.split('\n').enumerate() {
-            let line = line.trim();
-            if line.is_empty() {
-                continue;
-            }
-            let n = i + 1;
-            let bad = |m: String| ApiError::bad_request("bad_record", format!("line {n}: {m}")).with("line", n.into());
-            // sonic-rs: a SIMD JSON parser behind the same serde types, several times faster
-            // than serde_json on this, the hottest loop of ingest
-            check_json_depth(line).map_err(bad)?;
-            let w: WireRecord = sonic_rs::from_str(line).map_err(|e| bad(e.to_string()))?;
-            out.push(check(w).map_err(bad)?);
-        }
-    }
-    Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(body: &str) -> Result<Vec<Record>, ApiError> {
-        parse_records(body, None, &Limits::default(), &|_| None)
-    }
-
-    #[test]
-    fn ndjson_and_arrays() {
-        let r = parse("{\"app\":\"A\",\"timestamp\":\"2025-01-01T00:00:00+01:00\",\"message\":\"m\",\"tags\":[\"b\",\"a\"]}\n\n{\"app\":\"b\",\"timestamp\":5,\"message\":\"x\"}").unwrap();
-        assert_eq!(r.len(), 2);
-        assert_eq!(r[0].app.as_str(), "a");
-        assert_eq!(r[0].ts, 1_735_686_000_000_000_000);
-        assert_eq!(r[0].tags, ["a", "b"]);
-        assert_eq!(r[1].ts, 5);
-        let a = parse("[{\"app\":\"a\",\"message\":\"m\",\"timestamp\":null}]").unwrap();
-        assert_eq!(a.len(), 1);
-    }
-
-    #[test]
-    fn deep_nesting_is_refused_before_parsing() {
-        for n in [33, 100_000] {
-            let deep = format!("{}{}", "[".repeat(n), "]".repeat(n));
-            for body in [
-                format!("{{\"app\":{deep},\"message\":\"x\"}}"),
-                format!("{{\"app\":\"a\",\"message\":\"x\",\"extra\":{deep}}}"),
-                format!("[{{\"app\":\"a\",\"message\":\"x\",\"tags\":{deep}}}]"),
-                // an escaped backslash ends in a real closing quote
-                format!("{{\"app\":\"a\",\"message\":\"x\\\\\",\"extra\":{deep}}}"),
-            ] {
-                let e = parse(&body).unwrap_err();
-                assert!(e.message.contains("nested deeper than 32"), "{n}: {}", e.message);
-            }
-        }
-        // brackets inside strings are text, however many
-        let msg = "[".repeat(1000);
-        let ok = parse(&format!("{{\"app\":\"a\",\"message\":\"{msg}\\\"{msg}\",\"tags\":[\"k=[{{\"]}}")).unwrap();
-        assert_eq!(ok[0].message.len(), 2001);
-    }
-
-    #[test]
-    fn errors_name_the_line_or_index() {
-        let e = parse("{\"app\":\"a\",\"message\":\"m\"}\n{\"app\":\"a\",\"message\":5}").unwrap_err();
-        assert!(e.message.starts_with("line 2:"), "{}", e.message);
-        let e = parse("[{\"app\":\"a\",\"message\":\"m\"},{\"app\":\"a\"}]").unwrap_err();
-        assert!(e.message.starts_with("index 1:"), "{}", e.message);
-        for bad in [
-            "{\"message\":\"no app\"}",
-            "{\"app\":\"a\",\"message\":\"m\",\"timestamp\":\"soon\"}",
-            "{\"app\":\"a\",\"message\":\"m\",\"timestamp\":1.5}",
-            "{\"app\":\"a\",\"message\":\"m\",\"level\":\"x\"}",
-            "{\"app\":\"a\",\"message\":\"m\",\"tags\":\"x\"}",
-            "not json",
-        ] {
-            assert!(parse(bad).is_err(), "{bad}");
-        }
-    }
 }

@@ -35,12 +35,12 @@ use logpipe_storage::Engine;
 use tokio::net::TcpListener;
 
 pub use auth::{Scope, TokenSpec, MIN_TOKEN_LEN};
-/// Every protocol's decoder and sample encoders, for the decoding benchmark. Not an API.
-#[doc(hidden)]
-pub use compat::bench;
 pub use config::{Bus, ClusterStorage, Roles, ServerConfig, DEFAULT_LISTEN};
 pub use error::ApiError;
-pub use ingest::parse_records;
+/// Every protocol's decoder and sample encoders, for the decoding benchmark. Not an API.
+#[doc(hidden)]
+pub use logpipe_formats::bench;
+pub use logpipe_formats::parse_records;
 pub use ratelimit::AppLimit;
 
 use admission::Pool;
@@ -78,9 +78,7 @@ pub(crate) struct AppState {
 }
 
 /// The wall-clock time, in nanoseconds since the Unix epoch (0 if the clock is before it).
-pub(crate) fn now_ns() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
-}
+pub(crate) use logpipe_formats::now_ns;
 
 impl AppState {
     pub fn engine(&self) -> Result<&Arc<Engine>, ApiError> {

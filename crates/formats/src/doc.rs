@@ -9,13 +9,13 @@ use std::borrow::Cow;
 use sonic_rs::{JsonValueTrait, LazyValue};
 
 /// The fields of one JSON object, in document order, each value still raw JSON.
-pub(crate) struct Doc<'a> {
+pub struct Doc<'a> {
     fields: Vec<(Cow<'a, str>, LazyValue<'a>)>,
 }
 
 /// A JSON object, or why not.
-pub(crate) fn object(text: &str) -> Result<Doc<'_>, String> {
-    crate::ingest::check_json_depth(text)?;
+pub fn object(text: &str) -> Result<Doc<'_>, String> {
+    crate::check_json_depth(text)?;
     let t = text.trim();
     if !t.starts_with('{') || !t.ends_with('}') {
         return Err("a document must be a JSON object".to_string());
@@ -73,7 +73,7 @@ fn text_json(v: &LazyValue) -> Result<String, String> {
 }
 
 /// A parsed value as text: a string as it is, anything else as JSON.
-pub(crate) fn tree_text(v: &sonic_rs::Value) -> String {
+pub fn tree_text(v: &sonic_rs::Value) -> String {
     match v.as_str() {
         Some(s) => s.to_string(),
         None => sonic_rs::to_string(v).unwrap_or_default(),
@@ -81,7 +81,7 @@ pub(crate) fn tree_text(v: &sonic_rs::Value) -> String {
 }
 
 /// A value as text: a string as it is, anything else as JSON.
-pub(crate) fn text(v: &LazyValue) -> Result<String, String> {
+pub fn text(v: &LazyValue) -> Result<String, String> {
     match v.as_str() {
         Some(s) => Ok(s.to_string()),
         None if v.is_str() => Err(format!("bad string {}", v.as_raw_str())),

@@ -6,7 +6,7 @@ use logpipe_model::{AppName, Limits, Record};
 use prost::Message;
 use serde_json::json;
 
-use crate::ingest::DecodeCtx;
+use crate::DecodeCtx;
 
 /// The wire formats logpipe decodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,7 +99,7 @@ pub fn encode(p: Protocol, samples: &[Sample]) -> Vec<u8> {
             .collect::<String>()
             .into_bytes(),
         Protocol::OtlpProtobuf | Protocol::OtlpJson => {
-            use crate::compat::otlp::proto;
+            use crate::otlp::proto;
             let s = |v: &str| Some(proto::AnyValue { value: Some(proto::Value::String(v.to_string())) });
             let kv = |k: &str, v: &str| proto::KeyValue { key: k.to_string(), value: s(v) };
             let records = samples
@@ -142,7 +142,7 @@ pub fn encode(p: Protocol, samples: &[Sample]) -> Vec<u8> {
                     .collect();
                 return json!({ "streams": streams }).to_string().into_bytes();
             }
-            use crate::compat::loki::proto;
+            use crate::loki::proto;
             let req = proto::PushRequest {
                 streams: streams
                     .iter()
@@ -174,8 +174,8 @@ pub fn encode(p: Protocol, samples: &[Sample]) -> Vec<u8> {
 /// integers as decimal strings, ids as hex, bytes as base64, non-finite doubles as strings.
 /// Keys come in alphabetical order, so records come before their scope (`logRecords` <
 /// `scope`), which the decoder must handle.
-pub fn otlp_json(req: &crate::compat::otlp::proto::ExportLogsServiceRequest) -> serde_json::Value {
-    use crate::compat::otlp::proto;
+pub fn otlp_json(req: &crate::otlp::proto::ExportLogsServiceRequest) -> serde_json::Value {
+    use crate::otlp::proto;
     use base64::Engine as _;
     fn kvs(list: &[proto::KeyValue]) -> serde_json::Value {
         list.iter()
@@ -253,7 +253,7 @@ pub fn otlp_json(req: &crate::compat::otlp::proto::ExportLogsServiceRequest) -> 
     json!({ "resourceLogs": resource_logs })
 }
 
-fn fail<T>(p: Protocol) -> impl FnOnce(crate::ApiError) -> T {
+fn fail<T>(p: Protocol) -> impl FnOnce(crate::Refused) -> T {
     move |e| panic!("{p:?}: {}", e.message)
 }
 
@@ -263,34 +263,26 @@ pub fn decode(p: Protocol, body: &[u8]) -> Vec<Record> {
     let default = AppName::parse("default").expect("valid");
     let ctx = DecodeCtx { default_app: Some(&default), limits: &limits, cutoff: &|_| None };
     match p {
-        Protocol::Native => {
-            crate::ingest::parse_records(std::str::from_utf8(body).expect("utf-8"), None, &limits, &|_| None)
-                .unwrap_or_else(fail(p))
-        }
-        Protocol::ElasticBulk => crate::compat::elastic::decode_bulk(body, &ctx, 0).unwrap_or_else(fail(p)).0,
+        Protocol::Native => crate::parse_records(std::str::from_utf8(body).expect("utf-8"), None, &limits, &|_| None)
+            .unwrap_or_else(fail(p)),
+        Protocol::ElasticBulk => crate::elastic::decode_bulk(body, &ctx, 0).unwrap_or_else(fail(p)).0,
         Protocol::OtlpProtobuf => {
-            crate::compat::otlp::decode(body, crate::compat::otlp::Format::Protobuf, &ctx, 0).unwrap_or_else(fail(p)).0
+            crate::otlp::decode(body, crate::otlp::Format::Protobuf, &ctx, 0).unwrap_or_else(fail(p)).0
         }
-        Protocol::OtlpJson => {
-            crate::compat::otlp::decode(body, crate::compat::otlp::Format::Json, &ctx, 0).unwrap_or_else(fail(p)).0
-        }
+        Protocol::OtlpJson => crate::otlp::decode(body, crate::otlp::Format::Json, &ctx, 0).unwrap_or_else(fail(p)).0,
         Protocol::LokiProtobuf | Protocol::LokiJson => {
-            let f = if p == Protocol::LokiJson {
-                crate::compat::loki::Format::Json
-            } else {
-                crate::compat::loki::Format::Protobuf
-            };
-            crate::compat::loki::decode(body, f, &["app".to_string()], &ctx, 1 << 30).unwrap_or_else(fail(p))
+            let f = if p == Protocol::LokiJson { crate::loki::Format::Json } else { crate::loki::Format::Protobuf };
+            crate::loki::decode(body, f, &["app".to_string()], &ctx, 1 << 30).unwrap_or_else(fail(p))
         }
         Protocol::VlogsJsonline => {
-            let f = crate::compat::vlogs::Fields::from_request(None, &Default::default()).unwrap_or_else(fail(p));
-            crate::compat::vlogs::decode(body, &f, &ctx, 0).unwrap_or_else(fail(p))
+            let f = crate::vlogs::Fields::from_request(None, &Default::default()).unwrap_or_else(fail(p));
+            crate::vlogs::decode(body, &f, &ctx, 0).unwrap_or_else(fail(p))
         }
         Protocol::Syslog5424 => {
             let mut buf = bytes::BytesMut::from(body);
             let mut out = Vec::new();
-            while let Ok(Some(frame)) = crate::compat::syslog::next_frame(&mut buf, 1 << 20, true) {
-                out.push(crate::compat::syslog::parse(&frame, 0, &limits).expect("a syslog line"));
+            while let Ok(Some(frame)) = crate::syslog::next_frame(&mut buf, 1 << 20, true) {
+                out.push(crate::syslog::parse(&frame, 0, &limits).expect("a syslog line"));
             }
             out
         }

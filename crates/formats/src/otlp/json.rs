@@ -18,7 +18,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde::Deserialize;
 
 use super::{app_named, flatten, hex_id, proto, severity_name, store, timestamp, Rejected};
-use crate::ingest::{DecodeCtx, MAX_JSON_DEPTH};
+use crate::{DecodeCtx, MAX_JSON_DEPTH};
 use logpipe_model::Record;
 
 /// Decodes an OTLP/JSON request into records; records that fail on their own are counted in
@@ -345,7 +345,7 @@ impl LogRecord {
             severity_name(n).map(str::to_string)
         });
         if let Some(l) = level {
-            self.attrs.tags.push(crate::compat::tag("level", &l));
+            self.attrs.tags.push(crate::tag("level", &l));
         }
         Pending { scope, ts: timestamp(self.time, self.observed, now), message: self.message, tags: self.attrs.tags }
     }
@@ -488,7 +488,7 @@ impl<'de> Visitor<'de> for TagValue<'_, '_> {
         let key = self.key;
         let tag = |v: fmt::Arguments| format!("{key}={v}");
         let pushed = if let Some(s) = f.string {
-            self.tags.push(crate::compat::tag(key, &s));
+            self.tags.push(crate::tag(key, &s));
             return Ok(true);
         } else if let Some(b) = f.bool {
             tag(format_args!("{b}"))
