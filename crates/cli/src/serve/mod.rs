@@ -10,7 +10,7 @@ use clap::Args;
 use logpipe_model::{parse_duration, AppName, AppPattern};
 use logpipe_server::{ServerConfig, DEFAULT_LISTEN};
 use logpipe_storage::{EngineConfig, FsyncMode};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 mod cluster;
 use cluster::{bus_config, parse_roles, storage_config, StorageArgs};
@@ -18,25 +18,25 @@ use cluster::{bus_config, parse_roles, storage_config, StorageArgs};
 pub const DEFAULT_DATA_DIR: &str = "./logpipe-data";
 
 /// Every setting, as a flag or as a key of the `--config` TOML file (same name, `_` for `-`).
-#[derive(Args, Debug, Default, Deserialize)]
+#[derive(Args, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServeArgs {
     /// TOML configuration file.
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_CONFIG")]
     #[serde(skip)]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:7171]. Port 0 picks a free port.
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_LISTEN")]
     listen: Option<String>,
     /// Data directory (WAL and segments) [default: ./logpipe-data].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// When to fsync the WAL: `always` (before every acknowledgement, the default),
     /// `interval:<duration>` (e.g. interval:100ms) or `never`.
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_FSYNC")]
     fsync: Option<String>,
     /// Keep records this long, e.g. 30d [default: keep everything].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_RETENTION")]
     retention: Option<String>,
     /// Per-app retention, `app=duration`; repeatable.
     #[arg(long = "retention-app", value_name = "APP=DURATION")]
@@ -47,10 +47,10 @@ pub struct ServeArgs {
     retention_per_app: Option<HashMap<String, String>>,
     /// Records per second each app may ingest; past it, 429 for that app alone [default:
     /// unlimited].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_APP_RECORDS_PER_SECOND")]
     app_records_per_second: Option<f64>,
     /// Bytes (messages and tags) per second each app may ingest [default: unlimited].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_APP_BYTES_PER_SECOND")]
     app_bytes_per_second: Option<f64>,
     /// Limits of named apps, in the config file only: `[app_limits.web]` with
     /// `records_per_second` and/or `bytes_per_second` (replacing the defaults above).
@@ -61,67 +61,67 @@ pub struct ServeArgs {
     tokens: Option<Vec<TokenEntry>>,
     /// Listen beyond loopback without tokens: anyone who can reach the port can read and write
     /// everything.
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_INSECURE_NO_AUTH")]
     #[serde(default)]
     insecure_no_auth: bool,
     /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
-    #[arg(long, requires = "tls_key")]
+    #[arg(long, requires = "tls_key", env = "LOGPIPE_TLS_CERT")]
     tls_cert: Option<PathBuf>,
     /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of --tls-cert.
-    #[arg(long, requires = "tls_cert")]
+    #[arg(long, requires = "tls_cert", env = "LOGPIPE_TLS_KEY")]
     tls_key: Option<PathBuf>,
     /// Threads that decode ingest bodies [default: number of cores].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_INGEST_WORKERS")]
     ingest_workers: Option<usize>,
     /// Ingest requests admitted beyond the busy workers before 429 [default: 512].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_INGEST_QUEUE")]
     ingest_queue: Option<usize>,
     /// Batches that may wait for the WAL writer before 429 [default: 256].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_WAL_QUEUE")]
     wal_queue: Option<usize>,
     /// Memory for ingest bodies in flight, bytes [default: 256 MiB].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_INGEST_MEMORY_BYTES")]
     ingest_memory_bytes: Option<usize>,
     /// Threads that run queries [default: number of cores].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_QUERY_WORKERS")]
     query_workers: Option<usize>,
     /// Queries admitted beyond the busy workers before 503 [default: 64].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_QUERY_QUEUE")]
     query_queue: Option<usize>,
     /// Largest ingest body after decompression, bytes [default: 64 MiB].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_MAX_BODY_BYTES")]
     max_body_bytes: Option<usize>,
     /// Largest message, bytes [default: 256 KiB].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_MAX_MESSAGE_BYTES")]
     max_message_bytes: Option<usize>,
     /// Most tags per record [default: 128].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_MAX_TAGS")]
     max_tags: Option<usize>,
     /// Largest tag, bytes [default: 1 KiB].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_MAX_TAG_BYTES")]
     max_tag_bytes: Option<usize>,
     /// Largest `limit` of one query page [default: 10000].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_MAX_QUERY_LIMIT")]
     max_query_limit: Option<usize>,
     /// Stop a query that runs longer than this and answer 504 [default: 30s].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_QUERY_TIMEOUT")]
     query_timeout: Option<String>,
     /// Bytes of results in progress one query may hold (a page's records, histogram buckets,
     /// distinct values); past it the query fails with 422 [default: 256 MiB].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_QUERY_MEMORY_BYTES")]
     query_memory_bytes: Option<usize>,
     /// Receive syslog over TCP on this address (RFC 5424 and 3164; octet-counted, newline or
     /// NUL framing) [default: off].
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", env = "LOGPIPE_SYSLOG_TCP")]
     syslog_tcp: Option<String>,
     /// Receive syslog over UDP on this address [default: off].
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", env = "LOGPIPE_SYSLOG_UDP")]
     syslog_udp: Option<String>,
     /// Syslog TCP connections served at once [default: 256].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_SYSLOG_MAX_CONNECTIONS")]
     syslog_max_connections: Option<usize>,
     /// Largest syslog frame, bytes [default: 64 KiB].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_SYSLOG_MAX_FRAME_BYTES")]
     syslog_max_frame_bytes: Option<usize>,
     /// Loki pushes: a stream label whose value is the app; repeatable, the first found wins
     /// [default: app, service_name, job].
@@ -130,105 +130,105 @@ pub struct ServeArgs {
     loki_app_label: Vec<String>,
     /// Resident memory of the server, bytes, past which ingest is refused with 429
     /// memory_pressure until it is back under; 0: no limit [default: 60% of physical memory].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_MAX_MEMORY_BYTES")]
     max_memory_bytes: Option<u64>,
     /// Segment files kept open at once; past it the least recently read are closed and opened
     /// again when needed [default: half the open-file limit, which logpipe raises to its hard
     /// limit at start-up, at most 65536].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_MAX_OPEN_SEGMENT_FILES")]
     max_open_segment_files: Option<usize>,
     /// Bytes of segments and WAL the data directory may hold; past it the oldest partitions
     /// (before today) are dropped, then ingest is refused with 507 [default: unlimited].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_MAX_DISK_USAGE")]
     max_disk_usage: Option<u64>,
     /// How long an `Idempotency-Key` is remembered: a batch sent again under it within this
     /// time is acknowledged again and not stored twice [default: 10m].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_IDEMPOTENCY_WINDOW")]
     idempotency_window: Option<String>,
     /// Most idempotency keys remembered; past it the oldest are forgotten [default: 100000].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_IDEMPOTENCY_MAX_KEYS")]
     idempotency_max_keys: Option<usize>,
     /// Live tails open at once; past it, 429 [default: 64].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_MAX_TAILS")]
     max_tails: Option<usize>,
     /// Matching records one live tail holds for a slow reader before it skips, bytes
     /// [default: 8 MiB].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_TAIL_BUFFER_BYTES")]
     tail_buffer_bytes: Option<usize>,
     /// Flush the memtable into segments at this size, bytes [default: 32 MiB].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_MEMTABLE_FLUSH_BYTES")]
     memtable_flush_bytes: Option<usize>,
     /// Flush the memtable when its oldest record is this old [default: 10s].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_MEMTABLE_FLUSH_INTERVAL")]
     memtable_flush_interval: Option<String>,
     /// Hold writes while unflushed memtables hold more than this, bytes [default: 96 MiB].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_MAX_MEMTABLE_BYTES")]
     max_memtable_bytes: Option<usize>,
     /// How long a held write waits for a flush before it is refused with 503 [default: 10s].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_FLUSH_WAIT")]
     flush_wait: Option<String>,
     /// Merge a partition once it has more segments than this [default: 4].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_MAX_SEGMENTS_PER_PARTITION")]
     max_segments_per_partition: Option<usize>,
     /// Hold writes while a partition has more segments than this (merges are behind); after
     /// --flush-wait they get 503 merges_behind [default: 64].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_STALL_SEGMENTS_PER_PARTITION")]
     stall_segments_per_partition: Option<usize>,
     /// zstd level for merged segment columns [default: 3].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_COMPRESSION_LEVEL")]
     compression_level: Option<i32>,
     /// Rewrite a partition into one segment at --cold-level once its day is over and no flush
     /// touched it for this long [default: 30s].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_SETTLE_AFTER")]
     settle_after: Option<String>,
     /// zstd level of settled partitions [default: 9].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_COLD_LEVEL")]
     cold_level: Option<i32>,
     /// What this process does, comma-separated: `ingest`, `query`, `store`, or `all` (the
     /// default; with no --nats-url, the embedded single node). See docs/CLUSTER.md.
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_ROLE")]
     role: Option<String>,
     /// Cluster mode: NATS server URLs, comma-separated (e.g. nats://10.0.0.1:4222).
     #[arg(long, env = "LOGPIPE_NATS_URL")]
     nats_url: Option<String>,
     /// Name of the JetStream stream batches travel on [default: logpipe].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_NATS_STREAM")]
     nats_stream: Option<String>,
     /// JetStream replicas of the stream [default: 3].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_NATS_REPLICAS")]
     nats_replicas: Option<usize>,
     /// Bytes the stream may hold waiting for store nodes before ingest gets 429 [default: 8 GiB].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_NATS_MAX_BYTES")]
     nats_max_bytes: Option<i64>,
     /// Cluster mode: the URL this node's API is reached on, as listed by /api/v1/cluster
     /// [default: the address it listens on].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_ADVERTISE_URL")]
     advertise_url: Option<String>,
     /// Cluster mode (store and query roles): the S3 bucket holding segments and the catalog.
     #[arg(long, env = "LOGPIPE_S3_BUCKET")]
     s3_bucket: Option<String>,
     /// S3 endpoint, e.g. http://10.0.0.5:8333 for SeaweedFS or MinIO [default: AWS_ENDPOINT,
     /// else AWS]. Credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_S3_ENDPOINT")]
     s3_endpoint: Option<String>,
     /// S3 region [default: AWS_REGION, else us-east-1].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_S3_REGION")]
     s3_region: Option<String>,
     /// Key prefix of everything logpipe writes in the bucket [default: logpipe].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_S3_PREFIX")]
     s3_prefix: Option<String>,
     /// Query role: directory of the local cache of segment byte ranges [default:
     /// <data-dir>/cache].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
     /// Query role: bytes the cache may hold [default: 1 GiB].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_CACHE_SIZE")]
     cache_size: Option<u64>,
     /// Store role: upload held batches at least this often [default: 5s].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_UPLOAD_INTERVAL")]
     upload_interval: Option<String>,
     /// Store role: upload as soon as held batches take this many bytes [default: 256 MiB].
-    #[arg(long)]
+    #[arg(long, env = "LOGPIPE_MAX_PENDING_BYTES")]
     max_pending_bytes: Option<usize>,
     /// Cluster mode: bearer token this node presents to other nodes (an admin token when
     /// [[tokens]] are configured).
@@ -236,7 +236,7 @@ pub struct ServeArgs {
     cluster_token: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppLimitEntry {
     records_per_second: Option<f64>,
@@ -252,7 +252,7 @@ fn positive(v: Option<f64>, what: &str) -> Result<Option<f64>> {
 
 /// One `[[tokens]]` table of the config file. The secret is given inline (`token`) or, to keep
 /// it out of the file, as the name of an environment variable (`token_env`).
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenEntry {
     name: String,
@@ -313,80 +313,33 @@ fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> Result<std::sync
 }
 
 impl ServeArgs {
-    /// Fills every unset flag from the config file.
-    fn merge_file(mut self) -> Result<ServeArgs> {
+    /// Fills every setting not given by a flag or an environment variable from the config
+    /// file, in one pass over all of them: the file and the flags meet as key/value maps, so
+    /// a setting cannot be left out of the merge. A key the file may not have (a typo, a
+    /// flag-only setting) is an error naming it and its line.
+    fn merge_file(self) -> Result<ServeArgs> {
         let Some(path) = self.config.clone() else { return Ok(self) };
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let f: ServeArgs = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        macro_rules! take {
-            ($($field:ident),*) => { $( if self.$field.is_none() { self.$field = f.$field; } )* };
+        toml::from_str::<ServeArgs>(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let file: toml::Table = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let mut merged = serde_json::to_value(file)?;
+        let serde_json::Value::Object(flags) = serde_json::to_value(&self)? else { unreachable!("a struct") };
+        for (key, value) in flags {
+            let unset = match &value {
+                serde_json::Value::Null | serde_json::Value::Bool(false) => true,
+                serde_json::Value::Array(a) => a.is_empty(),
+                _ => false,
+            };
+            if !unset {
+                merged[key] = value;
+            }
         }
-        take!(
-            listen,
-            data_dir,
-            fsync,
-            retention,
-            retention_per_app,
-            app_records_per_second,
-            app_bytes_per_second,
-            app_limits,
-            tokens,
-            tls_cert,
-            tls_key,
-            ingest_workers,
-            ingest_queue,
-            wal_queue,
-            ingest_memory_bytes,
-            query_workers,
-            query_queue,
-            max_body_bytes,
-            max_message_bytes,
-            max_tags,
-            max_tag_bytes,
-            max_query_limit,
-            query_timeout,
-            query_memory_bytes,
-            idempotency_window,
-            idempotency_max_keys,
-            max_disk_usage,
-            max_open_segment_files,
-            max_memory_bytes,
-            syslog_tcp,
-            syslog_udp,
-            syslog_max_connections,
-            syslog_max_frame_bytes,
-            max_tails,
-            tail_buffer_bytes,
-            memtable_flush_bytes,
-            memtable_flush_interval,
-            max_memtable_bytes,
-            flush_wait,
-            max_segments_per_partition,
-            stall_segments_per_partition,
-            compression_level,
-            settle_after,
-            cold_level,
-            role,
-            nats_url,
-            nats_stream,
-            nats_replicas,
-            nats_max_bytes,
-            advertise_url,
-            s3_bucket,
-            s3_endpoint,
-            s3_region,
-            s3_prefix,
-            cache_dir,
-            cache_size,
-            upload_interval,
-            max_pending_bytes,
-            cluster_token
-        );
-        self.insecure_no_auth |= f.insecure_no_auth;
-        if self.loki_app_label.is_empty() {
-            self.loki_app_label = f.loki_app_label;
-        }
-        Ok(self)
+        let mut out: ServeArgs =
+            serde_json::from_value(merged).with_context(|| format!("applying {}", path.display()))?;
+        // the flag-only settings
+        out.config = self.config;
+        out.retention_app = self.retention_app;
+        Ok(out)
     }
 
     fn into_config(self) -> Result<(String, ServerConfig, Option<logpipe_cluster::BusConfig>)> {
@@ -686,5 +639,47 @@ mod tests {
         assert_eq!(cfg.engine.retention, Some(30 * 86_400_000_000_000));
         assert_eq!(cfg.engine.retention_per_app[&AppName::parse("hdfs").unwrap()], 7 * 86_400_000_000_000);
         assert!(parse_fsync("sometimes").is_err());
+    }
+
+    #[test]
+    fn every_key_of_the_file_takes_effect_and_unknown_keys_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logpipe.toml");
+        // settings a hand-kept merge list once left out are merged like any other
+        std::fs::write(
+            &path,
+            "max_tails = 7\ncold_level = 12\nloki_app_label = [\"svc\"]\ninsecure_no_auth = true\n\
+             syslog_max_frame_bytes = 4096\n[app_limits.web]\nrecords_per_second = 10.0\n",
+        )
+        .unwrap();
+        let args = ServeArgs { config: Some(path.clone()), max_tails: Some(9), ..Default::default() };
+        let merged = args.merge_file().unwrap();
+        assert!(merged.insecure_no_auth);
+        assert!(merged.app_limits.as_ref().is_some_and(|l| l.contains_key("web")));
+        let (_, cfg, _) = merged.into_config().unwrap();
+        assert_eq!(cfg.max_tails, 9, "a flag wins over the file");
+        assert_eq!(cfg.engine.cold_level, 12);
+        assert_eq!(cfg.loki_app_labels, ["svc"]);
+        assert_eq!(cfg.syslog_max_frame, 4096);
+
+        std::fs::write(&path, "max_tail = 7\n").unwrap();
+        let err = format!("{:#}", ServeArgs { config: Some(path), ..Default::default() }.merge_file().unwrap_err());
+        assert!(err.contains("max_tail"), "{err}");
+    }
+
+    #[test]
+    fn environment_variables_set_flags() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        use clap::Parser;
+        // a variable no other test reads
+        std::env::set_var("LOGPIPE_SETTLE_AFTER", "45s");
+        let cli = Cli::try_parse_from(["logpipe", "--max-tails", "3"]).unwrap();
+        std::env::remove_var("LOGPIPE_SETTLE_AFTER");
+        assert_eq!(cli.serve.settle_after.as_deref(), Some("45s"));
+        assert_eq!(cli.serve.max_tails, Some(3));
     }
 }
