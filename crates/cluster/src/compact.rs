@@ -41,8 +41,8 @@ pub const DELETE_GRACE: Duration = Duration::from_secs(300);
 /// Bytes of input one merge takes at most.
 pub const MAX_MERGE_BYTES: u64 = 1 << 30;
 
-/// How long each app's records are kept (ns); `None` keeps them.
-pub type Retention = Arc<dyn Fn(&AppName) -> Option<i64> + Send + Sync>;
+/// The oldest timestamp of an app still within its retention at a moment; `None` keeps them all.
+pub type Retention = Arc<dyn Fn(&AppName, i64) -> Option<i64> + Send + Sync>;
 
 #[derive(Clone)]
 pub struct CompactSettings {
@@ -176,7 +176,7 @@ impl Compactor {
         let now = now_ns();
         let retention = self.cfg.retention.clone();
         let expired = move |e: &SegmentEntry| {
-            AppName::parse(&e.app).ok().and_then(|a| retention(&a)).is_some_and(|keep| e.max_ts < now - keep)
+            AppName::parse(&e.app).ok().and_then(|a| retention(&a, now)).is_some_and(|cutoff| e.max_ts < cutoff)
         };
         let mut dropped = 0;
         let grace = self.cfg.delete_grace;

@@ -194,7 +194,7 @@ impl Sink {
     pub fn retention_cutoff(&self, cfg: &ServerConfig, app: &logpipe_model::AppName) -> Option<i64> {
         match self {
             Sink::Engine(e) => e.retention_cutoff(app),
-            Sink::Bus(_) => cfg.engine.retention_for(app).map(|keep| now_ns() - keep),
+            Sink::Bus(_) => cfg.engine.retention_cutoff(app, now_ns()),
         }
     }
 }

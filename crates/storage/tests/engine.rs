@@ -1,6 +1,8 @@
 //! The engine against a plain in-memory model: the same answers from the memtable, after a
 //! flush, after merges and after reopening the data directory.
 
+use std::time::Duration;
+
 use logpipe_model::{AppName, Record};
 use logpipe_query::Expr;
 use logpipe_storage::{Answer, Cursor, Engine, EngineConfig, Order, Query, Request};
@@ -451,8 +453,8 @@ fn retention_drops_whole_partitions() {
         engine.close().unwrap();
     }
     let mut cfg = small_config(tmp.path());
-    cfg.retention = Some(30 * day);
-    cfg.retention_per_app.insert(AppName::parse("b").unwrap(), 100 * day);
+    cfg.retention = Some(Duration::from_secs(30 * 86_400));
+    cfg.retention_per_app.insert(AppName::parse("b").unwrap(), Duration::from_secs(100 * 86_400));
     let engine = Engine::open(cfg).unwrap();
     engine.apply_retention().unwrap();
     assert_eq!(count(&engine, &Query::default()), 2);
@@ -467,7 +469,7 @@ fn retention_drops_whole_partitions() {
     let b_old = || Query { apps: vec![AppName::parse("b").unwrap()], to: Some(now - 39 * day), ..Default::default() };
     drop(engine);
     let mut cfg = small_config(tmp.path());
-    cfg.retention_per_app.insert(AppName::parse("b").unwrap(), 10 * day);
+    cfg.retention_per_app.insert(AppName::parse("b").unwrap(), Duration::from_secs(10 * 86_400));
     let engine = Engine::open(cfg).unwrap();
     engine.ingest(vec![rec("b", now - 40 * day + 1, "late b")]).unwrap();
     engine.apply_retention().unwrap();

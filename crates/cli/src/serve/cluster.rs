@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use logpipe_model::parse_duration;
 use logpipe_server::ServerConfig;
 
 use super::ServeArgs;
@@ -98,11 +97,7 @@ pub(super) fn storage_config(args: &StorageArgs, cfg: &ServerConfig) -> Result<O
     let at = args.s3_endpoint.clone().or_else(|| std::env::var("AWS_ENDPOINT").ok()).unwrap_or_else(|| "AWS".into());
     let data_dir = &cfg.engine.data_dir;
     let upload_interval = match &args.upload_interval {
-        Some(v) => {
-            let ns = parse_duration(v).context("--upload-interval")?;
-            anyhow::ensure!(ns > 0, "--upload-interval must be positive");
-            Duration::from_nanos(ns as u64)
-        }
+        Some(v) => super::positive_duration(v, "--upload-interval")?,
         None => store::DEFAULT_UPLOAD_INTERVAL,
     };
     Ok(Some(logpipe_server::ClusterStorage {
@@ -123,7 +118,7 @@ pub(super) fn storage_config(args: &StorageArgs, cfg: &ServerConfig) -> Result<O
                 block: cfg.engine.block,
                 settle_after: cfg.engine.settle_after,
                 cold_level: cfg.engine.cold_level,
-                retention: std::sync::Arc::new(move |app| engine.retention_for(app)),
+                retention: std::sync::Arc::new(move |app, now| engine.retention_cutoff(app, now)),
                 delete_grace: logpipe_cluster::compact::DELETE_GRACE,
                 work_dir: data_dir.join("compact"),
             }

@@ -361,7 +361,7 @@ impl ServeArgs {
             engine.fsync = parse_fsync(f)?;
         }
         if let Some(r) = &self.retention {
-            engine.retention = Some(parse_duration(r).context("--retention")?);
+            engine.retention = Some(duration(r).context("--retention")?);
         }
         let mut per_app: Vec<(String, String)> = self.retention_per_app.unwrap_or_default().into_iter().collect();
         for spec in &self.retention_app {
@@ -370,7 +370,7 @@ impl ServeArgs {
         }
         for (app, d) in per_app {
             let app = AppName::parse(&app).context("retention per app")?;
-            engine.retention_per_app.insert(app, parse_duration(&d).context("retention per app")?);
+            engine.retention_per_app.insert(app, duration(&d).context("retention per app")?);
         }
         if let Some(v) = self.wal_queue {
             engine.ingest_queue = v.max(1);
@@ -379,13 +379,13 @@ impl ServeArgs {
             engine.memtable_flush_bytes = v;
         }
         if let Some(v) = &self.memtable_flush_interval {
-            engine.memtable_flush_interval = Duration::from_nanos(parse_duration(v)?.max(0) as u64);
+            engine.memtable_flush_interval = duration(v).context("--memtable-flush-interval")?;
         }
         if let Some(v) = self.max_memtable_bytes {
             engine.max_memtable_bytes = v;
         }
         if let Some(v) = &self.flush_wait {
-            engine.flush_wait = Duration::from_nanos(parse_duration(v).context("--flush-wait")?.max(0) as u64);
+            engine.flush_wait = duration(v).context("--flush-wait")?;
         }
         if let Some(v) = self.max_segments_per_partition {
             engine.max_segments_per_partition = v.max(1);
@@ -397,15 +397,13 @@ impl ServeArgs {
             engine.block.level = v;
         }
         if let Some(v) = &self.settle_after {
-            engine.settle_after = Duration::from_nanos(parse_duration(v).context("--settle-after")?.max(0) as u64);
+            engine.settle_after = duration(v).context("--settle-after")?;
         }
         if let Some(v) = self.cold_level {
             engine.cold_level = v;
         }
         if let Some(v) = &self.idempotency_window {
-            let ns = parse_duration(v).context("--idempotency-window")?;
-            anyhow::ensure!(ns > 0, "--idempotency-window must be positive");
-            engine.idempotency_window = Duration::from_nanos(ns as u64);
+            engine.idempotency_window = positive_duration(v, "--idempotency-window")?;
         }
         engine.max_disk_usage = self.max_disk_usage;
         if let Some(v) = self.idempotency_max_keys {
@@ -453,9 +451,7 @@ impl ServeArgs {
             cfg.tls = Some(tls_config(cert, key)?);
         }
         if let Some(v) = &self.query_timeout {
-            let ns = parse_duration(v).context("--query-timeout")?;
-            anyhow::ensure!(ns > 0, "--query-timeout must be positive");
-            cfg.query_timeout = Duration::from_nanos(ns as u64);
+            cfg.query_timeout = positive_duration(v, "--query-timeout")?;
         }
         let explicit = Explicit {
             ingest_memory: self.ingest_memory_bytes.is_some(),
@@ -511,12 +507,24 @@ fn fit_to_memory_limit(cfg: &mut ServerConfig, set: Explicit) {
     }
 }
 
+/// A setting's duration (`500ms`, `90s`, `30d`, ...); every duration setting is a [`Duration`].
+fn duration(v: &str) -> Result<Duration> {
+    Ok(Duration::from_nanos(parse_duration(v)? as u64))
+}
+
+/// [`duration`], refusing zero.
+fn positive_duration(v: &str, flag: &str) -> Result<Duration> {
+    let d = duration(v).context(flag.to_string())?;
+    anyhow::ensure!(!d.is_zero(), "{flag} must be positive");
+    Ok(d)
+}
+
 fn parse_fsync(s: &str) -> Result<FsyncMode> {
     Ok(match s {
         "always" => FsyncMode::Always,
         "never" => FsyncMode::Never,
         _ => match s.strip_prefix("interval:") {
-            Some(d) => FsyncMode::Interval(Duration::from_nanos(parse_duration(d)?.max(0) as u64)),
+            Some(d) => FsyncMode::Interval(duration(d)?),
             None => bail!("--fsync {s:?}: expected always, interval:<duration> or never"),
         },
     })
@@ -636,8 +644,8 @@ mod tests {
         assert_eq!(listen, "127.0.0.1:9999");
         assert_eq!(cfg.query_workers, 5);
         assert_eq!(cfg.engine.fsync, FsyncMode::Interval(Duration::from_millis(100)));
-        assert_eq!(cfg.engine.retention, Some(30 * 86_400_000_000_000));
-        assert_eq!(cfg.engine.retention_per_app[&AppName::parse("hdfs").unwrap()], 7 * 86_400_000_000_000);
+        assert_eq!(cfg.engine.retention, Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(cfg.engine.retention_per_app[&AppName::parse("hdfs").unwrap()], Duration::from_secs(7 * 86_400));
         assert!(parse_fsync("sometimes").is_err());
     }
 

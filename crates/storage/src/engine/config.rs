@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use logpipe_model::AppName;
+use logpipe_model::{AppName, Timestamp};
 
 use crate::block::BlockOptions;
 
@@ -52,9 +52,9 @@ pub struct EngineConfig {
     pub stall_segments_per_partition: usize,
     /// Segments merged at once.
     pub merge_fan_in: usize,
-    /// Keep records this long (ns); `None` keeps everything.
-    pub retention: Option<i64>,
-    pub retention_per_app: HashMap<AppName, i64>,
+    /// Keep records this long; `None` keeps everything.
+    pub retention: Option<Duration>,
+    pub retention_per_app: HashMap<AppName, Duration>,
     pub regex_size_limit: usize,
     pub maintenance_interval: Duration,
     /// Threads writing a flush's partitions in parallel.
@@ -82,9 +82,14 @@ pub const DEFAULT_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(600);
 pub const DEFAULT_IDEMPOTENCY_MAX_KEYS: usize = 100_000;
 
 impl EngineConfig {
-    /// How long `app`'s records are kept (ns): its own retention, else the global one.
-    pub fn retention_for(&self, app: &AppName) -> Option<i64> {
+    /// How long `app`'s records are kept: its own retention, else the global one.
+    pub fn retention_for(&self, app: &AppName) -> Option<Duration> {
         self.retention_per_app.get(app).copied().or(self.retention)
+    }
+
+    /// The oldest timestamp of `app` still within its retention at `now`, if retention applies.
+    pub fn retention_cutoff(&self, app: &AppName, now: Timestamp) -> Option<Timestamp> {
+        self.retention_for(app).map(|keep| now.saturating_sub(i64::try_from(keep.as_nanos()).unwrap_or(i64::MAX)))
     }
 
     pub fn new(data_dir: impl Into<PathBuf>) -> EngineConfig {

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use logpipe_model::{AppName, Record};
+use logpipe_model::{AppName, Record, Timestamp};
 use logpipe_wal::Wal;
 use parking_lot::{Mutex, RwLock};
 
@@ -180,8 +180,9 @@ impl Inner {
         self.poisoned.lock().get_or_insert(why);
     }
 
-    pub fn retention_for(&self, app: &AppName) -> Option<i64> {
-        self.cfg.retention_for(app)
+    /// The oldest timestamp of `app` still within its retention at `now`.
+    pub fn retention_cutoff(&self, app: &AppName, now: Timestamp) -> Option<Timestamp> {
+        self.cfg.retention_cutoff(app, now)
     }
 }
 
@@ -490,8 +491,8 @@ impl Engine {
     }
 
     /// The oldest timestamp ingest accepts for `app`, if retention applies.
-    pub fn retention_cutoff(&self, app: &AppName) -> Option<i64> {
-        self.inner.retention_for(app).map(|keep| now_ns() - keep)
+    pub fn retention_cutoff(&self, app: &AppName) -> Option<Timestamp> {
+        self.inner.retention_cutoff(app, now_ns())
     }
 
     pub fn poisoned(&self) -> Option<String> {

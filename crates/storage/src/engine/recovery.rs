@@ -34,7 +34,7 @@ pub(super) fn replay_wal(inner: &Inner, wal_dir: &Path, watermarks: &HashMap<Par
         let keep: Vec<Record> = records
             .into_iter()
             .filter(|r| watermarks.get(&PartitionKey::of(&r.app, r.ts)).is_none_or(|&w| w < seq))
-            .filter(|r| inner.retention_for(&r.app).is_none_or(|keep| r.ts >= now - keep))
+            .filter(|r| inner.retention_cutoff(&r.app, now).is_none_or(|cutoff| r.ts >= cutoff))
             .collect();
         replayed += keep.len() as u64;
         let bytes = keep.iter().map(Record::mem_size).sum();

@@ -93,7 +93,9 @@ pub(crate) fn apply_retention(inner: &Inner) -> Result<()> {
         let st = inner.state.read();
         st.partitions
             .keys()
-            .filter(|k| inner.retention_for(&k.app).is_some_and(|keep| k.end() <= now - keep) && !in_memory(&st, k))
+            .filter(|k| {
+                inner.retention_cutoff(&k.app, now).is_some_and(|cutoff| k.end() <= cutoff) && !in_memory(&st, k)
+            })
             .cloned()
             .collect()
     };
