@@ -65,6 +65,20 @@ impl Cluster {
             &[("AWS_ACCESS_KEY_ID", ACCESS_KEY), ("AWS_SECRET_ACCESS_KEY", SECRET_KEY)],
         )
     }
+
+    /// A node that finds the bucket's endpoint in `AWS_ENDPOINT` instead of `--s3-endpoint`
+    /// (as containers are often configured).
+    fn node_endpoint_from_env(&self, name: &str, role: &str) -> Server {
+        let mut args = self.args(role);
+        let at = args.iter().position(|a| a == "--s3-endpoint").unwrap();
+        args.drain(at..at + 2);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Server::start_env(
+            &self.dir.path().join(name),
+            &args,
+            &[("AWS_ACCESS_KEY_ID", ACCESS_KEY), ("AWS_SECRET_ACCESS_KEY", SECRET_KEY), ("AWS_ENDPOINT", &self.s3.s3)],
+        )
+    }
 }
 
 fn batch(app: &str, from: usize, n: usize) -> String {
@@ -117,7 +131,8 @@ fn batches_go_through_jetstream_and_object_storage_and_are_queried_once_each() {
     let ingest_1 = c.node("ingest-1", "ingest");
     let ingest_2 = c.node("ingest-2", "ingest");
     let query_1 = c.node("query-1", "query");
-    let query_2 = c.node("query-2", "query");
+    // a plain http:// endpoint from AWS_ENDPOINT is allowed as from the flag
+    let query_2 = c.node_endpoint_from_env("query-2", "query");
 
     // 40 batches of 250 records, alternating between the two ingest nodes
     for b in 0..40 {

@@ -149,7 +149,9 @@ pub fn s3_store(cfg: &S3Config) -> Result<Arc<dyn ObjectStore>, CatalogError> {
         .with_client_options(client)
         .with_retry(retry)
         .with_bucket_name(&cfg.bucket);
-    if let Some(e) = &cfg.endpoint {
+    // the endpoint from AWS_ENDPOINT too, so that a plain http:// one is allowed either way
+    let endpoint = cfg.endpoint.clone().or_else(|| std::env::var("AWS_ENDPOINT").ok().filter(|e| !e.is_empty()));
+    if let Some(e) = &endpoint {
         b = b.with_endpoint(e).with_allow_http(e.starts_with("http://")).with_virtual_hosted_style_request(false);
     }
     if let Some(r) = &cfg.region {
