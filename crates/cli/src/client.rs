@@ -277,6 +277,31 @@ pub fn tail(a: TailArgs) -> Result<()> {
     Ok(())
 }
 
+#[derive(Args, Debug)]
+pub struct HealthArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// Give up after this many seconds without an answer.
+    #[arg(long, default_value_t = 5)]
+    timeout: u64,
+}
+
+/// `logpipe health`: succeeds when the server's `/ready` answers `200`, fails with the reason
+/// otherwise (a container's health check, or a script waiting for a server).
+pub fn health(a: HealthArgs) -> Result<()> {
+    let agent = a.conn.agent(Some(Duration::from_secs(a.timeout)))?;
+    let url = a.conn.url("/ready");
+    let resp = a
+        .conn
+        .authorize(agent.get(&url))
+        .timeout(Duration::from_secs(a.timeout))
+        .call()
+        .map_err(describe)
+        .with_context(|| format!("GET {url}"))?;
+    println!("{}", resp.into_string().unwrap_or_default().trim());
+    Ok(())
+}
+
 fn describe(e: ureq::Error) -> anyhow::Error {
     match e {
         ureq::Error::Status(code, resp) => {

@@ -32,6 +32,8 @@ enum Command {
     Ingest(client::IngestArgs),
     /// Show the partitions, segments, sizes and record counts of a data directory.
     Inspect(inspect::InspectArgs),
+    /// Exit 0 when a server is ready (its `/ready` answers 200), else print why and exit 1.
+    Health(client::HealthArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -42,6 +44,7 @@ fn main() -> std::process::ExitCode {
         Command::Tail(a) => client::tail(*a),
         Command::Ingest(a) => client::ingest(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Health(a) => client::health(a),
     };
     match res {
         Ok(()) => std::process::ExitCode::SUCCESS,

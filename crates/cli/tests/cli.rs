@@ -144,3 +144,17 @@ fn tail_prints_new_records_until_its_limit() {
          2025-01-01T00:00:04.000000000Z web [level=ERROR] second\n"
     );
 }
+
+#[test]
+fn health_succeeds_only_while_the_server_is_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("data"), &[]);
+    let base = s.base.clone();
+    let (ok, out, err) = logpipe(&["health", "--server", &base], None);
+    assert!(ok, "{err}");
+    assert!(out.contains("ready"), "{out}");
+    s.stop();
+    let (ok, _, err) = logpipe(&["health", "--server", &base, "--timeout", "2"], None);
+    assert!(!ok, "a stopped server is not healthy");
+    assert!(err.contains(&format!("GET {base}/ready")), "{err}");
+}
