@@ -17,6 +17,15 @@ fn agent() -> ureq::Agent {
     ureq::AgentBuilder::new().timeout(Duration::from_secs(600)).build()
 }
 
+/// `req` with `Authorization: Bearer $LOGPIPE_TOKEN` when that variable is set (a server with
+/// tokens), as the `logpipe` client commands do.
+fn authorized(req: ureq::Request) -> ureq::Request {
+    match std::env::var("LOGPIPE_TOKEN") {
+        Ok(t) if !t.is_empty() => req.set("Authorization", &format!("Bearer {t}")),
+        _ => req,
+    }
+}
+
 /// The batch files of a generated directory and their record counts, from its `index.txt`.
 pub fn batch_index(dir: &Path) -> Result<Vec<(std::path::PathBuf, u64)>> {
     let text = std::fs::read_to_string(dir.join("index.txt")).with_context(|| format!("{}", dir.display()))?;
@@ -59,7 +68,7 @@ pub fn load(dir: &Path, url: &str, connections: usize) -> Result<(u64, f64)> {
 fn post_until_accepted(agent: &ureq::Agent, url: &str, body: &[u8]) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        match agent.post(url).set("Content-Type", "application/x-ndjson").send_bytes(body) {
+        match authorized(agent.post(url)).set("Content-Type", "application/x-ndjson").send_bytes(body) {
             Ok(_) => return Ok(()),
             Err(ureq::Error::Status(code @ (429 | 503), resp)) if Instant::now() < deadline => {
                 let wait = resp.header("Retry-After").and_then(|s| s.parse().ok()).unwrap_or(1u64);
@@ -239,7 +248,7 @@ pub fn run_query(base: &str, q: &Query, want: &Answer, warmup: usize, runs: usiz
     let mut times = Vec::new();
     let mut error = None;
     for run in 0..warmup + runs.max(1) {
-        let mut req = agent.get(&format!("{base}{path}"));
+        let mut req = authorized(agent.get(&format!("{base}{path}")));
         for (k, v) in &p {
             req = req.query(k, v);
         }

@@ -6,6 +6,8 @@
 //! logpipe-bench load /tmp/lb http://127.0.0.1:7171/api/v1/logs
 //! logpipe-bench run /tmp/lb http://127.0.0.1:7171 --runs 5 --json /tmp/lb/results.json
 //! ```
+//!
+//! `load` and `run` send `Authorization: Bearer $LOGPIPE_TOKEN` when that variable is set.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
