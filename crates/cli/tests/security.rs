@@ -228,3 +228,33 @@ fn https_with_a_certificate_and_the_cli_trusting_it() {
     let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(5)).build();
     assert!(matches!(agent.get(&format!("{plain}/health")).call(), Err(ureq::Error::Transport(_))));
 }
+
+#[test]
+fn the_web_ui_is_served_without_a_token_and_its_api_calls_need_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    std::env::set_var("LOGPIPE_TEST_READER_TOKEN", READER);
+    let s = Server::start(&dir.path().join("data"), &["--config", cfg.to_str().unwrap()]);
+    let base = &s.base;
+    // a browser gets the page and its files...
+    let (status, body, ctype) = get_accepting(base, "/", "text/html,application/xhtml+xml,*/*;q=0.8");
+    assert_eq!(status, 200, "{body}");
+    assert!(ctype.unwrap().starts_with("text/html"));
+    assert!(body.contains("/ui/app.js"), "{body}");
+    for (path, kind) in [("/ui/app.js", "text/javascript"), ("/ui/app.css", "text/css")] {
+        let (status, body, ctype) = get_accepting(base, path, "*/*");
+        assert_eq!(status, 200, "{path}: {body}");
+        assert!(ctype.unwrap().starts_with(kind), "{path}");
+    }
+    // ...an Elasticsearch client asking for JSON still needs a token and gets the banner
+    let (status, _, _) = get_accepting(base, "/", "application/json");
+    assert_eq!(status, 401);
+    let (status, body) = get_as(base, "/", Some(OPS));
+    assert_eq!(status, 200);
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["tagline"], "You Know, for Search");
+    // the data behind the page does not open up
+    let (status, _) = get_as(base, "/api/v1/logs", None);
+    assert_eq!(status, 401);
+    let (status, _, _) = get_accepting(base, "/ui/../api/v1/logs", "*/*");
+    assert_ne!(status, 200);
+}

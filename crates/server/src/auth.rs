@@ -206,10 +206,11 @@ fn presented(v: &str) -> Option<String> {
     None
 }
 
-/// Identifies the caller of every request but `/health` and `/ready` and hands handlers an
-/// [`Access`]; the scope an endpoint needs is checked by the endpoint.
+/// Identifies the caller of every request but `/health`, `/ready` and the web UI's files and
+/// hands handlers an [`Access`]; the scope an endpoint needs is checked by the endpoint.
 pub async fn authenticate(State(st): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
-    let open = matches!(req.uri().path(), "/health" | "/ready") && req.method() == Method::GET;
+    let open =
+        req.method() == Method::GET && (matches!(req.uri().path(), "/health" | "/ready") || crate::ui::is_ui(&req));
     let access = match &st.tokens {
         None => Access::everything(),
         Some(_) if open => Access { name: None, read: None, write: None, admin: false },

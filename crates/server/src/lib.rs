@@ -25,6 +25,7 @@ mod query;
 mod ratelimit;
 mod tail;
 mod tls;
+mod ui;
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -226,6 +227,15 @@ pub enum ServerError {
     Setup(String),
 }
 
+/// `GET /`: the web UI to a browser, Elasticsearch's banner to its clients.
+async fn root(headers: axum::http::HeaderMap) -> axum::response::Response {
+    if ui::wants_html(&headers) {
+        ui::index()
+    } else {
+        compat::elastic::root().await
+    }
+}
+
 fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/health", get(admin::health))
@@ -239,7 +249,9 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/query", get(query::query))
         .route("/api/v1/explain", get(query::explain))
         .route("/api/v1/tail", get(tail::tail))
-        .route("/", get(compat::elastic::root).head(compat::elastic::root_head))
+        .route("/", get(root).head(compat::elastic::root_head))
+        .route("/ui/app.js", get(ui::app_js))
+        .route("/ui/app.css", get(ui::app_css))
         .route("/v1/logs", post(compat::otlp::logs))
         .route("/loki/api/v1/push", post(compat::loki::push))
         .route("/loki/api/v1/query_range", get(compat::loki_query::query_range).post(compat::loki_query::query_range))

@@ -177,6 +177,11 @@ pub fn ingest_as(base: &str, ndjson: &str, token: Option<&str>) -> (u16, String)
     (s, b)
 }
 
+/// GET `path` sending `Accept: accept`: status, body and the content type.
+pub fn get_accepting(base: &str, path: &str, accept: &str) -> (u16, String, Option<String>) {
+    finish_with(agent().get(&format!("{base}{path}")).set("accept", accept).call(), "content-type")
+}
+
 /// GET `path`: status, body and the value of `header`.
 pub fn get_header(base: &str, path: &str, header: &str) -> (u16, String, Option<String>) {
     finish_with(agent().get(&format!("{base}{path}")).call(), header)
