@@ -111,6 +111,28 @@ def open_server(base, shots):
             assert int(total) == json.loads(text)["count"], f"{total} against {text}"
 
         @check
+        def the_facets_are_the_top_values_the_api_counts():
+            groups = wait("the facets", lambda: d.find_elements(By.CSS_SELECTOR, "#facets .facet"))
+            assert groups[0].get_attribute("data-key") == "level"
+            for g in groups:
+                k = g.get_attribute("data-key")
+                text, _ = api(base, "/api/v1/query", [("q", f"* | count by ({k}) | limit 5")])
+                want = [(v["value"], v["count"]) for v in json.loads(text)["values"] if v["value"]]
+                got = [(c.get_attribute("data-value"), int(c.get_attribute("data-count")))
+                       for c in g.find_elements(By.CSS_SELECTOR, ".chip")]
+                assert got == want, f"{k}: {got} against {want}"
+            chip = groups[0].find_element(By.CSS_SELECTOR, ".chip")
+            value = chip.get_attribute("data-value")
+            d.execute_script("delete document.body.dataset.ready")
+            ActionChains(d).key_down(Keys.ALT).click(chip).key_up(Keys.ALT).perform()
+            ready(d)
+            q = d.find_element(By.ID, "q").get_attribute("value")
+            assert q == f"-level={value}", q
+            want, _ = api_logs(base, [("q", q), ("limit", "200")])
+            assert shown(d) == [key(r) for r in want]
+            assert all(f"level={value}" not in r["tags"] for r in want)
+
+        @check
         def a_query_narrows_to_what_the_api_answers():
             q = "level=ERROR app:(api OR web)"
             run_query(d, q)

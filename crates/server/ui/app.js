@@ -288,6 +288,10 @@ async function loadPage(id) {
     const frag = document.createDocumentFragment();
     for (const rec of recs) frag.append(recordNode(rec, words));
     $("records").append(frag);
+    if (!p.has("cursor")) {
+      const keys = new Set(recs.flatMap((rec) => (rec.tags || []).filter((t) => t.includes("=")).map((t) => t.split("=")[0])));
+      facets(id, keys);
+    }
     cursor = r.headers.get("Logpipe-Next-Cursor");
     const shown = $("records").childElementCount;
     $("more").textContent = cursor ? "loading more as you scroll…" : shown ? `${shown} records, the end` : "no records match";
@@ -466,6 +470,50 @@ function chartSelection() {
   svg.addEventListener("mouseleave", (e) => x0 !== null && end(e));
 }
 
+// ---- facets ----
+
+const FACET_KEYS = ["level", "env", "region", "host"];
+
+/** The top values of a few tag keys among the matches (`| count by (key)`), each a chip that
+ * adds `key=value` to the query (Alt+click: excludes it). Keys are the usual ones plus those
+ * of the first page's records. */
+async function facets(id, seen) {
+  const keys = [...new Set([...FACET_KEYS.filter((k) => seen.has(k)), ...seen])].slice(0, 4);
+  const box = $("facets");
+  box.replaceChildren();
+  for (const k of keys) {
+    const p = filterParams();
+    p.set("q", `${view.q.split("|")[0].trim() || "*"} | count by (${k}) | limit 5`);
+    const r = await api("/api/v1/query", p);
+    if (id !== run) return;
+    if (!r.ok) continue;
+    const res = await r.json();
+    const group = document.createElement("div");
+    group.className = "facet";
+    group.dataset.key = k;
+    const title = document.createElement("b");
+    title.textContent = res.distinct > 5 ? `${k} (${res.distinct})` : k;
+    group.append(title);
+    for (const v of res.values) {
+      if (v.value === null || v.value === "") continue;
+      const chip = document.createElement("button");
+      chip.type = "button";
+      chip.className = "chip";
+      if (k === "level") chip.classList.add(`l-${String(v.value).toLowerCase()}`);
+      chip.dataset.value = v.value;
+      chip.dataset.count = String(v.count);
+      chip.title = "add to the query (Alt+click: exclude)";
+      const n = document.createElement("span");
+      n.textContent = v.count.toLocaleString();
+      chip.append(String(v.value), n);
+      const term = tagTerm(`${k}=${v.value}`);
+      chip.addEventListener("click", (e) => addTerm(e.altKey ? `-${term}` : term));
+      group.append(chip);
+    }
+    box.append(group);
+  }
+}
+
 // ---- live tail ----
 
 async function toggleTail() {
@@ -532,6 +580,7 @@ function start() {
   cursor = null;
   bounds = null;
   $("records").replaceChildren();
+  $("facets").replaceChildren();
   $("more").textContent = "loading…";
   $("cost").textContent = "";
   $("count").textContent = "";
