@@ -134,6 +134,14 @@ healthy() { # SERVICE...: every health check passes within 120 s
 }
 healthy nats1 nats2 nats3 s3 store1 store2 front1 front2 lb
 echo "every container's health check passes"
+# HAProxy's own view (its stats page, inside the lb container): both fronts UP
+fronts_up() {
+  podman exec "$(ctr lb)" bash -c 'exec 3<>/dev/tcp/127.0.0.1/8404 &&
+    printf "GET /stats;csv HTTP/1.0\r\n\r\n" >&3 && cat <&3' |
+    awk -F, '$1 == "fronts" && $2 ~ /^front[12]$/ && $18 ~ /^UP/ {n++} END {exit !(n == 2)}'
+}
+for _ in $(seq 1 60); do fronts_up && break; sleep 1; done
+fronts_up || { echo "HAProxy does not see both fronts up" >&2; exit 1; }
 # GET PATH from inside a container, on its own loopback, with the admin token
 inside() {
   podman exec -e P="$2" "$(ctr "$1")" bash -c 'exec 3<>/dev/tcp/127.0.0.1/7171 &&
