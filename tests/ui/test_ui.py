@@ -217,10 +217,14 @@ def open_server(base, shots):
             d.get(base + "/?q=app:ui-tail")
             ready(d)
             d.find_element(By.ID, "tail").click()
-            time.sleep(1)
             body = json.dumps({"app": "ui-tail", "message": "tailed into the page", "tags": ["level=INFO"]})
-            urllib.request.urlopen(urllib.request.Request(base + "/api/v1/logs", data=body.encode(), method="POST"))
-            wait("the tailed record", lambda: any(m == "tailed into the page" for _, _, m in shown(d)))
+
+            def sent_and_shown():
+                # sent again each second: the first may come before the tail is subscribed
+                urllib.request.urlopen(urllib.request.Request(base + "/api/v1/logs", data=body.encode(), method="POST"))
+                time.sleep(1)
+                return any(m == "tailed into the page" for _, _, m in shown(d))
+            wait("the tailed record", sent_and_shown)
 
         @check
         def a_phone_width_shows_the_records():
