@@ -133,6 +133,24 @@ def open_server(base, shots):
             assert all(f"level={value}" not in r["tags"] for r in want)
 
         @check
+        def the_chart_stacks_by_a_chosen_tag_key():
+            from selenium.webdriver.support.ui import Select
+            run_query(d, "")
+            Select(d.find_element(By.ID, "by")).select_by_value("env")
+            wait("by=env in the URL", lambda: "by=env" in d.current_url)
+            text, _ = api(base, "/api/v1/query", [("q", "* | count by (env)")])
+            want = {v["value"] for v in json.loads(text)["values"]}
+            count, _ = api(base, "/api/v1/count")
+            count = json.loads(count)["count"]
+
+            def legend_and_total():
+                legend = {e.text.rsplit(" ", 1)[0] for e in d.find_elements(By.CSS_SELECTOR, "#legend span")}
+                total = d.find_element(By.ID, "hist").get_attribute("data-total")
+                return (legend, total) if legend == want and total == str(count) else None
+            wait(f"a legend of {want} and a total of {count}", legend_and_total)
+            Select(d.find_element(By.ID, "by")).select_by_value("level")
+
+        @check
         def a_query_narrows_to_what_the_api_answers():
             q = "level=ERROR app:(api OR web)"
             run_query(d, q)

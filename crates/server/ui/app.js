@@ -67,6 +67,7 @@ function fromUrl() {
     to: p.get("to") || "",
     asc: p.get("order") === "asc",
     utc: p.get("utc") === "1",
+    by: p.get("by") || "level",
   };
 }
 
@@ -79,6 +80,7 @@ function toUrl() {
   } else if (view.range) p.set("range", view.range);
   if (view.asc) p.set("order", "asc");
   if (view.utc) p.set("utc", "1");
+  if (view.by !== "level") p.set("by", view.by);
   const s = p.toString();
   history.replaceState(null, "", s ? `?${s}` : location.pathname);
 }
@@ -103,6 +105,9 @@ function showView() {
   $("custom").hidden = view.range !== "custom";
   $("asc").checked = view.asc;
   $("utc").checked = view.utc;
+  const by = $("by");
+  if (![...by.options].some((o) => o.value === view.by)) by.append(new Option(view.by, view.by));
+  by.value = view.by;
 }
 
 // ---- HTTP ----
@@ -291,6 +296,9 @@ async function loadPage(id) {
     if (!p.has("cursor")) {
       const keys = new Set(recs.flatMap((rec) => (rec.tags || []).filter((t) => t.includes("=")).map((t) => t.split("=")[0])));
       facets(id, keys);
+      // the keys the chart can stack by
+      const by = $("by");
+      for (const k of [...keys].sort()) if (![...by.options].some((o) => o.value === k)) by.append(new Option(k, k));
     }
     cursor = r.headers.get("Logpipe-Next-Cursor");
     const shown = $("records").childElementCount;
@@ -314,10 +322,15 @@ function visible(el) {
 
 function seriesColor(value, i) {
   if (value === null) return "#d0d5dd";
+  if (view.by !== "level") return PALETTE[i % PALETTE.length];
   return LEVEL_COLORS[String(value).toLowerCase()] || PALETTE[i % PALETTE.length];
 }
 
+let chartSeq = 0; // the newest chart asked for; an older answer is dropped
+
 async function histogram(id) {
+  const seq = ++chartSeq;
+  const current = () => id === run && seq === chartSeq;
   const p = filterParams();
   let from = p.has("from") ? BigInt(p.get("from")) : null;
   let to = p.has("to") ? BigInt(p.get("to")) : null;
@@ -334,6 +347,7 @@ async function histogram(id) {
     };
     if (from === null) from = await edge("asc");
     if (to === null) to = view.range in RANGES ? nowNs() : await edge("desc");
+    if (!current()) return;
     if (from === null || to === null) return drawHistogram(id, null);
     to += 1n;
   }
@@ -342,16 +356,18 @@ async function histogram(id) {
   const h = filterParams();
   h.set("from", String(from));
   h.set("to", String(to));
-  h.set("q", `${view.q.split("|")[0].trim() || "*"} | histogram ${unit} by (level) | limit 6`);
+  h.set("q", `${view.q.split("|")[0].trim() || "*"} | histogram ${unit} by (${view.by}) | limit 6`);
   const r = await api("/api/v1/query", h);
-  if (id !== run) return;
+  if (!current()) return;
   if (!r.ok) {
     showError(await failure(r));
     return drawHistogram(id, null);
   }
+  const res = await r.json();
+  if (!current()) return;
   bounds = [from, to];
   step = width;
-  drawHistogram(id, await r.json());
+  drawHistogram(id, res);
 }
 
 function drawHistogram(id, res) {
@@ -395,7 +411,7 @@ function drawHistogram(id, res) {
       rect.dataset.count = String(c);
       const title = document.createElementNS(ns, "title");
       const t0 = base + BigInt(k) * step;
-      title.textContent = `${formatNs(t0, view.utc, false)}  ${series[i].value ?? "(no level)"}: ${c}`;
+      title.textContent = `${formatNs(t0, view.utc, false)}  ${series[i].value ?? `(no ${view.by})`}: ${c}`;
       rect.append(title);
       svg.append(rect);
       y -= h;
@@ -413,7 +429,7 @@ function drawHistogram(id, res) {
     const item = document.createElement("span");
     const sw = document.createElement("i");
     sw.style.background = seriesColor(s.value, i);
-    item.append(sw, `${s.value ?? "(no level)"} ${s.count.toLocaleString()}`);
+    item.append(sw, `${s.value ?? `(no ${view.by})`} ${s.count.toLocaleString()}`);
     $("legend").append(item);
   });
   svg.dataset.base = String(base);
@@ -641,6 +657,11 @@ function wire() {
       start();
     });
   }
+  $("by").addEventListener("change", () => {
+    view.by = $("by").value;
+    toUrl();
+    histogram(run);
+  });
   $("asc").addEventListener("change", () => {
     view.asc = $("asc").checked;
     start();
