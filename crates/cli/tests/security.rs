@@ -44,6 +44,13 @@ apps = ["*"]
     path
 }
 
+/// A server in `dir` with the tokens of [`config`] (the reader's secret from the environment).
+fn with_tokens(dir: &std::path::Path) -> Server {
+    let cfg = config(dir);
+    std::env::set_var("LOGPIPE_TEST_READER_TOKEN", READER);
+    Server::start(&dir.join("data"), &["--config", cfg.to_str().unwrap()])
+}
+
 fn rec(app: &str, msg: &str) -> Value {
     json!({"app": app, "timestamp": "2025-01-01T00:00:00Z", "message": msg, "tags": ["level=ERROR"]})
 }
@@ -57,9 +64,7 @@ fn json_as(base: &str, path: &str, token: &str) -> Value {
 #[test]
 fn tokens_scope_what_each_caller_may_read_and_write() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path());
-    std::env::set_var("LOGPIPE_TEST_READER_TOKEN", READER);
-    let s = Server::start(&dir.path().join("data"), &["--config", cfg.to_str().unwrap()]);
+    let s = with_tokens(dir.path());
     let base = &s.base;
 
     // no token, or an unknown one: 401 everywhere but health and readiness
@@ -232,9 +237,7 @@ fn https_with_a_certificate_and_the_cli_trusting_it() {
 #[test]
 fn the_web_ui_is_served_without_a_token_and_its_api_calls_need_one() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path());
-    std::env::set_var("LOGPIPE_TEST_READER_TOKEN", READER);
-    let s = Server::start(&dir.path().join("data"), &["--config", cfg.to_str().unwrap()]);
+    let s = with_tokens(dir.path());
     let base = &s.base;
     // a browser gets the page and its files...
     let (status, body, ctype) = get_accepting(base, "/", "text/html,application/xhtml+xml,*/*;q=0.8");
